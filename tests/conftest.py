@@ -1,0 +1,49 @@
+"""Shared fixtures: a temp project root, and the real embedded data prepared once per session by make."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, load_config
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def run_make(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a real make target in the project root; output is captured for assertions."""
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline.<module>` in a fresh process, as make does."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def config_at(tmp_path: Path):
+    """config_at(*overrides) -> a Config whose data, runs and submissions live under tmp_path."""
+
+    def make(*overrides: str) -> Config:
+        return load_config(None, [f"paths.root={tmp_path}", *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def prepared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project root where `make data prepare` has run on the embedded HAPT data (about 15 s)."""
+    root = tmp_path_factory.mktemp("project")
+    result = run_make("data", "prepare", f"SET=paths.root={root}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared_config(prepared_root: Path) -> Config:
+    return load_config(None, [f"paths.root={prepared_root}"])

@@ -1,0 +1,95 @@
+"""Data tests on the real embedded HAPT data, prepared once per session by `make data prepare`."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import download, prepare
+from pipeline.competition import DataError, load_competition
+from pipeline.config import Config
+from pipeline.signals import channel_std
+
+pytestmark = pytest.mark.slow
+
+
+def test_raw_hapt_is_complete_documented_and_read_only(prepared_config: Config):
+    folder = prepared_config.raw_dir / "hapt"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["source"]["sha256"] == download.HAPT_SHA256
+    assert manifest["users"] == 30 and len(manifest["experiments"]) == 61
+    assert 1_100_000 < manifest["total_rows"] < 1_150_000
+    first = manifest["experiments"][0]
+    table = pd.read_csv(folder / first["file"])
+    assert list(table.columns) == [*download.SENSOR_COLUMNS, "label"]
+    assert len(table) == first["rows"] and download.sha256_file(folder / first["file"]) == first["sha256"]
+    assert set(table["label"].unique()) <= set(range(-1, 13)) - {0}
+    assert not (folder / first["file"]).stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+
+
+def test_a_tampered_package_file_is_refused(tmp_path: Path):
+    fake = tmp_path / "HAPT.pkl.gz"
+    fake.write_bytes(b"not the real file")
+    with pytest.raises(DataError, match="SHA-256"):
+        download.write_hapt(fake, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["raw", "classroom"])
+def test_splits_share_no_subject_and_have_six_activities(prepared_config: Config, name: str):
+    card = json.loads((prepared_config.processed_dir / name / "datacard.json").read_text())
+    subjects = {split: set(card["subjects"][split]) for split in ("train", "validation", "test")}
+    assert not subjects["train"] & subjects["validation"]
+    assert not subjects["train"] & subjects["test"] and not subjects["validation"] & subjects["test"]
+    assert subjects["test"] == set(prepared_config.data.test_subjects)
+    assert subjects["validation"] == set(prepared_config.data.validation_subjects)
+    competition = load_competition(prepared_config.processed_dir / name)
+    assert competition.activities == (1, 2, 3, 4, 5, 6)
+    if name == "raw":
+        assert set(np.unique(competition.train.subjects)) == subjects["train"]
+        assert set(np.unique(competition.validation.subjects)) == subjects["validation"]
+
+
+def test_raw_window_counts_are_within_3_percent_of_uci_har(prepared_config: Config):
+    card = json.loads((prepared_config.processed_dir / "raw" / "datacard.json").read_text())
+    assert abs(card["windows"]["difference_percent"]["train_and_validation"]) < 3
+    assert abs(card["windows"]["difference_percent"]["test"]) < 3
+    competition = load_competition(prepared_config.processed_dir / "raw")
+    assert competition.series_shape == (128, 9)
+    assert len(competition.train) + len(competition.validation) == card["windows"]["train_and_validation"]
+    assert "UCI HAR: 7352 and 2947" in (prepared_config.processed_dir / "raw" / "DATACARD.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["raw", "classroom"])
+def test_test_noise_reaches_its_level_and_the_answer_key_stays_private(prepared_config: Config, name: str):
+    competition = load_competition(prepared_config.processed_dir / name)
+    card = json.loads((prepared_config.processed_dir / name / "datacard.json").read_text())
+    with np.load(prepared_config.private_dir / name / prepare.CLEAN_TEST) as clean:
+        clean_series, clean_ids = clean["series"], clean["id"]
+    np.testing.assert_array_equal(clean_ids, competition.test.ids)
+    std = np.array(list(card["noise"]["channel_std"].values()))
+    np.testing.assert_allclose(channel_std(competition.test.series - clean_series) / std, 0.5, rtol=0.03)
+    solution = pd.read_csv(prepared_config.private_dir / name / prepare.SOLUTION, dtype={"file": str})
+    assert list(solution.columns) == ["file", "activity", "Usage"]
+    assert set(solution["file"]) == set(competition.test.ids)
+    assert 0.2 < (solution["Usage"] == "Public").mean() < 0.4
+    participant_files = {p.name for p in (prepared_config.processed_dir / name).rglob("*")}
+    assert prepare.SOLUTION not in participant_files and prepare.CLEAN_TEST not in participant_files
+
+
+def test_loader_round_trips_what_prepare_built(prepared_config: Config):
+    """Rebuild the classroom competition in memory and compare with what the loader reads from disk."""
+    _manifest, recordings = prepare.read_hapt(prepared_config.raw_dir / "hapt")
+    windows = prepare.window_hapt(recordings, prepared_config)
+    built = prepare.build_series(windows, "csv", prepared_config)
+    splits, _clean, _solution, _std = prepare.make_competition(built, prepared_config)
+    loaded = load_competition(prepared_config.processed_dir / "classroom")
+    for name in ("train", "validation", "test"):
+        np.testing.assert_array_equal(getattr(loaded, name).ids, splits[name].ids)
+        np.testing.assert_allclose(getattr(loaded, name).series, splits[name].series, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(loaded.train.labels, splits["train"].labels)
