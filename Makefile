@@ -19,7 +19,7 @@ export PYTHONUNBUFFERED := 1
 DATA_ARGS := --set data.source=$(SOURCE) --set data.competition=$(COMPETITION) $(if $(NAME),--set data.name=$(NAME)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install all data prepare test clean
+.PHONY: help install all data prepare models test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path
 
 prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from HAPT, or a copied one)
 	$(PY) -m pipeline.prepare $(DATA_ARGS)
+
+models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
+	@$(PY) -m pipeline.models 2>/dev/null
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest

@@ -69,9 +69,53 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    # A name from pipeline.models.MODELS (`python -m pipeline.models` lists them).
+    name: str = "bilstm"
+    units: int = 64  # hidden units per direction: enough for 9 channels, small enough for a 2-core CPU
+    layers: int = 2  # stacked recurrent layers; two is the usual sweet spot for HAR
+    cell: str = "lstm"  # lstm | gru | rnn: the recurrent cell (the forward one in bidirectional layers)
+    bidirectional: bool = True  # read each series both ways (stacked, deep_*, attention, cnn_lstm, seq2seq encoder)
+    backward_cell: str = ""  # bilstm: the backward cell type; empty = same as `cell` (the lecture allows them to differ)
+    backward_units: int = 0  # bilstm: the backward size; 0 = same as `units`; output size is the sum of both
+    merge_mode: str = "concat"  # how bidirectional halves combine: concat | sum | ave | mul (the last three need equal sizes)
+    residual: bool = False  # shortcut connections between stacked recurrent layers
+    input_mlp: tuple[int, ...] = ()  # deep input-to-hidden: Dense sizes applied at every time step before the recurrence
+    output_mlp: tuple[int, ...] = ()  # deep hidden-to-output: Dense sizes between the recurrence and the softmax
+    transition_layers: int = 2  # deep transition: L layers of the MLP between h(t-1) and h(t)
+    transition_shortcut: bool = True  # deep transition: a linear shortcut from h(t-1) to h(t) eases training (Pascanu et al.)
+    attention_units: int = 64  # size of the additive attention's hidden layer (W and v)
+    conv_filters: int = 64  # cnn_lstm: filters per 1-D convolution (DeepConvLSTM uses 64)
+    conv_kernel: int = 5  # cnn_lstm: kernel length in time steps
+    conv_layers: int = 2  # cnn_lstm: convolutions before the recurrent layers
+    decoder_units: int = 64  # seq2seq: decoder LSTM size
+    embedding_dim: int = 16  # seq2seq: size of the previous-token embedding fed to the decoder
+    seq2seq_attention: bool = True  # seq2seq: Bahdanau attention at every decoder step; false = fixed context C only
+
+
+@dataclass(frozen=True)
+class RegularizationConfig:
+    # Weight penalties (0 = off). L1 and L2 together give L1L2. `l1`/`l2` act on every input kernel
+    # (recurrent layers and Dense layers), `recurrent_*` on recurrent kernels, `bias_*` on biases.
+    l1: float = 0.0
+    l2: float = 0.0
+    recurrent_l1: float = 0.0
+    recurrent_l2: float = 0.0
+    bias_l1: float = 0.0
+    bias_l2: float = 0.0
+    input_dropout: float = 0.0  # dropout on the normalized input features
+    dropout: float = 0.0  # dropout between layers and before the classifier
+    recurrent_dropout: float = 0.0  # dropout on h(t-1); note: loses the fused cuDNN kernel on GPU
+    gaussian_noise: float = 0.0  # std of a GaussianNoise input layer, in units of each feature's std (train only)
+    max_norm: float = 0.0  # max-norm constraint on every kernel and recurrent kernel (0 = off)
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
 
     # ---- paths, anchored at the project root -------------------------------------------
     @property
@@ -221,5 +265,20 @@ def validate(config: Config) -> None:
         raise ConfigError("a subject cannot be in both data.test_subjects and data.validation_subjects")
     if data.train_noise < 0 or data.test_noise < 0:
         raise ConfigError("noise levels cannot be negative")
+    model, regularization = config.model, config.regularization
+    if model.units < 1 or model.layers < 1 or model.transition_layers < 1 or model.conv_layers < 0:
+        raise ConfigError("model.units, model.layers and model.transition_layers must be >= 1")
+    for name in ("cell", "backward_cell"):
+        if getattr(model, name) not in ("lstm", "gru", "rnn", "") or (name == "cell" and not model.cell):
+            raise ConfigError(f"model.{name} must be lstm, gru or rnn, got {getattr(model, name)!r}")
+    if model.merge_mode not in ("concat", "sum", "ave", "mul"):
+        raise ConfigError(f"model.merge_mode must be concat, sum, ave or mul, got {model.merge_mode!r}")
+    for name in ("input_dropout", "dropout", "recurrent_dropout"):
+        if not 0 <= getattr(regularization, name) < 1:
+            raise ConfigError(f"regularization.{name} must be in [0, 1)")
+    penalties = ("l1", "l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "gaussian_noise", "max_norm")
+    for name in penalties:
+        if getattr(regularization, name) < 0:
+            raise ConfigError(f"regularization.{name} cannot be negative")
     if not 0 < data.public_fraction < 1:
         raise ConfigError(f"data.public_fraction must be in (0, 1), got {data.public_fraction}")

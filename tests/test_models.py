@@ -1,0 +1,250 @@
+"""Model tests: every registered model builds, learns, saves and reloads in a fresh process; the
+lecture's formulas are checked against NumPy; seq2seq decodes a toy task."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline import models
+from pipeline.config import load_config
+
+SHAPES = [(5, 9), (128, 9)]
+SMALL = ["model.units=8", "model.attention_units=8", "model.decoder_units=8", "model.conv_filters=8", "model.embedding_dim=4"]
+
+
+def config_for(name: str, *overrides: str):
+    return load_config(None, [f"model.name={name}", *SMALL, *overrides])
+
+
+def separable(shape: tuple[int, int], count: int = 96, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noise plus a class-specific offset on one channel: learnable in a few steps by any model."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, count)
+    series = rng.normal(size=(count, *shape)).astype(np.float32)
+    series[np.arange(count), :, labels] += 2.0
+    return series, labels
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, tuple[int, int]], dict]:
+    """Every model x shape trained a few steps and saved; predictions kept for the reload check."""
+    folder = tmp_path_factory.mktemp("models")
+    results = {}
+    for name in models.MODELS:
+        for shape in SHAPES:
+            keras.utils.set_random_seed(0)
+            series, labels = separable(shape)
+            mean, variance = series.reshape(-1, shape[1]).mean(0), series.reshape(-1, shape[1]).var(0)
+            model = models.build_model(config_for(name), shape, 3, mean, variance)
+            model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+            history = model.fit(series, labels, batch_size=32, epochs=4, verbose=0, shuffle=False)
+            path = folder / f"{name}_{shape[0]}.keras"
+            model.save(path)
+            results[(name, shape)] = {
+                "loss": history.history["loss"],
+                "path": path,
+                "input": series[:8],
+                "prediction": model.predict(series[:8], verbose=0),
+                "output_shape": tuple(model.output.shape),
+            }
+    return results
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_model_builds_and_learns(trained, name: str, shape: tuple[int, int]):
+    result = trained[(name, shape)]
+    assert result["output_shape"] == (None, 3)
+    np.testing.assert_allclose(result["prediction"].sum(-1), 1.0, rtol=1e-5)
+    assert result["loss"][-1] < result["loss"][0], result["loss"]
+
+
+def test_models_reload_in_a_fresh_process_with_identical_predictions(trained, tmp_path: Path):
+    cases = list(trained.values())
+    for index, case in enumerate(cases):
+        np.save(tmp_path / f"input_{index}.npy", case["input"])
+    script = (
+        "import sys, numpy as np\n"
+        "from pipeline.models import load_model\n"
+        f"paths = {[str(c['path']) for c in cases]!r}\n"
+        "for index, path in enumerate(paths):\n"
+        f"    x = np.load(r'{tmp_path}/input_%d.npy' % index)\n"
+        f"    np.save(r'{tmp_path}/output_%d.npy' % index, load_model(path).predict(x, verbose=0))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for index, case in enumerate(cases):
+        np.testing.assert_allclose(np.load(tmp_path / f"output_{index}.npy"), case["prediction"], rtol=1e-5, atol=1e-6, err_msg=str(case["path"]))
+
+
+def test_deep_transition_cell_matches_the_lectures_formula():
+    rng = np.random.default_rng(1)
+    units, inputs, steps, depth = 4, 3, 6, 3
+    for shortcut in (False, True):
+        cell = models.DeepTransitionCell(units, transition_layers=depth, shortcut=shortcut)
+        layer = keras.layers.RNN(cell, return_sequences=True)
+        x = rng.normal(size=(2, steps, inputs)).astype(np.float32)
+        layer(x)  # build
+        weights = [rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in layer.get_weights()]
+        layer.set_weights(weights)
+        kernel, transition, biases = cell.kernel.numpy(), [w.numpy() for w in cell.transition_kernels], [b.numpy() for b in cell.biases]
+        h = np.zeros((2, units))
+        expected = []
+        for t in range(steps):
+            z = np.tanh(h @ transition[0] + x[:, t] @ kernel + biases[0])  # phi_1(W_1^T h + U^T x)
+            for level in range(1, depth - 1):
+                z = np.tanh(z @ transition[level] + biases[level])
+            pre = z @ transition[-1] + biases[-1]
+            if shortcut:
+                pre = pre + h @ cell.shortcut_kernel.numpy()
+            h = np.tanh(pre)
+            expected.append(h)
+        np.testing.assert_allclose(np.asarray(layer(x)), np.stack(expected, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_weights_are_a_distribution_over_time():
+    series, _labels = separable((20, 9), count=6)
+    model = models.build_model(config_for("attention"), (20, 9), 3)
+    weights = np.asarray(models.attention_model(model)(series))
+    assert weights.shape == (6, 20)
+    assert (weights >= 0).all()
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_heterogeneous_bidirectional_fits_and_reloads(tmp_path: Path):
+    config = config_for("bilstm", "model.layers=1", "model.cell=lstm", "model.backward_cell=gru", "model.backward_units=5")
+    series, labels = separable((12, 9))
+    model = models.build_model(config, (12, 9), 3)
+    layer = model.get_layer("bidirectional_1")
+    assert isinstance(layer.backward_layer, keras.layers.GRU) and layer.backward_layer.units == 5
+    assert layer.output.shape[-1] == 8 + 5  # the sum of both halves
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(series, labels, epochs=1, verbose=0)
+    model.save(tmp_path / "hetero.keras")
+    reloaded = models.load_model(str(tmp_path / "hetero.keras"))
+    np.testing.assert_allclose(reloaded.predict(series, verbose=0), model.predict(series, verbose=0), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs equal forward and backward sizes"):
+        models.build_model(config_for("bilstm", "model.backward_units=5", "model.merge_mode=sum"), (12, 9), 3)
+
+
+def test_regularizers_reach_the_model_and_scale():
+    def penalty_sum(strength: float) -> float:
+        keras.utils.set_random_seed(3)
+        model = models.build_model(config_for("stacked", f"regularization.l2={strength}", f"regularization.recurrent_l2={strength}", f"regularization.bias_l2={strength}"), (5, 9), 3)
+        model(np.ones((1, 5, 9), np.float32))
+        return float(sum(np.asarray(loss) for loss in model.losses)), len(model.losses)
+
+    (small, count), (large, _) = penalty_sum(1e-3), penalty_sum(2e-3)
+    assert count >= 3 * 2  # kernel, recurrent kernel and bias of each recurrent half at least
+    assert large == pytest.approx(2 * small, rel=1e-5)
+    model = models.build_model(config_for("bilstm", "regularization.l1=1e-4", "regularization.l2=1e-4", "regularization.max_norm=3", "regularization.gaussian_noise=0.3", "regularization.dropout=0.2"), (5, 9), 3)
+    forward = model.get_layer("bidirectional_1").forward_layer
+    assert isinstance(forward.cell.kernel_regularizer, keras.regularizers.L1L2)
+    assert isinstance(forward.cell.kernel_constraint, keras.constraints.MaxNorm)
+    assert model.get_layer("gaussian_noise").stddev == 0.3
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
+
+
+def test_noise_and_dropout_act_only_in_training():
+    model = models.build_model(config_for("bilstm", "regularization.gaussian_noise=1.0", "regularization.dropout=0.5"), (5, 9), 3)
+    x = np.ones((4, 5, 9), np.float32)
+    np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(model(x, training=False)))
+    assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
+
+
+def test_fused_path_report_and_a_single_warning():
+    default = models.build_model(config_for("bilstm"), (5, 9), 3)
+    assert all(fused for _name, fused, _why in models.fused_path_report(default))
+    models._warned.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = models.build_model(config_for("bilstm", "regularization.recurrent_dropout=0.2"), (5, 9), 3)
+        models.build_model(config_for("bilstm", "regularization.recurrent_dropout=0.2"), (5, 9), 3)
+    assert sum("cuDNN" in str(w.message) for w in caught) == 1
+    assert not any(fused for _name, fused, _why in models.fused_path_report(first))
+    reasons = dict((name, why) for name, _fused, why in models.fused_path_report(models.build_model(config_for("deep_transition"), (5, 9), 3)))
+    assert all("custom cell" in why for why in reasons.values())
+    simple = models.build_model(config_for("lstm", "model.name=stacked", "model.cell=rnn", "model.bidirectional=false"), (5, 9), 3)
+    assert not any(fused for _name, fused, _why in models.fused_path_report(simple))
+
+
+def test_mixed_precision_keeps_float32_outputs():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for name in ("bilstm", "attention", "seq2seq", "deep_transition"):
+            model = models.build_model(config_for(name), (5, 9), 3)
+            output = model(np.ones((2, 5, 9), np.float32))
+            assert output.dtype == "float32", name
+            assert np.isfinite(np.asarray(output)).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_unknown_model_and_bad_shapes_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown model"):
+        models.build_model(load_config(None, ["model.name=transformer"]), (5, 9), 3)
+    with pytest.raises(ValueError, match="input_shape"):
+        models.build_model(config_for("lstm"), (5,), 3)  # type: ignore[arg-type]
+
+
+def reverse_task(count: int, vocabulary: int = 4, length: int = 5, seed: int = 0):
+    """Series of one-hot digits; the target is the digits reversed, as tokens from FIRST_CLASS_TOKEN."""
+    digits = np.random.default_rng(seed).integers(0, vocabulary, (count, length))
+    series = np.eye(vocabulary, dtype=np.float32)[digits]
+    targets = digits[:, ::-1] + models.FIRST_CLASS_TOKEN
+    previous = np.concatenate([np.full((count, 1), models.START_TOKEN), targets], 1)
+    following = np.concatenate([targets, np.full((count, 1), models.END_TOKEN)], 1)
+    return series, targets, previous, following
+
+
+@pytest.fixture(scope="module")
+def reverse_models(tmp_path_factory: pytest.TempPathFactory):
+    series, targets, previous, following = reverse_task(2600)
+    trained = {}
+    for attention in (True, False):
+        keras.utils.set_random_seed(0)
+        config = load_config(None, ["model.units=32", "model.layers=1", "model.decoder_units=32", "model.attention_units=16", "model.embedding_dim=8", f"model.seq2seq_attention={str(attention).lower()}"])
+        model = models.build_seq2seq(config, (5, 4), 4, 6)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        model.fit([series[:2500], previous[:2500]], following[:2500], batch_size=64, epochs=15, verbose=0)
+        path = tmp_path_factory.mktemp("seq2seq") / "model.keras"
+        model.save(path)
+        trained[attention] = (model, path)
+    return trained, (series[2500:], targets[2500:])
+
+
+@pytest.mark.parametrize("attention", [True, False], ids=["attention", "fixed_context"])
+def test_seq2seq_learns_to_reverse_and_beam_never_loses_to_greedy(reverse_models, attention: bool):
+    trained, (series, targets) = reverse_models
+    model, path = trained[attention]
+    decoder = models.Seq2SeqDecoder(models.load_model(str(path)))  # decoding works from a reloaded model
+    greedy = decoder.greedy(series, max_length=6)
+    accuracy = np.mean([result.tokens == list(target) for result, target in zip(greedy, targets)])
+    assert accuracy >= 0.95
+    beam = decoder.beam(series[:20], max_length=6, width=3)
+    assert all(b.log_probability >= g.log_probability - 1e-9 for b, g in zip(beam, greedy[:20]))
+    assert np.mean([result.tokens == list(target) for result, target in zip(beam, targets[:20])]) >= 0.95
+    if attention:
+        alignment = greedy[0].alignment
+        assert alignment.shape == (6, 5)  # 5 tokens + END, over 5 input steps
+        np.testing.assert_allclose(alignment.sum(-1), 1.0, rtol=1e-5)
+        # Reversal: the first output token attends most to the last input step.
+        assert np.mean([r.alignment[0].argmax() == 4 for r in greedy]) > 0.8
+    else:
+        assert greedy[0].alignment is None
+
+
+def test_decoding_stops_at_end_token_and_max_length(reverse_models):
+    trained, (series, targets) = reverse_models
+    decoder = models.Seq2SeqDecoder(trained[True][0])
+    assert all(len(result.tokens) == 2 for result in decoder.greedy(series[:5], max_length=2))
+    assert all(len(result.tokens) <= 2 for result in decoder.beam(series[:3], max_length=2, width=2))
+    full = decoder.greedy(series[:5], max_length=20)
+    assert all(len(result.tokens) == 5 for result in full)  # stopped by END, not by the limit
