@@ -111,11 +111,58 @@ class RegularizationConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    # Training-only augmentation layers (pipeline/augment.py); 0 = off. Strengths are in units of
+    # each channel's training std, except rotation (degrees) and permutation (segments).
+    jitter: float = 0.0  # additive Gaussian noise
+    scaling: float = 0.0  # per-series, per-channel gain ~ N(1, scaling)
+    magnitude_warp: float = 0.0  # smooth random gain curve over time
+    time_warp: float = 0.0  # smooth random speed changes; the length is kept
+    warp_knots: int = 4  # control points of the warp curves
+    rotation_degrees: float = 0.0  # random 3-D rotation of every x, y, z triplet, up to this angle
+    permutation_segments: int = 0  # shuffle this many equal segments of each series (0 or 1 = off)
+    channel_dropout: float = 0.0  # probability of zeroing a whole channel of a series
+    # The course's advice: add k noised copies of the training set (fixed noise, data.noise_profile).
+    noised_copies: int = 0
+    noised_copies_level: float = 0.5  # their noise level, x the clean-train std
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60  # an upper bound: early stopping usually ends a run well before
+    batch_size: int = 64  # small batches regularize; 64 keeps a 2-core CPU busy
+    learning_rate: float = 0.002  # Adam; reduced on plateaus
+    optimizer: str = "adam"  # adam | adamw (decoupled weight decay) | sgd
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay (optimizer = adamw)
+    label_smoothing: float = 0.0  # soft targets: 0.1 spreads 10% of the mass over the other classes
+    clipnorm: float = 0.0  # clip each gradient's norm (BPTT's exploding gradients); 0 = off
+    clipvalue: float = 0.0  # clip each gradient element; 0 = off
+    early_stopping: bool = True
+    patience: int = 10  # epochs without improvement before stopping
+    reduce_lr_patience: int = 4  # epochs without improvement before halving the learning rate
+    # Model selection: "noisy" scores the validation subjects under the test noise profile (the
+    # competition's real difficulty); "clean" uses them as given.
+    select_on: str = "noisy"
+    noise_levels: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)  # validation (and host-side test) accuracy is reported at each
+    noise_seeds: int = 3  # noise draws per level; the spread is reported
+    max_train_series: int = 0  # cap on training series (0 = all): for quick trials and tests
+    seed: int = 42
+    deterministic: bool = False  # bit-identical reruns (slower: deterministic kernels)
+    mixed_precision: bool = False  # mixed_float16 compute; worth it on a GPU
+    xla: bool = False  # jit_compile (cuDNN layers turn it off for the model anyway)
+    distribute: str = "none"  # none | mirrored (tf.distribute.MirroredStrategy over visible devices)
+    cpu_devices: int = 0  # split the CPU into this many logical devices (to test mirrored on CPU); 0 = leave
+    verbose: int = -1  # Keras progress bar: 0 off, 1 bar, 2 line; -1 = bar on a terminal, off otherwise
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     # ---- paths, anchored at the project root -------------------------------------------
     @property
@@ -280,5 +327,19 @@ def validate(config: Config) -> None:
     for name in penalties:
         if getattr(regularization, name) < 0:
             raise ConfigError(f"regularization.{name} cannot be negative")
+    augment, train = config.augment, config.train
+    for name in ("jitter", "scaling", "magnitude_warp", "time_warp", "rotation_degrees", "channel_dropout", "noised_copies", "noised_copies_level"):
+        if getattr(augment, name) < 0:
+            raise ConfigError(f"augment.{name} cannot be negative")
+    if augment.channel_dropout >= 1:
+        raise ConfigError("augment.channel_dropout must be below 1")
+    if train.optimizer not in ("adam", "adamw", "sgd"):
+        raise ConfigError(f"train.optimizer must be adam, adamw or sgd, got {train.optimizer!r}")
+    if train.select_on not in ("noisy", "clean"):
+        raise ConfigError(f"train.select_on must be noisy or clean, got {train.select_on!r}")
+    if train.distribute not in ("none", "mirrored"):
+        raise ConfigError(f"train.distribute must be none or mirrored, got {train.distribute!r}")
+    if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0 or not 0 <= train.label_smoothing < 1:
+        raise ConfigError("train.epochs and train.batch_size must be >= 1, learning_rate > 0, label_smoothing in [0, 1)")
     if not 0 < data.public_fraction < 1:
         raise ConfigError(f"data.public_fraction must be in (0, 1), got {data.public_fraction}")

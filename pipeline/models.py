@@ -32,6 +32,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from pipeline import augment
 from pipeline.config import Config, ModelConfig, RegularizationConfig
 
 PACKAGE = "har"
@@ -306,14 +307,20 @@ def recurrent_stack(x: Any, config: Config, return_sequences: bool, prefix: str 
 
 
 def input_block(config: Config, input_shape: tuple[int, int], mean: np.ndarray | None, variance: np.ndarray | None) -> tuple[Any, Any]:
-    """Input -> Normalization (training statistics) -> GaussianNoise -> input dropout -> deep input MLP."""
+    """Input -> rotation -> Normalization (training statistics) -> augmentation -> GaussianNoise
+    -> input dropout -> deep input MLP. Augmentation and noise act only in training."""
     channels = input_shape[-1]
     mean = np.zeros(channels) if mean is None else np.asarray(mean, dtype=np.float64)
     variance = np.ones(channels) if variance is None else np.asarray(variance, dtype=np.float64)
     if mean.shape != (channels,) or variance.shape != (channels,):
         raise ValueError(f"mean and variance must have {channels} values, got {mean.shape} and {variance.shape}")
     inputs = keras.Input(shape=input_shape, name="series")
-    x = layers.Normalization(axis=-1, mean=mean.tolist(), variance=variance.tolist(), name="normalization")(inputs)
+    x = inputs
+    for layer in augment.raw_augmentations(config.augment, config.train.seed):
+        x = layer(x)
+    x = layers.Normalization(axis=-1, mean=mean.tolist(), variance=variance.tolist(), name="normalization")(x)
+    for layer in augment.normalized_augmentations(config.augment, config.train.seed):
+        x = layer(x)
     regularization = config.regularization
     if regularization.gaussian_noise > 0:
         x = layers.GaussianNoise(regularization.gaussian_noise, name="gaussian_noise")(x)
