@@ -1,6 +1,6 @@
 # One target per stage; `make help` lists them. Every target installs what it needs first.
-# Variables: SOURCE (make data), COMPETITION (every stage after it), NAME (local sources),
-# SET (extra config overrides, e.g. SET="data.classes=12 data.test_noise=1.0").
+# Variables (all optional): SOURCE (make data), COMPETITION, NAME, EXP (an experiments/*.toml file),
+# MODEL, FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5").
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,18 +8,17 @@ PY := $(VENV)/bin/python
 # The stamp's name carries a hash of requirements.txt: editing the file makes the next target reinstall.
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt 2>/dev/null | cut -c1-16)
 
-SOURCE ?= embedded
-COMPETITION ?= classroom
-NAME ?=
-SET ?=
+EXP ?= experiments/default.toml
 
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONUNBUFFERED := 1
 
-DATA_ARGS := --set data.source=$(SOURCE) --set data.competition=$(COMPETITION) $(if $(NAME),--set data.name=$(NAME)) $(foreach s,$(SET),--set $(s))
+# Config overrides from make variables; unset variables leave the experiment's or the default's value.
+ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set data.competition=$(COMPETITION)) \
+        $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install all data prepare models test clean
+.PHONY: help install all data prepare train runs models test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,13 +31,19 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-all: data prepare ## the main job end to end on the embedded data
+all: data prepare train ## the main job end to end on the embedded data
 
 data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path>)
-	$(PY) -m pipeline.download $(DATA_ARGS)
+	$(PY) -m pipeline.download $(ARGS)
 
 prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from HAPT, or a copied one)
-	$(PY) -m pipeline.prepare $(DATA_ARGS)
+	$(PY) -m pipeline.prepare $(ARGS)
+
+train: $(STAMP) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
+	$(PY) -m pipeline.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
+
+runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
+	@$(PY) -m pipeline.runs $(foreach s,$(SET),--set $(s)) $(if $(COMPETITION),--competition $(COMPETITION))
 
 models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
 	@$(PY) -m pipeline.models 2>/dev/null

@@ -1,0 +1,65 @@
+"""Pure parts of the training stage: lineage names, optimizer and loss settings."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline import models, train
+from pipeline.config import load_config
+
+
+def test_regularizer_tag_names_every_active_regularizer():
+    assert train.regularizer_tag(load_config()) == "none"
+    config = load_config(None, ["regularization.gaussian_noise=0.5", "regularization.l1=1e-5", "regularization.l2=1e-4", "regularization.dropout=0.3", "augment.noised_copies=4", "augment.rotation_degrees=15", "train.label_smoothing=0.1", "train.early_stopping=false"])
+    assert train.regularizer_tag(config) == "gn0.5-l1l2-do0.3-rot15-x4-ls0.1-noes"
+
+
+def test_run_id_ignores_paths_and_verbosity_but_not_the_seed():
+    base = load_config()
+    assert train.run_id_for(base) == train.run_id_for(load_config(None, ["paths.root=/tmp/elsewhere", "train.verbose=2"]))
+    assert train.run_id_for(base) != train.run_id_for(load_config(None, ["train.seed=1"]))
+    assert train.run_id_for(base).startswith("classroom_bilstm_none_")
+
+
+@pytest.mark.parametrize(
+    "overrides, optimizer_class",
+    [(["train.optimizer=adamw", "train.weight_decay=0.01"], keras.optimizers.AdamW), (["train.optimizer=adam"], keras.optimizers.Adam), (["train.optimizer=sgd"], keras.optimizers.SGD)],
+)
+def test_compile_applies_optimizer_clipping_and_label_smoothing(overrides, optimizer_class):
+    config = load_config(None, ["model.units=4", "train.clipnorm=1.0", "train.label_smoothing=0.1", *overrides])
+    model = models.build_model(config, (5, 9), 3)
+    train.compile_model(model, config)
+    assert type(model.optimizer) is optimizer_class
+    assert model.optimizer.clipnorm == 1.0
+    assert model.loss.label_smoothing == 0.1
+    if optimizer_class is keras.optimizers.AdamW:
+        assert model.optimizer.weight_decay == 0.01
+
+
+def test_clipvalue_bounds_each_gradient_element():
+    config = load_config(None, ["model.name=lstm", "model.units=4", "train.optimizer=sgd", "train.learning_rate=1.0", "train.clipvalue=0.001"])
+    model = models.build_model(config, (5, 9), 3)
+    train.compile_model(model, config)
+    before = [w.copy() for w in model.get_weights()]
+    x = np.random.default_rng(0).normal(size=(8, 5, 9)).astype(np.float32) * 100
+    model.train_on_batch(x, keras.utils.to_categorical(np.arange(8) % 3, 3))
+    # SGD with momentum's first step moves each weight by lr * clipped gradient: at most 0.001.
+    steps = [np.abs(after - b).max() for after, b in zip(model.get_weights(), before) if after.shape == b.shape and after.dtype == np.float32]
+    assert max(steps) <= 0.001 + 1e-7
+
+
+def test_accuracy_at_noise_reports_spread_over_draws():
+    class Oracle:
+        """Predicts class 1 when the first feature is positive: noise flips some answers."""
+
+        def predict(self, x, batch_size=None, verbose=0):
+            return np.stack([x[:, 0, 0] <= 0, x[:, 0, 0] > 0], -1).astype(float)
+
+    series = np.ones((500, 1, 1), np.float32) * 0.5
+    labels = np.ones(500, np.int64)
+    table = train.accuracy_at_noise(Oracle(), series, labels, (0.0, 1.0), seeds=3, profile="gaussian", std=np.ones(1), base_seed=0)
+    assert table["0"]["mean"] == 1.0 and table["0"]["std"] == 0.0
+    assert 0.6 < table["1"]["mean"] < 0.75  # P(0.5 + N(0, 1) > 0) = 0.69
+    assert table["1"]["std"] > 0 and table["1"]["min"] <= table["1"]["mean"] <= table["1"]["max"]
