@@ -1,6 +1,6 @@
 # One target per stage; `make help` lists them. Every target installs what it needs first.
 # Variables (all optional): SOURCE (make data), COMPETITION, NAME, EXP (an experiments/*.toml file),
-# MODEL, FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5").
+# MODEL, RUN (run ids), FILE and MESSAGE (submit), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5").
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +18,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install all data prepare train runs models test clean
+.PHONY: help install all data prepare train predict submit leaderboard runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,7 +31,7 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-all: data prepare train ## the main job end to end on the embedded data
+all: data prepare train predict submit ## the main job end to end on the embedded data: data to a scored submission
 
 data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path>)
 	$(PY) -m pipeline.download $(ARGS)
@@ -42,11 +42,23 @@ prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from 
 train: $(STAMP) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
 	$(PY) -m pipeline.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
 
+predict: $(STAMP) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble)
+	$(PY) -m pipeline.predict --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
+
+submit: $(STAMP) ## score FILE (default: the newest submission) on the local leaderboard, or upload it to Kaggle
+	$(PY) -m pipeline.submit --exp $(EXP) $(ARGS) $(if $(FILE),--file "$(FILE)") $(if $(MESSAGE),--message "$(MESSAGE)")
+
+leaderboard: $(STAMP) ## the local leaderboard: public and private scores, best first, edited files flagged
+	@$(PY) -m pipeline.submit --leaderboard --exp $(EXP) $(ARGS)
+
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
 	@$(PY) -m pipeline.runs $(foreach s,$(SET),--set $(s)) $(if $(COMPETITION),--competition $(COMPETITION))
 
 models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
 	@$(PY) -m pipeline.models 2>/dev/null
+
+bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
+	$(PY) -m pipeline.bench $(foreach s,$(SET),--set $(s))
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest

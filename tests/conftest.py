@@ -47,3 +47,20 @@ def prepared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def prepared_config(prepared_root: Path) -> Config:
     return load_config(None, [f"paths.root={prepared_root}"])
+
+
+# Small and fast training: 300 classroom series, 8 units, a few epochs.
+TINY = ["train.max_train_series=300", "model.units=8", "train.epochs=3", "train.noise_seeds=1", "train.verbose=0"]
+TINY_RUN_OVERRIDES = [*TINY, "regularization.gaussian_noise=0.5", "regularization.l2=1e-4"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared_root: Path) -> Path:
+    """One finished run made by `make train` (baseline experiment + a noise layer and L2)."""
+    from pipeline import train
+
+    overrides = " ".join([f"paths.root={prepared_root}", *TINY_RUN_OVERRIDES])
+    result = run_make("train", "EXP=experiments/baseline.toml", f"SET={overrides}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = load_config("experiments/baseline.toml", overrides.split())
+    return prepared_root / "runs" / train.run_id_for(config)

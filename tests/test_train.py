@@ -21,8 +21,7 @@ from tests.conftest import PROJECT_ROOT, run_make
 
 pytestmark = pytest.mark.slow
 
-# Small and fast: 300 classroom series, 8 units, a few epochs.
-TINY = ["train.max_train_series=300", "model.units=8", "train.epochs=3", "train.noise_seeds=1", "train.verbose=0"]
+from tests.conftest import TINY, TINY_RUN_OVERRIDES
 
 
 def sets(root: Path, *overrides: str) -> list[str]:
@@ -31,16 +30,6 @@ def sets(root: Path, *overrides: str) -> list[str]:
 
 def train_process(root: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.train", *sets(root, *overrides)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(prepared_root: Path) -> Path:
-    """One run made by `make train` with a noise layer and L2."""
-    overrides = " ".join([f"paths.root={prepared_root}", *TINY, "regularization.gaussian_noise=0.5", "regularization.l2=1e-4"])
-    result = run_make("train", "EXP=experiments/baseline.toml", f"SET={overrides}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    config = load_config("experiments/baseline.toml", overrides.split())
-    return prepared_root / "runs" / train.run_id_for(config)
 
 
 def test_a_run_holds_everything_needed_to_trust_it(tiny_run: Path):
@@ -77,7 +66,7 @@ def test_noisy_validation_selects_the_checkpoint(tiny_run: Path, prepared_root: 
 
 
 def test_same_config_twice_does_no_work_and_the_registry_lists_it(tiny_run: Path, prepared_root: Path):
-    overrides = " ".join([f"paths.root={prepared_root}", *TINY, "regularization.gaussian_noise=0.5", "regularization.l2=1e-4"])
+    overrides = " ".join([f"paths.root={prepared_root}", *TINY_RUN_OVERRIDES])
     result = run_make("train", "EXP=experiments/baseline.toml", f"SET={overrides}")
     assert result.returncode == 0 and "already trained" in result.stdout
     table = runs.list_runs(prepared_root / "runs")

@@ -63,3 +63,23 @@ def test_accuracy_at_noise_reports_spread_over_draws():
     assert table["0"]["mean"] == 1.0 and table["0"]["std"] == 0.0
     assert 0.6 < table["1"]["mean"] < 0.75  # P(0.5 + N(0, 1) > 0) = 0.69
     assert table["1"]["std"] > 0 and table["1"]["min"] <= table["1"]["mean"] <= table["1"]["max"]
+
+
+def test_bench_measures_speed_and_memory(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.bench", "--models", "lstm", "--shapes", "5x9", "--windows", "256", f"--set=paths.root={tmp_path}", "--set=model.units=8"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "reports" / "bench.json").read_text())
+    assert report["backend"] == "tensorflow" and "keras" in report["versions"]
+    (row,) = report["results"]
+    assert row["train_windows_per_second"] > 0 and row["latency_ms_batch1"] > 0 and row["inference_windows_per_second_batch512"] > 0
+    assert 100 < row["peak_rss_mb_train"] < 4096 and 100 < row["peak_rss_mb_infer"] < 4096
+    assert "| lstm" in (tmp_path / "reports" / "bench.md").read_text()

@@ -1,0 +1,140 @@
+"""Stage 4, `make predict [RUN="id1 id2 ..."]`: trained runs -> a validated Kaggle submission CSV.
+
+Writes submissions/<competition>_<model>_<regularizer>_<time>.csv (`file,activity`, activity
+numbered from 1, in the sample submission's order), the class probabilities beside it
+(`.probabilities.csv`) and its lineage (`.json`: runs, competition, message). Several runs are an
+ensemble: their probabilities are averaged. Without RUN, the best finished run of the competition
+is used, chosen on its validation score (never on test data). A file that fails the checks against
+`sample_submission.csv` is not written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.competition import SUBMISSION_COLUMNS, DataError, load_competition
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.files import atomic_file, write_csv_atomic, write_json_atomic
+from pipeline.train import METRICS, MODEL
+
+
+def validate_submission(table: pd.DataFrame, sample: pd.DataFrame, activities: tuple[int, ...], name: str) -> None:
+    """Kaggle's checks: same header, the sample's ids exactly, no duplicates, only valid labels."""
+    if tuple(table.columns) != tuple(sample.columns):
+        raise DataError(f"{name}: header {','.join(map(str, table.columns))} differs from the sample submission's {','.join(sample.columns)}")
+    ids = table["file"].astype(str)
+    if ids.duplicated().any():
+        raise DataError(f"{name}: duplicate file {ids[ids.duplicated()].iloc[0]!r}")
+    missing, extra = set(sample["file"]) - set(ids), set(ids) - set(sample["file"])
+    if missing or extra:
+        raise DataError(f"{name}: {len(missing)} ids of the sample submission missing, {len(extra)} unknown ids (e.g. {sorted(missing or extra)[0]!r})")
+    labels = pd.to_numeric(table["activity"], errors="coerce")
+    invalid = labels.isna() | ~labels.isin(activities)
+    if invalid.any():
+        raise DataError(f"{name}: invalid activity {table['activity'][invalid].iloc[0]!r} (valid: {', '.join(map(str, activities))})")
+
+
+def best_run(config: Config) -> str:
+    """The finished run of this competition with the best validation score (its selection metric)."""
+    candidates = []
+    for metrics_path in config.path("runs").glob(f"*/{METRICS}"):
+        lineage = json.loads((metrics_path.parent / "run.json").read_text())
+        if lineage.get("competition") == config.data.competition:
+            candidates.append((json.loads(metrics_path.read_text())["best_validation"], metrics_path.parent.name))
+    if not candidates:
+        raise DataError(f"{config.path('runs')}: no finished run for competition {config.data.competition!r}; run `make train` first")
+    return max(candidates)[1]
+
+
+def load_run(config: Config, run_id: str) -> tuple[Any, dict[str, Any]]:
+    from pipeline import models
+
+    run_dir = config.path("runs", run_id)
+    if not (run_dir / METRICS).is_file():
+        raise DataError(f"{run_dir}: not a finished run (no {METRICS})")
+    return models.load_model(str(run_dir / MODEL)), json.loads((run_dir / "run.json").read_text())
+
+
+def predict_probabilities(config: Config, run_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(submission, probabilities, lineage) for the competition's test series, averaged over the runs."""
+    competition = load_competition(config.processed_dir / config.data.competition)
+    total = None
+    lineages = []
+    for run_id in run_ids:
+        model, lineage = load_run(config, run_id)
+        if lineage["competition"] != config.data.competition:
+            raise DataError(f"run {run_id} was trained on {lineage['competition']!r}, not {config.data.competition!r}")
+        if tuple(lineage["series_shape"]) != competition.series_shape:
+            raise DataError(f"run {run_id} expects series of {lineage['series_shape']}, the test series are {list(competition.series_shape)}")
+        if lineages and lineage["classes"] != lineages[0]["classes"]:
+            raise DataError(f"run {run_id} predicts classes {lineage['classes']}, run {lineages[0]['run_id']} {lineages[0]['classes']}: they cannot be averaged")
+        probabilities = model.predict(competition.test.series, batch_size=1024, verbose=0)
+        total = probabilities if total is None else total + probabilities
+        lineages.append(lineage)
+    assert total is not None
+    mean = total / len(run_ids)
+    classes = np.array(lineages[0]["classes"])
+    by_id = pd.DataFrame(mean, index=competition.test.ids, columns=[f"p_{c}" for c in classes])
+    order = competition.sample_submission["file"].astype(str)
+    submission = pd.DataFrame({"file": order, "activity": classes[by_id.loc[order].to_numpy().argmax(1)]})
+    probabilities = by_id.loc[order].reset_index(names="file")
+    if len(run_ids) == 1:
+        model_name, regularizer = lineages[0]["model"], lineages[0]["regularizer"]
+    else:
+        model_name, regularizer = f"ensemble{len(run_ids)}", "+".join(sorted({lineage["model"] for lineage in lineages}))
+    lineage = {
+        "competition": config.data.competition,
+        "runs": run_ids,
+        "model": model_name,
+        "regularizer": regularizer,
+        "message": f"{model_name} {regularizer} ({', '.join(run_ids)})",
+    }
+    validate_submission(submission, competition.sample_submission, competition.activities, "prediction")
+    return submission, probabilities, lineage
+
+
+def write_submission(config: Config, submission: pd.DataFrame, probabilities: pd.DataFrame, lineage: dict[str, Any]) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{lineage['competition']}_{lineage['model']}_{lineage['regularizer']}_{stamp}"
+    folder = config.path("submissions")
+    target = folder / f"{name}.csv"
+    write_csv_atomic(folder / f"{name}.probabilities.csv", probabilities, index=False, float_format="%.6f")
+    write_json_atomic(folder / f"{name}.json", {**lineage, "file": target.name, "created": stamp})
+    with atomic_file(target) as temp:
+        submission.to_csv(temp, index=False, columns=list(SUBMISSION_COLUMNS))
+    return target
+
+
+def predict(config: Config, run_ids: list[str]) -> Path:
+    run_ids = run_ids or [best_run(config)]
+    submission, probabilities, lineage = predict_probabilities(config, run_ids)
+    path = write_submission(config, submission, probabilities, lineage)
+    counts = submission["activity"].value_counts().sort_index().to_dict()
+    print(f"wrote {path} ({len(submission)} rows, predicted activities {counts}) from {', '.join(run_ids)}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="", help="run ids separated by spaces (default: the best run of the competition)")
+    parser.add_argument("--exp", help="experiment TOML file (for data.competition)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        predict(load_config(args.exp, args.set), args.run.split())
+    except (ConfigError, DataError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Stage 5, `make submit [FILE=...] [MESSAGE=...]` and `make leaderboard`.
+
+For an emulated competition (one with an answer key in data/private/<competition>/) the local
+leaderboard plays Kaggle's part: it validates the file, scores it against the answer key, shows
+the public score (accuracy on the Public rows) and keeps the private score (the Private rows)
+for `make leaderboard`, as Kaggle does after a competition closes. Every scored file is recorded
+in submissions/leaderboard.csv with its SHA-256, so a file edited after scoring is flagged.
+For a real Kaggle competition, the file is uploaded with the official `kaggle` client
+(pipeline/kaggle_source.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.competition import DataError, load_competition, read_submission
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.files import sha256_file, write_csv_atomic
+from pipeline.predict import validate_submission
+
+LEADERBOARD = "leaderboard.csv"
+LEADERBOARD_COLUMNS = ["submitted", "competition", "file", "sha256", "message", "public_score", "private_score"]
+
+
+def score(submission: pd.DataFrame, solution: pd.DataFrame) -> tuple[float, float]:
+    """(public, private) accuracy of a validated submission against a `file,activity,Usage` answer key."""
+    merged = solution.merge(submission.astype({"file": str}), on="file", suffixes=("_true", "_predicted"))
+    correct = merged["activity_true"].astype(int) == merged["activity_predicted"].astype(int)
+    public = merged["Usage"] == "Public"
+    return float(correct[public].mean()), float(correct[~public].mean())
+
+
+def latest_submission(config: Config) -> Path:
+    files = sorted(config.path("submissions").glob(f"{config.data.competition}_*.csv"), key=lambda p: p.stat().st_mtime)
+    files = [f for f in files if not f.name.endswith(".probabilities.csv")]
+    if not files:
+        raise DataError(f"{config.path('submissions')}: no submission for {config.data.competition!r}; run `make predict` first")
+    return files[-1]
+
+
+def read_leaderboard(config: Config) -> pd.DataFrame:
+    path = config.path("submissions", LEADERBOARD)
+    if not path.is_file():
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+    return pd.read_csv(path, dtype={"sha256": str, "message": str})
+
+
+def submit_local(config: Config, path: Path, message: str) -> dict[str, object]:
+    """Validate and score `path` on the local leaderboard; returns the new leaderboard row."""
+    competition = load_competition(config.processed_dir / config.data.competition)
+    submission = read_submission(path)
+    validate_submission(submission, competition.sample_submission, competition.activities, str(path))
+    solution = pd.read_csv(config.private_dir / config.data.competition / "solution.csv", dtype={"file": str})
+    public, private = score(submission, solution)
+    lineage_path = path.with_suffix(".json")
+    if not message and lineage_path.is_file():
+        message = json.loads(lineage_path.read_text()).get("message", "")
+    row = {
+        "submitted": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "competition": config.data.competition,
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "message": message or path.stem,
+        "public_score": round(public, 5),
+        "private_score": round(private, 5),
+    }
+    board = pd.concat([read_leaderboard(config), pd.DataFrame([row])], ignore_index=True)
+    write_csv_atomic(config.path("submissions", LEADERBOARD), board, index=False)
+    return row
+
+
+def leaderboard(config: Config) -> pd.DataFrame:
+    """Every scored submission of the competition, best public score first, with a file check."""
+    board = read_leaderboard(config)
+    board = board[board["competition"] == config.data.competition].copy()
+
+    def state(row: pd.Series) -> str:
+        path = config.path("submissions", row["file"])
+        if not path.is_file():
+            return "file missing"
+        return "ok" if sha256_file(path) == row["sha256"] else "CHANGED since scored"
+
+    board["file_check"] = board.apply(state, axis=1) if len(board) else []
+    return board.sort_values(["public_score", "submitted"], ascending=[False, True], ignore_index=True)
+
+
+def has_answer_key(config: Config) -> bool:
+    return (config.private_dir / config.data.competition / "solution.csv").is_file()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.submit", description=__doc__.splitlines()[0])
+    parser.add_argument("--file", default="", help="submission CSV (default: the newest of the competition)")
+    parser.add_argument("--message", default="", help="submission message (default: the file's lineage)")
+    parser.add_argument("--leaderboard", action="store_true", help="show the local leaderboard instead of submitting")
+    parser.add_argument("--exp", help="experiment TOML file (for data.competition)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.exp, args.set)
+        if args.leaderboard:
+            board = leaderboard(config)
+            print(board[["submitted", "file", "public_score", "private_score", "file_check", "message"]].to_markdown(index=False, floatfmt=".5f") if len(board) else "no scored submissions yet")
+            return 0
+        path = Path(args.file) if args.file else latest_submission(config)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        if has_answer_key(config):
+            row = submit_local(config, path, args.message)
+            print(f"{path.name}: public score {row['public_score']:.5f} (accuracy on the public part of the test set; `make leaderboard` shows the private score)")
+        else:
+            from pipeline import kaggle_source
+
+            kaggle_source.submit(config, path, args.message)
+    except (ConfigError, DataError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
