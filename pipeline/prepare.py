@@ -151,7 +151,7 @@ def make_competition(built: Built, config: Config) -> tuple[dict[str, Split], Sp
     return splits, clean_test, solution, std
 
 
-def datacard(name: str, layout: str, built: Built, windows: LabeledWindows, std: np.ndarray, inputs: dict, config: Config) -> dict:
+def datacard(name: str, layout: str, built: Built, window_subjects: np.ndarray, std: np.ndarray, inputs: dict, config: Config) -> dict:
     data = config.data
     split_names = split_of_subjects(built.subject, config)
     card = {
@@ -162,7 +162,7 @@ def datacard(name: str, layout: str, built: Built, windows: LabeledWindows, std:
         "activities": {str(k): ACTIVITY_NAMES[k] for k in range(1, data.classes + 1)},
         "counts": {},
         "subjects": {},
-        "windows": window_counts(windows, config),
+        "windows": window_counts(window_subjects, config),
         "noise": {
             "profile": data.noise_profile,
             "train_and_validation_level": data.train_noise,
@@ -191,9 +191,9 @@ def datacard(name: str, layout: str, built: Built, windows: LabeledWindows, std:
     return card
 
 
-def window_counts(windows: LabeledWindows, config: Config) -> dict:
+def window_counts(window_subjects: np.ndarray, config: Config) -> dict:
     """Window counts next to UCI HAR's (7352 train incl. our validation subjects, 2947 test)."""
-    split_names = split_of_subjects(windows.subject, config)
+    split_names = split_of_subjects(window_subjects, config)
     train = int((split_names != "test").sum())
     test = int((split_names == "test").sum())
     return {
@@ -267,23 +267,65 @@ def prepare_hapt(config: Config) -> list[Path]:
     print(f"windowing {raw_folder} (UCI HAR preprocessing) ...", flush=True)
     _manifest, recordings = read_hapt(raw_folder)
     windows = window_hapt(recordings, config)
-    written = []
-    for name in stale:
-        layout = HAPT_COMPETITIONS[name]
-        built = build_series(windows, layout, config)
-        splits, clean_test, solution, std = make_competition(built, config)
-        card = datacard(name, layout, built, windows, std, inputs, config)
-        with atomic_folder(config.private_dir / name) as private:
-            write_csv_atomic(private / SOLUTION, solution, index=False)
-            comp.write_npz_split(private / CLEAN_TEST, clean_test, built.channels)
-        with atomic_folder(config.processed_dir / name) as folder:
-            comp.write_competition(folder, layout, built.channels, splits, default_activity=1)
-            write_json_atomic(folder / DATACARD, card)
-            (folder / "DATACARD.md").write_text(datacard_markdown(card))
-        counts = ", ".join(f"{split} {card['counts'][split]['total']}" for split in comp.SPLITS)
-        print(f"wrote {config.processed_dir / name}: {layout}, series {card['series_shape'][0]}x{card['series_shape'][1]}; {counts}")
-        written.append(folder)
-    return written
+    return [write_emulated(config, name, HAPT_COMPETITIONS[name], build_series(windows, HAPT_COMPETITIONS[name], config), windows.subject, inputs) for name in stale]
+
+
+def write_emulated(config: Config, name: str, layout: str, built: Built, window_subjects: np.ndarray, inputs: dict) -> Path:
+    """Add noise, then write the participant folder and, outside it, the answer key and clean test series."""
+    splits, clean_test, solution, std = make_competition(built, config)
+    card = datacard(name, layout, built, window_subjects, std, inputs, config)
+    with atomic_folder(config.private_dir / name) as private:
+        write_csv_atomic(private / SOLUTION, solution, index=False)
+        comp.write_npz_split(private / CLEAN_TEST, clean_test, built.channels)
+    with atomic_folder(config.processed_dir / name) as folder:
+        comp.write_competition(folder, layout, built.channels, splits, default_activity=1)
+        write_json_atomic(folder / DATACARD, card)
+        (folder / "DATACARD.md").write_text(datacard_markdown(card))
+    counts = ", ".join(f"{split} {card['counts'][split]['total']}" for split in comp.SPLITS)
+    print(f"wrote {config.processed_dir / name}: {layout}, series {card['series_shape'][0]}x{card['series_shape'][1]}; {counts}")
+    return config.processed_dir / name
+
+
+def read_har561(folder: Path, config: Config) -> tuple[Built, np.ndarray]:
+    """UCI HAR's 561-feature train.csv/test.csv -> classroom series: 5 consecutive rows of one subject and
+    activity, the 9 mean columns. Returns the series and the subject of every row (window)."""
+    tables = []
+    for file in ("train.csv", "test.csv"):
+        path = folder / file
+        try:
+            table = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise DataError(f"{path}: cannot read ({str(error).splitlines()[0]})") from None
+        missing = [c for c in (*MEAN_FEATURES, "subject", "Activity") if c not in table.columns]
+        if missing:
+            raise DataError(f"{path}: missing column {missing[0]!r}")
+        names = {name: number for number, name in ACTIVITY_NAMES.items()}
+        unknown = sorted(set(table["Activity"]) - set(names))
+        if unknown:
+            raise DataError(f"{path}: unknown activity {unknown[0]!r}")
+        values = table[list(MEAN_FEATURES)].to_numpy(np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(f"{path}: NaN or infinite value in the mean columns")
+        tables.append(table.assign(activity=table["Activity"].map(names)))
+    rows = pd.concat(tables, ignore_index=True)
+    rows = rows[rows["activity"] <= config.data.classes].reset_index(drop=True)
+    # A new group starts wherever the subject or the activity changes: rows are in recording order.
+    changed = (rows["subject"] != rows["subject"].shift()) | (rows["activity"] != rows["activity"].shift())
+    groups = changed.cumsum().to_numpy()
+    series, firsts = consecutive_series(rows[list(MEAN_FEATURES)].to_numpy(np.float32), groups, config.data.series_length, config.data.series_stride)
+    built = Built(series, rows["activity"].to_numpy()[firsts], rows["subject"].to_numpy()[firsts], MEAN_FEATURES)
+    return built, rows["subject"].to_numpy()
+
+
+def prepare_har561(config: Config, name: str) -> Path:
+    source = config.raw_dir / name
+    record = json.loads((source / comp.SOURCE_FILE).read_text())
+    inputs = {"source": record["origin"], "source_sha256": record["archive_sha256"], "data_config": config.section_hash("data")}
+    if _up_to_date(config, name, inputs):
+        print(f"data/processed/{name}: up to date")
+        return config.processed_dir / name
+    built, window_subjects = read_har561(source, config)
+    return write_emulated(config, name, "csv", built, window_subjects, inputs)
 
 
 def _up_to_date(config: Config, name: str, inputs: dict) -> bool:
@@ -316,8 +358,10 @@ def prepare(config: Config) -> list[Path]:
     name = config.data.competition
     if name in HAPT_COMPETITIONS:
         return prepare_hapt(config)
-    if (config.raw_dir / name / comp.SOURCE_FILE).is_file():
-        return [prepare_copied(config, name)]
+    record_path = config.raw_dir / name / comp.SOURCE_FILE
+    if record_path.is_file():
+        kind = json.loads(record_path.read_text()).get("kind")
+        return [prepare_har561(config, name) if kind == "har561" else prepare_copied(config, name)]
     raise DataError(f"{config.raw_dir / name}: no such source; run `make data SOURCE=...` first (or use {', '.join(HAPT_COMPETITIONS)})")
 
 
