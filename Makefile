@@ -55,7 +55,7 @@ runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise l
 	@$(PY) -m pipeline.runs $(foreach s,$(SET),--set $(s)) $(if $(COMPETITION),--competition $(COMPETITION))
 
 models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
-	@$(PY) -m pipeline.models 2>/dev/null
+	@$(PY) -m pipeline.models
 
 bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
 	$(PY) -m pipeline.bench $(foreach s,$(SET),--set $(s))

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
+from pipeline.runtime import import_tensorflow
+
+import_tensorflow()  # keras imports TensorFlow: do it first, without its start-up noise
+
+import keras  # noqa: E402
 import numpy as np
-from keras import layers, ops
+from keras import layers, ops  # noqa: E402
 from scipy.interpolate import CubicSpline
 
 from pipeline.config import AugmentConfig

@@ -108,6 +108,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime import import_tensorflow
+
+    import_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MAIN_MODELS))
     parser.add_argument("--shapes", default=",".join(f"{t}x{c}" for t, c in SHAPES), help="e.g. 5x9,128x9")

@@ -28,9 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import keras
+from pipeline.runtime import import_tensorflow
+
+import_tensorflow()  # keras imports TensorFlow: do it first, without its start-up noise
+
+import keras  # noqa: E402
 import numpy as np
-from keras import layers, ops
+from keras import layers, ops  # noqa: E402
 
 from pipeline import augment
 from pipeline.config import Config, ModelConfig, RegularizationConfig

@@ -123,6 +123,9 @@ def predict(config: Config, run_ids: list[str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime import import_tensorflow
+
+    import_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="", help="run ids separated by spaces (default: the best run of the competition)")
     parser.add_argument("--exp", help="experiment TOML file (for data.competition)")

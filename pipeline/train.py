@@ -402,6 +402,9 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime import import_tensorflow
+
+    import_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
     parser.add_argument("--exp", help="experiment TOML file (experiments/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. regularization.l2=1e-3")

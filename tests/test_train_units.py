@@ -83,3 +83,12 @@ def test_bench_measures_speed_and_memory(tmp_path):
     assert row["train_windows_per_second"] > 0 and row["latency_ms_batch1"] > 0 and row["inference_windows_per_second_batch512"] > 0
     assert 100 < row["peak_rss_mb_train"] < 4096 and 100 < row["peak_rss_mb_infer"] < 4096
     assert "| lstm" in (tmp_path / "reports" / "bench.md").read_text()
+
+
+def test_tensorflow_start_up_noise_is_filtered_but_real_errors_are_not():
+    from pipeline.runtime import BOILERPLATE
+
+    assert BOILERPLATE.match("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
+    assert BOILERPLATE.match("I0000 00:00:1795636441.899702   24180 cudart_stub.cc:31] Could not find cuda drivers on your machine")
+    assert not BOILERPLATE.match("E0000 00:00:1 some_kernel.cc:12] Out of memory")
+    assert not BOILERPLATE.match("Traceback (most recent call last):")
