@@ -18,7 +18,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install all data prepare train predict submit leaderboard runs models bench test clean
+.PHONY: help install all data prepare train predict submit leaderboard evaluate runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,7 +31,7 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-all: data prepare train predict submit ## the main job end to end on the embedded data: data to a scored submission
+all: data prepare train predict submit evaluate ## the main job end to end on the embedded data: data to a scored submission
 
 data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path>)
 	$(PY) -m pipeline.download $(ARGS)
@@ -50,6 +50,9 @@ submit: $(STAMP) ## score FILE (default: the newest submission) on the local lea
 
 leaderboard: $(STAMP) ## the local leaderboard: public and private scores, best first, edited files flagged
 	@$(PY) -m pipeline.submit --leaderboard --exp $(EXP) $(ARGS)
+
+evaluate: $(STAMP) ## report on RUN (default: the best run): confusion, per-class scores, noise curve, attention, gradients
+	$(PY) -m pipeline.evaluate --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
 	@$(PY) -m pipeline.runs $(foreach s,$(SET),--set $(s)) $(if $(COMPETITION),--competition $(COMPETITION))

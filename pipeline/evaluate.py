@@ -1,0 +1,340 @@
+"""`make evaluate [RUN=<run_id>]`: a trained run -> reports/<run_id>/ with figures and report.md.
+
+  predictions.csv          the run's predictions on the scored series (ids, truth, prediction, probabilities)
+  confusion_matrix.png     counts and row-normalized, activity names on the axes
+  per_class.csv            precision, recall, F1 and support per activity
+  learning_curves.png      loss and accuracy per epoch: train, validation clean and noisy
+  noise_curve.png          accuracy against test noise 0..1.5 std, several noise draws (spread shown),
+                           with the scikit-learn baselines on the same series and noise
+  attention_maps.png       attention models: signals with the attention weight over time, per activity
+  gradient_through_time.png  recurrent models: |d loss / d x_t| per time step: how far back BPTT reaches
+  evaluation.json, report.md  the numbers and a page that ties the figures together
+
+For an emulated competition the scored series are the test series (the competition's own noisy
+file for the confusion matrix; the clean series plus fresh noise for the curve); otherwise the
+validation series. Without RUN, the best run of the competition (by validation score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.competition import DataError
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.files import atomic_folder, write_csv_atomic, write_json_atomic
+from pipeline.signals import ACTIVITY_NAMES, add_noise
+
+NOISE_LEVELS = tuple(np.round(np.arange(0.0, 1.51, 0.25), 2))
+NOISE_SEEDS = 3
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The series a report scores: noisy ones (as the participant sees them) and clean ones for the curve."""
+
+    name: str
+    ids: np.ndarray
+    noisy: np.ndarray
+    clean: np.ndarray
+    labels: np.ndarray  # class indices
+    channel_std: np.ndarray
+
+
+def scored_series(config: Config, data: Any) -> Scored:
+    from pipeline.train import host_test_set
+
+    host = host_test_set(config, data.competition, data.classes)
+    if host is not None:
+        clean, labels, std, file_labels = host
+        with np.load(config.private_dir / config.data.competition / "test_clean.npz") as archive:
+            clean_ids = archive["id"].astype(str)
+        if not np.array_equal(clean_ids, data.competition.test.ids):
+            raise DataError(f"{config.private_dir / config.data.competition}: clean test ids differ from the participant's test ids")
+        return Scored("test", data.competition.test.ids, data.competition.test.series, clean, file_labels, std)
+    ids = np.array([f"validation_{i}" for i in range(len(data.validation_labels))])
+    return Scored("validation", ids, data.noisy_validation_series, data.validation_series, data.validation_labels, data.channel_std)
+
+
+def noise_curve(predictors: dict[str, Any], scored: Scored, profile: str, seed: int, levels: tuple[float, ...] = NOISE_LEVELS, seeds: int = NOISE_SEEDS) -> pd.DataFrame:
+    """Accuracy of every predictor at every noise level and draw: columns predictor, level, draw, accuracy."""
+    rows = []
+    for level in levels:
+        for draw in range(seeds if level > 0 else 1):
+            noisy = add_noise(scored.clean, profile, float(level), scored.channel_std, seed + 7919 * draw + int(level * 1000))
+            for name, predictor in predictors.items():
+                predicted = predictor.predict(noisy, batch_size=1024, verbose=0).argmax(-1)
+                rows.append({"predictor": name, "level": float(level), "draw": draw, "accuracy": float((predicted == scored.labels).mean())})
+    return pd.DataFrame(rows)
+
+
+def gradient_through_time(model: Any, series: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Mean over series of the norm of d loss / d x_t at every time step t (how far back BPTT reaches)."""
+    import keras
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(series, dtype=tf.float32)
+    targets = tf.convert_to_tensor(keras.utils.to_categorical(labels, num_classes))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = keras.losses.categorical_crossentropy(targets, model(x, training=False))
+    gradient = tape.gradient(loss, x).numpy()
+    return np.linalg.norm(gradient, axis=-1).mean(0)
+
+
+# ---- figures ---------------------------------------------------------------------------------------
+
+
+def _figure(path: Path, draw: Any, size: tuple[float, float] = (7, 5)) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=size, dpi=110)
+    draw(figure)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_confusion(path: Path, truth: np.ndarray, predicted: np.ndarray, names: list[str], title: str) -> np.ndarray:
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(truth, predicted, labels=range(len(names)))
+    normalized = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+
+    def draw(figure: Any) -> None:
+        for index, (matrix, label) in enumerate(((counts, "series"), (normalized, "fraction of the true activity"))):
+            axis = figure.add_subplot(1, 2, index + 1)
+            image = axis.imshow(matrix, cmap="Blues")
+            for (row, column), value in np.ndenumerate(matrix):
+                text = f"{value:d}" if matrix is counts else f"{value:.2f}"
+                axis.text(column, row, text, ha="center", va="center", fontsize=7, color="white" if value > matrix.max() / 2 else "black")
+            axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+            axis.set_yticks(range(len(names)), names, fontsize=7)
+            axis.set_xlabel("predicted activity")
+            axis.set_ylabel("true activity")
+            axis.set_title(("counts" if matrix is counts else "row-normalized") + f"\n{title}", fontsize=9)
+            figure.colorbar(image, ax=axis, fraction=0.046, label=label)
+
+    _figure(path, draw, (12, 5.5))
+    return counts
+
+
+def plot_learning_curves(path: Path, history: pd.DataFrame, title: str) -> None:
+    def draw(figure: Any) -> None:
+        loss, accuracy = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+        epochs = history["epoch"] + 1
+        loss.plot(epochs, history["loss"], label="train")
+        if "val_loss" in history:
+            loss.plot(epochs, history["val_loss"], label="validation (selection set)")
+        loss.set(xlabel="epoch", ylabel="cross-entropy loss", title=f"loss\n{title}")
+        accuracy.plot(epochs, history["accuracy"], label="train (with its augmentation)")
+        accuracy.plot(epochs, history["val_clean_accuracy"], label="validation, clean")
+        accuracy.plot(epochs, history["val_noisy_accuracy"], label="validation, test noise")
+        accuracy.set(xlabel="epoch", ylabel="accuracy", title=f"accuracy\n{title}")
+        for axis in (loss, accuracy):
+            axis.legend(fontsize=8)
+            axis.grid(alpha=0.3)
+
+    _figure(path, draw, (11, 4.5))
+
+
+def plot_noise_curve(path: Path, curve: pd.DataFrame, title: str, test_level: float) -> None:
+    def draw(figure: Any) -> None:
+        axis = figure.add_subplot(1, 1, 1)
+        summary = curve.groupby(["predictor", "level"])["accuracy"].agg(["mean", "std", "min", "max"]).reset_index()
+        for name, rows in summary.groupby("predictor", sort=False):
+            axis.plot(rows["level"], rows["mean"], marker="o", label=name)
+            axis.fill_between(rows["level"], rows["min"], rows["max"], alpha=0.2)
+        axis.axvline(test_level, color="gray", linestyle="--", label=f"competition's test noise ({test_level:g})")
+        axis.set(xlabel="test noise (std of Gaussian noise, in units of each feature's clean std)", ylabel="accuracy", title=f"accuracy against test noise (band: min-max over {NOISE_SEEDS} draws)\n{title}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+
+    _figure(path, draw, (8, 5))
+
+
+def plot_attention(path: Path, series: np.ndarray, weights: np.ndarray, labels: np.ndarray, names: list[str], channels: list[str], per_class: int = 2) -> None:
+    classes = sorted(set(labels.tolist()))
+
+    def draw(figure: Any) -> None:
+        rows = len(classes)
+        for row, label in enumerate(classes):
+            picks = np.flatnonzero(labels == label)[:per_class]
+            for column, index in enumerate(picks):
+                axis = figure.add_subplot(rows, per_class, row * per_class + column + 1)
+                signal = (series[index] - series[index].mean(0)) / (series[index].std(0) + 1e-9)
+                steps = np.arange(len(signal))
+                for channel in range(min(3, signal.shape[1])):
+                    axis.plot(steps, signal[:, channel], linewidth=0.8, label=channels[channel])
+                twin = axis.twinx()
+                twin.fill_between(steps, 0, weights[index], color="crimson", alpha=0.25, step="mid", label="attention")
+                twin.set_ylim(0, max(weights[index].max() * 1.2, 1e-6))
+                twin.set_ylabel("attention weight", fontsize=7, color="crimson")
+                axis.set_title(f"{names[label]} (series {index})", fontsize=8)
+                axis.set_xlabel("time step", fontsize=7)
+                axis.set_ylabel("standardized signal", fontsize=7)
+                if row == 0 and column == 0:
+                    axis.legend(fontsize=6, loc="upper left")
+
+    _figure(path, draw, (10, 2.2 * len(classes)))
+
+
+def plot_gradient(path: Path, norms: np.ndarray, title: str) -> None:
+    def draw(figure: Any) -> None:
+        axis = figure.add_subplot(1, 1, 1)
+        axis.semilogy(np.arange(1, len(norms) + 1), norms, marker="o" if len(norms) < 30 else None)
+        axis.set(xlabel="input time step t", ylabel="mean |d loss / d x_t| (log scale)", title=f"gradient through time: how far back BPTT reaches\n{title}")
+        axis.grid(alpha=0.3, which="both")
+
+    _figure(path, draw, (8, 4.5))
+
+
+# ---- the stage ---------------------------------------------------------------------------------------
+
+
+def evaluate(config: Config, run_id: str) -> Path:
+    from pipeline import baselines, models
+    from pipeline.predict import best_run
+    from pipeline.train import load_training_data
+
+    run_id = run_id or best_run(config)
+    run_dir = config.path("runs", run_id)
+    if not (run_dir / "metrics.json").is_file():
+        raise DataError(f"{run_dir}: not a finished run")
+    run_config = load_config(None, [f"paths.root={config.root}"] + overrides_from(json.loads((run_dir / "config.json").read_text())))
+    lineage = json.loads((run_dir / "run.json").read_text())
+    model = models.load_model(str(run_dir / "model.keras"))
+    data = load_training_data(run_config)
+    scored = scored_series(run_config, data)
+    classes = lineage["classes"]
+    names = [ACTIVITY_NAMES.get(c, str(c)) for c in classes]
+    title = f"{run_id} on {scored.name}"
+    probabilities = model.predict(scored.noisy, batch_size=1024, verbose=0)
+    predicted = probabilities.argmax(-1)
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(scored.labels, predicted, labels=range(len(classes)), zero_division=0)
+    per_class = pd.DataFrame({"activity": names, "precision": precision, "recall": recall, "f1": f1, "support": support})
+    fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(classes), run_config.train.seed)
+    curve = noise_curve({run_config.model.name: model, **fitted}, scored, run_config.data.noise_profile, run_config.train.seed)
+    history = pd.read_csv(run_dir / "history.csv").drop_duplicates("epoch", keep="last")
+    baseline_accuracy = {name: float((b.predict(scored.noisy).argmax(-1) == scored.labels).mean()) for name, b in fitted.items()}
+    figures = ["confusion_matrix.png", "learning_curves.png", "noise_curve.png"]
+    with atomic_folder(config.path("reports", run_id)) as folder:
+        table = pd.DataFrame({"file": scored.ids, "true_activity": np.array(classes)[scored.labels], "predicted_activity": np.array(classes)[predicted]})
+        table = pd.concat([table, pd.DataFrame(probabilities, columns=[f"p_{c}" for c in classes])], axis=1)
+        table.to_csv(folder / "predictions.csv", index=False, float_format="%.6f")
+        per_class.to_csv(folder / "per_class.csv", index=False)
+        curve.to_csv(folder / "noise_curve.csv", index=False)
+        counts = plot_confusion(folder / "confusion_matrix.png", scored.labels, predicted, names, title)
+        plot_learning_curves(folder / "learning_curves.png", history, run_id)
+        plot_noise_curve(folder / "noise_curve.png", curve, title, run_config.data.test_noise)
+        if "attention" in [layer.name for layer in model.layers]:
+            weights = np.asarray(models.attention_model(model)(scored.noisy[:2000]))
+            plot_attention(folder / "attention_maps.png", scored.noisy[:2000], weights, scored.labels[:2000], names, lineage["channels"])
+            figures.append("attention_maps.png")
+        if models.recurrent_layers(model):
+            sample = slice(0, min(512, len(scored.labels)))
+            norms = gradient_through_time(model, scored.noisy[sample], scored.labels[sample], len(classes))
+            plot_gradient(folder / "gradient_through_time.png", norms, title)
+            figures.append("gradient_through_time.png")
+        summary_curve = curve.groupby(["predictor", "level"])["accuracy"].agg(["mean", "std"]).reset_index()
+        evaluation = {
+            "run_id": run_id,
+            "scored": scored.name,
+            "accuracy": float((predicted == scored.labels).mean()),
+            "baseline_accuracy": baseline_accuracy,
+            "per_class": per_class.to_dict(orient="records"),
+            "confusion_matrix": counts.tolist(),
+            "noise_curve": summary_curve.to_dict(orient="records"),
+            "figures": figures,
+        }
+        write_json_atomic(folder / "evaluation.json", evaluation)
+        (folder / "report.md").write_text(report_markdown(evaluation, lineage, run_config, per_class, summary_curve))
+    target = config.path("reports", run_id)
+    print(f"wrote {target}/report.md: accuracy {evaluation['accuracy']:.4f} on the {scored.name} series "
+          f"(baselines: {', '.join(f'{k} {v:.4f}' for k, v in baseline_accuracy.items())}); figures: {', '.join(figures)}")
+    return target
+
+
+def overrides_from(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """A saved config.json back into `key=value` overrides (paths excluded: the report decides where)."""
+    items = []
+    for key, value in tree.items():
+        if key == "paths" and not prefix:
+            continue
+        if isinstance(value, dict):
+            items += overrides_from(value, f"{prefix}{key}.")
+        else:
+            items.append(f"{prefix}{key}={json.dumps(value)}")
+    return items
+
+
+def report_markdown(evaluation: dict, lineage: dict, config: Config, per_class: pd.DataFrame, curve: pd.DataFrame) -> str:
+    wide = curve.pivot(index="predictor", columns="level", values="mean")
+    wide.columns = [f"noise {c:g}" for c in wide.columns]
+    settings = {f"{section}.{key}": value for section in ("model", "regularization", "augment") for key, value in getattr(config, section).__dict__.items()}
+    defaults = {f"{section}.{key}": value for section in ("model", "regularization", "augment") for key, value in getattr(load_config(), section).__dict__.items()}
+    changed = {key: value for key, value in settings.items() if value != defaults[key]}
+    lines = [
+        f"# Report: {evaluation['run_id']}",
+        "",
+        f"Model `{lineage['model']}`, regularizers `{lineage['regularizer']}`, competition `{lineage['competition']}`, {lineage['parameters']:,} parameters.",
+        f"Settings that differ from the defaults: {', '.join(f'`{k}={v}`' for k, v in changed.items()) or 'none'}.",
+        "",
+        f"Accuracy on the {evaluation['scored']} series as the participant sees them: **{evaluation['accuracy']:.4f}**"
+        f" (baselines on the same series: {', '.join(f'{k} {v:.4f}' for k, v in evaluation['baseline_accuracy'].items())}).",
+        "",
+        "## Per activity",
+        "",
+        per_class.to_markdown(index=False, floatfmt=".3f"),
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        f"## Accuracy against test noise (mean of {NOISE_SEEDS} draws)",
+        "",
+        wide.to_markdown(floatfmt=".3f"),
+        "",
+        "![noise curve](noise_curve.png)",
+        "",
+        "## Learning curves",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+    ]
+    if "attention_maps.png" in evaluation["figures"]:
+        lines += ["## Where the model attends", "", "![attention maps](attention_maps.png)", ""]
+    if "gradient_through_time.png" in evaluation["figures"]:
+        lines += ["## Gradient through time", "", "How strongly the loss depends on each input step: a fast fall-off means BPTT's gradient vanishes before it reaches early steps.", "", "![gradient through time](gradient_through_time.png)", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime import import_tensorflow
+
+    import_tensorflow()
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="", help="run id (default: the best run of the competition)")
+    parser.add_argument("--exp", help="experiment TOML file (for data.competition)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        evaluate(load_config(args.exp, args.set), args.run)
+    except (ConfigError, DataError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Reports: the numbers of `make evaluate` match a direct computation on the saved predictions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from pipeline import baselines, train
+from pipeline.config import load_config
+from tests.conftest import PROJECT_ROOT, TINY, run_make
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_series_statistics_are_the_documented_features():
+    series = np.arange(2 * 4 * 3, dtype=float).reshape(2, 4, 3)
+    features = baselines.series_statistics(series)
+    assert features.shape == (2, 18)
+    np.testing.assert_allclose(features[0, :3], series[0].mean(0))
+    np.testing.assert_allclose(features[0, 12:15], series[0, 0])
+    np.testing.assert_allclose(features[0, 15:18], series[0, -1])
+
+
+def test_baselines_learn_a_separable_problem():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    series = rng.normal(size=(300, 5, 4))
+    series[np.arange(300), :, labels] += 2
+    for model in baselines.fit_baselines(series[:200], labels[:200], 3).values():
+        probabilities = model.predict(series[200:])
+        assert probabilities.shape == (100, 3)
+        assert (probabilities.argmax(1) == labels[200:]).mean() > 0.9
+
+
+@pytest.mark.slow
+def test_evaluate_report_matches_the_saved_predictions(tiny_run: Path, prepared_root: Path):
+    result = run_make("evaluate", f"RUN={tiny_run.name}", f"SET=paths.root={prepared_root}")
+    assert result.returncode == 0, result.stderr
+    report = prepared_root / "reports" / tiny_run.name
+    evaluation = json.loads((report / "evaluation.json").read_text())
+    predictions = pd.read_csv(report / "predictions.csv", dtype={"file": str})
+    truth, predicted = predictions["true_activity"], predictions["predicted_activity"]
+    assert evaluation["accuracy"] == pytest.approx((truth == predicted).mean())
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=[1, 2, 3, 4, 5, 6], zero_division=0)
+    per_class = pd.read_csv(report / "per_class.csv")
+    np.testing.assert_allclose(per_class[["precision", "recall", "f1"]].to_numpy(), np.column_stack([precision, recall, f1]), atol=1e-9)
+    assert evaluation["confusion_matrix"] == confusion_matrix(truth, predicted, labels=[1, 2, 3, 4, 5, 6]).tolist()
+    # The scored series are the competition's own test file, with the answer key's labels.
+    solution = pd.read_csv(prepared_root / "data" / "private" / "classroom" / "solution.csv", dtype={"file": str}).set_index("file")
+    assert (solution.loc[predictions["file"], "activity"].to_numpy() == truth.to_numpy()).all()
+    curve = pd.read_csv(report / "noise_curve.csv")
+    assert set(curve["predictor"]) == {"bilstm", "logistic_regression", "random_forest"}
+    assert curve["level"].min() == 0 and curve["level"].max() == 1.5
+    assert curve[curve["level"] > 0].groupby(["predictor", "level"]).size().min() == 3  # several noise draws
+    for figure in ("confusion_matrix.png", "learning_curves.png", "noise_curve.png", "gradient_through_time.png"):
+        assert (report / figure).read_bytes()[:8] == PNG and (report / figure).stat().st_size > 10_000
+    text = (report / "report.md").read_text()
+    assert tiny_run.name in text and "![noise curve](noise_curve.png)" in text and "regularization.gaussian_noise=0.5" in text
+
+
+@pytest.mark.slow
+def test_attention_runs_get_attention_maps(prepared_root: Path):
+    overrides = [f"paths.root={prepared_root}", *TINY, "model.name=attention", "model.attention_units=8"]
+    trained = subprocess.run([sys.executable, "-m", "pipeline.train", *[f"--set={o}" for o in overrides]], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    run_id = train.run_id_for(load_config(None, overrides))
+    result = run_make("evaluate", f"RUN={run_id}", f"SET=paths.root={prepared_root}")
+    assert result.returncode == 0, result.stderr
+    report = prepared_root / "reports" / run_id
+    assert (report / "attention_maps.png").read_bytes()[:8] == PNG
+    assert "attention_maps.png" in json.loads((report / "evaluation.json").read_text())["figures"]
