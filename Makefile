@@ -18,7 +18,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install all data prepare train predict submit leaderboard evaluate runs models bench test clean
+.PHONY: help install all data prepare train predict submit leaderboard evaluate compare runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,9 @@ leaderboard: $(STAMP) ## the local leaderboard: public and private scores, best 
 
 evaluate: $(STAMP) ## report on RUN (default: the best run): confusion, per-class scores, noise curve, attention, gradients
 	$(PY) -m pipeline.evaluate --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
+
+compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> reports/compare/<competition>/
+	$(PY) -m pipeline.compare $(ARGS)
 
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
 	@$(PY) -m pipeline.runs $(foreach s,$(SET),--set $(s)) $(if $(COMPETITION),--competition $(COMPETITION))

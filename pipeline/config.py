@@ -156,6 +156,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    # `make compare`: every cell of pipeline.compare.GRID for every model, several seeds; each cell
+    # is an ordinary run. The budget comes from [train] (experiments/compare.toml keeps it small).
+    models: tuple[str, ...] = ("bilstm", "stacked")
+    cells: tuple[str, ...] = ()  # empty = the whole grid
+    seeds: int = 2  # seeds per cell: the spread across seeds is shown
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -163,6 +172,7 @@ class Config:
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     # ---- paths, anchored at the project root -------------------------------------------
     @property

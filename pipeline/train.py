@@ -81,6 +81,7 @@ def config_hash(config: Config) -> str:
     """Hash of everything that changes the result (not where files go, not how much is printed)."""
     content = config.to_dict()
     content.pop("paths")
+    content.pop("compare")
     content["train"].pop("verbose")
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -251,7 +252,8 @@ def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: s
         BothValidations(),
         StopOnNaN(),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINT), monitor=monitor, mode="max", save_best_only=True, initial_value_threshold=previous_best),
+        # With early stopping off, the run keeps its last epoch (that is what "no early stopping" means).
+        keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINT), monitor=monitor, mode="max", save_best_only=train.early_stopping, initial_value_threshold=previous_best if train.early_stopping else None),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5, patience=train.reduce_lr_patience, min_lr=1e-5, verbose=0),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, update_freq="epoch"),
@@ -373,9 +375,9 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
     train, profile = config.train, config.data.noise_profile
     metrics: dict[str, Any] = {
         "monitor": monitor,
-        "best_epoch": int(history.loc[history[monitor].idxmax(), "epoch"]) + 1,
+        "best_epoch": int(history.loc[history[monitor].idxmax(), "epoch"]) + 1 if train.early_stopping else int(history["epoch"].max()) + 1,
         "epochs_run": int(len(history)),
-        "best_validation": float(history[monitor].max()),
+        "best_validation": float(history[monitor].max() if train.early_stopping else history[monitor].iloc[-1]),
         "train_seconds": round(seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "validation": accuracy_at_noise(best, data.validation_series, data.validation_labels, train.noise_levels, train.noise_seeds, profile, data.channel_std, train.seed),

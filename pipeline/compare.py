@@ -1,0 +1,167 @@
+"""`make compare`: the regularizer grid: which regularizer wins under test noise?
+
+Every cell of GRID (a regularizer and its strength) is trained for every model of
+`compare.models` and `compare.seeds` seeds, on the budget of the [train] section
+(experiments/compare.toml: a small, documented one). Each cell is an ordinary run, listed by
+`make runs`; a cell already trained is reused. The result, in reports/compare/<competition>/:
+  compare.csv   one row per run: model, cell, seed, validation and test accuracy per noise level
+  summary.md    mean and spread across seeds per model, cell and test-noise level
+  compare.png   accuracy at each test-noise level per regularizer, error bars across seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.competition import DataError
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.files import atomic_file, write_csv_atomic
+
+# Regularizer cells: name -> config overrides. Strengths are the usual ones for HAR; noise levels
+# are in units of each feature's std, like the test noise.
+GRID: dict[str, list[str]] = {
+    "none": [],
+    "l1": ["regularization.l1=1e-4", "regularization.recurrent_l1=1e-4"],
+    "l2": ["regularization.l2=1e-3", "regularization.recurrent_l2=1e-3"],
+    "l1l2": ["regularization.l1=1e-5", "regularization.l2=1e-3", "regularization.recurrent_l2=1e-3"],
+    "dropout": ["regularization.dropout=0.3"],
+    "gaussian_noise": ["regularization.gaussian_noise=0.5"],
+    "jitter": ["augment.jitter=0.5"],
+    "scaling": ["augment.scaling=0.2"],
+    "magnitude_warp": ["augment.magnitude_warp=0.2"],
+    "time_warp": ["augment.time_warp=0.2"],
+    "rotation": ["augment.rotation_degrees=15"],
+    "permutation": ["augment.permutation_segments=2"],
+    "channel_dropout": ["augment.channel_dropout=0.1"],
+    "augment_all": ["augment.jitter=0.5", "augment.scaling=0.1", "augment.magnitude_warp=0.1", "augment.time_warp=0.1", "augment.rotation_degrees=10"],
+    "noised_copies": ["augment.noised_copies=4", "augment.noised_copies_level=0.5"],
+    "no_early_stopping": ["train.early_stopping=false"],
+    "combined": ["regularization.gaussian_noise=0.5", "augment.noised_copies=2", "regularization.dropout=0.2", "regularization.l2=1e-4"],
+}
+# How each compared model differs from the defaults: `stacked` is a deeper unidirectional stack
+# with residual shortcuts, so the comparison covers two different architectures.
+MODEL_VARIANTS: dict[str, list[str]] = {
+    "bilstm": ["model.name=bilstm"],
+    "stacked": ["model.name=stacked", "model.bidirectional=false", "model.layers=3", "model.residual=true"],
+}
+
+
+def cell_config(base: Config, base_overrides: list[str], experiment: str | None, model: str, cell: str, seed: int) -> Config:
+    if cell not in GRID:
+        raise ConfigError(f"unknown compare cell {cell!r} (known: {', '.join(GRID)})")
+    variant = MODEL_VARIANTS.get(model, [f"model.name={model}"])
+    return load_config(experiment, [*base_overrides, *variant, *GRID[cell], f"train.seed={seed}"])
+
+
+def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd.DataFrame:
+    """Train (or reuse) every cell; one row per run with its scores."""
+    import keras
+
+    from pipeline import train
+
+    cells = list(config.compare.cells) or list(GRID)
+    rows = []
+    total = len(config.compare.models) * len(cells) * config.compare.seeds
+    done = 0
+    for model in config.compare.models:
+        for cell in cells:
+            for seed in range(config.compare.seeds):
+                done += 1
+                cell_cfg = cell_config(config, overrides, experiment, model, cell, config.train.seed + seed)
+                print(f"[{done}/{total}] {model} / {cell} / seed {cell_cfg.train.seed}", flush=True)
+                run_dir = train.train(cell_cfg, experiment=f"compare:{cell}")
+                keras.backend.clear_session()
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                row = {"model": model, "cell": cell, "seed": cell_cfg.train.seed, "run_id": run_dir.name, "epochs": metrics["epochs_run"]}
+                row.update({f"val@{level}": value["mean"] for level, value in metrics["validation"].items()})
+                if "test" in metrics:
+                    row.update({f"test@{level}": value["mean"] for level, value in metrics["test"]["noise_levels"].items()})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std across seeds for every model, cell and score column."""
+    scores = [c for c in table.columns if c.startswith(("val@", "test@"))]
+    grouped = table.groupby(["model", "cell"], sort=False)[scores]
+    summary = grouped.mean().join(grouped.std(ddof=0).fillna(0.0), rsuffix="_std").reset_index()
+    return summary
+
+
+def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = [c for c in summary.columns if c.startswith(prefix) and not c.endswith("_std")]
+    models = list(dict.fromkeys(summary["model"]))
+    figure, axes = plt.subplots(len(models), 1, figsize=(12, 4.2 * len(models)), dpi=110, squeeze=False)
+    for axis, model in zip(axes[:, 0], models):
+        rows = summary[summary["model"] == model]
+        positions = np.arange(len(rows))
+        width = 0.8 / len(levels)
+        for index, level in enumerate(levels):
+            axis.bar(positions + (index - (len(levels) - 1) / 2) * width, rows[level], width, yerr=rows[f"{level}_std"], capsize=2, label=f"test noise {level.split('@')[1]}")
+        axis.set_xticks(positions, rows["cell"], rotation=35, ha="right")
+        axis.set_ylim(max(0.0, float(rows[levels].min().min()) - 0.1), 1.0)
+        axis.set_ylabel("accuracy (mean over seeds)")
+        axis.set_title(f"{model}: {title}")
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(fontsize=8, ncols=len(levels))
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def compare(config: Config, experiment: str | None, overrides: list[str]) -> Path:
+    table = run_grid(config, experiment, overrides)
+    if table.empty:
+        raise DataError("the comparison grid is empty: check compare.models and compare.cells")
+    summary = summarize(table)
+    folder = config.path("reports", "compare", config.data.competition)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv_atomic(folder / "compare.csv", table, index=False)
+    prefix = "test@" if any(c.startswith("test@") for c in table.columns) else "val@"
+    scored = "organizer-side test subjects" if prefix == "test@" else "validation subjects"
+    with atomic_file(folder / "compare.png") as temp:
+        plot(temp, summary, prefix, f"accuracy on the {scored} at each test-noise level")
+    shown = summary[["model", "cell", *[c for c in summary.columns if c.startswith(prefix)]]]
+    text = (
+        f"# Regularizer comparison: {config.data.competition}\n\n"
+        f"{len(table)} runs: models {', '.join(config.compare.models)}, {config.compare.seeds} seed(s) per cell, "
+        f"{config.train.epochs} epochs at most. Scores: accuracy on the {scored} (`{prefix}x` = test noise x; `_std` = spread across seeds).\n\n"
+        f"{shown.to_markdown(index=False, floatfmt='.3f')}\n"
+    )
+    with atomic_file(folder / "summary.md") as temp:
+        temp.write_text(text)
+    print(text)
+    print(f"wrote {folder}/compare.csv, summary.md, compare.png")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime import import_tensorflow
+
+    import_tensorflow()
+    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", default="experiments/compare.toml", help="experiment TOML file: the budget")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.exp, args.set)
+        compare(config, args.exp, args.set)
+    except (ConfigError, DataError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
