@@ -5,8 +5,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The stamp's name carries a hash of requirements.txt: editing the file makes the next target reinstall.
-STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt 2>/dev/null | cut -c1-16)
+# The stamp's name carries a hash of requirements.txt and pyproject.toml: editing either makes the next target reinstall.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 
 EXP ?= experiments/default.toml
 
@@ -18,16 +18,17 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install all data prepare train predict submit leaderboard evaluate compare runs models bench test clean
+.PHONY: help install all data prepare train predict submit leaderboard evaluate compare notebooks runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(STAMP) ## create .venv and install requirements.txt (again only when it changes)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -56,6 +57,10 @@ evaluate: $(STAMP) ## report on RUN (default: the best run): confusion, per-clas
 
 compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> reports/compare/<competition>/
 	$(PY) -m pipeline.compare $(ARGS)
+
+notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> reports/notebooks/
+	@mkdir -p reports/notebooks
+	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar || exit 1; done
 
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
 	@$(PY) -m pipeline.runs $(foreach s,$(SET),--set $(s)) $(if $(COMPETITION),--competition $(COMPETITION))

@@ -95,14 +95,12 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     levels = [c for c in summary.columns if c.startswith(prefix) and not c.endswith("_std")]
     models = list(dict.fromkeys(summary["model"]))
-    figure, axes = plt.subplots(len(models), 1, figsize=(12, 4.2 * len(models)), dpi=110, squeeze=False)
+    figure = Figure(figsize=(12, 4.2 * len(models)), dpi=110)
+    axes = figure.subplots(len(models), 1, squeeze=False)
     for axis, model in zip(axes[:, 0], models):
         rows = summary[summary["model"] == model]
         positions = np.arange(len(rows))
@@ -117,7 +115,6 @@ def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
         axis.legend(fontsize=8, ncols=len(levels))
     figure.tight_layout()
     figure.savefig(path, format="png")
-    plt.close(figure)
 
 
 def compare(config: Config, experiment: str | None, overrides: list[str]) -> Path:

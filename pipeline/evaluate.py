@@ -93,16 +93,13 @@ def gradient_through_time(model: Any, series: np.ndarray, labels: np.ndarray, nu
 
 
 def _figure(path: Path, draw: Any, size: tuple[float, float] = (7, 5)) -> None:
-    import matplotlib
+    """Draw on a standalone Figure (no pyplot: no global backend switch, safe inside notebooks)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure = plt.figure(figsize=size, dpi=110)
+    figure = Figure(figsize=size, dpi=110)
     draw(figure)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    figure.savefig(path, format="png")
 
 
 def plot_confusion(path: Path, truth: np.ndarray, predicted: np.ndarray, names: list[str], title: str) -> np.ndarray:

@@ -1,0 +1,50 @@
+"""The notebooks run headless with a tiny configuration injected, and show figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+TINY_TRAIN = ["train.max_train_series=200", "model.units=8", "train.epochs=2", "train.noise_seeds=1", "train.verbose=0"]
+
+
+def execute(name: str, output: Path, **parameters) -> nbformat.NotebookNode:
+    papermill.execute_notebook(str(PROJECT_ROOT / "notebooks" / name), str(output), parameters=parameters, cwd=str(PROJECT_ROOT), kernel_name="python3", progress_bar=False)
+    return nbformat.read(output, as_version=4)
+
+
+def outputs(notebook: nbformat.NotebookNode) -> tuple[int, str]:
+    """(number of PNG figures, all text output) of an executed notebook."""
+    figures, text = 0, []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", output
+            figures += "image/png" in output.get("data", {})
+            text.append(output.get("text", "") + output.get("data", {}).get("text/plain", ""))
+    return figures, "\n".join(text)
+
+
+def test_explore_data(prepared_root: Path, tmp_path: Path):
+    figures, _text = outputs(execute("01-explore-data.ipynb", tmp_path / "01.ipynb", root=str(prepared_root)))
+    assert figures >= 4
+
+
+def test_compare_regularizers_states_a_conclusion_from_its_numbers(prepared_root: Path, tmp_path: Path):
+    overrides = ["compare.cells=['none','gaussian_noise']", "compare.models=['bilstm']", "compare.seeds=1", *TINY_TRAIN]
+    notebook = execute("02-compare-regularizers.ipynb", tmp_path / "02.ipynb", root=str(prepared_root), run_compare_if_missing=True, compare_overrides=overrides)
+    figures, text = outputs(notebook)
+    assert figures >= 1
+    assert "2 comparison runs" in text and "bilstm: at test noise 0.5 the best cell is" in text
+    assert (prepared_root / "reports" / "compare" / "classroom" / "compare.png").is_file()
+
+
+def test_attention(prepared_root: Path, tmp_path: Path):
+    notebook = execute("03-attention.ipynb", tmp_path / "03.ipynb", root=str(prepared_root), competition="classroom", train_overrides=[*TINY_TRAIN, "model.attention_units=8"])
+    figures, text = outputs(notebook)
+    assert figures >= 2 and "relative entropy" in text
