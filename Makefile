@@ -18,7 +18,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install all data prepare train predict submit leaderboard evaluate compare notebooks runs models bench test clean
+.PHONY: help install all data prepare train predict submit leaderboard evaluate compare notebooks transcribe runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +61,9 @@ compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> r
 notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> reports/notebooks/
 	@mkdir -p reports/notebooks
 	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar || exit 1; done
+
+transcribe: $(STAMP) ## seq2seq transcription of continuous recordings: data, both variants, decoding, report
+	$(PY) -m pipeline.transcribe $(ARGS)
 
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
 	@$(PY) -m pipeline.runs $(foreach s,$(SET),--set $(s)) $(if $(COMPETITION),--competition $(COMPETITION))

@@ -165,6 +165,22 @@ class CompareConfig:
 
 
 @dataclass(frozen=True)
+class TranscribeConfig:
+    # `make transcribe` (pipeline/transcribe.py): continuous HAPT recordings -> the ordered list of activities.
+    lengths_seconds: tuple[float, ...] = (30.0, 60.0, 120.0, 180.0)  # segment lengths: short to long inputs
+    stride_seconds: float = 15.0  # segments of one length start this far apart (they overlap)
+    frame_seconds: float = 2.0  # one input step: mean and std of the 9 channels over 2 s
+    min_activity_seconds: float = 1.0  # labeled stretches shorter than this (cut by a segment edge) are not counted
+    epochs: int = 30  # with early stopping; about 20 minutes for both variants on a 2-core CPU
+    batch_size: int = 32
+    patience: int = 5  # early stopping on validation loss
+    learning_rate: float = 0.002
+    beam_width: int = 4
+    beam_segments: int = 60  # beam search (one segment at a time, slow) scores this many test segments per length
+    max_train_segments: int = 0  # cap for quick trials and tests (0 = all)
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -173,6 +189,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    transcribe: TranscribeConfig = field(default_factory=TranscribeConfig)
 
     # ---- paths, anchored at the project root -------------------------------------------
     @property

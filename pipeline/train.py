@@ -82,6 +82,7 @@ def config_hash(config: Config) -> str:
     content = config.to_dict()
     content.pop("paths")
     content.pop("compare")
+    content.pop("transcribe")
     content["train"].pop("verbose")
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
 

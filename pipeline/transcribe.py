@@ -1,0 +1,391 @@
+"""`make transcribe`: seq2seq activity transcription of continuous recordings, with attention alignments.
+
+The HAPT recordings are continuous: activities and postural transitions follow one another. This
+task reads a long stretch of signal (30 s to 3 min) and writes the ordered list of activities in
+it, as speech recognition writes words; it asks the lecture's question: does attention beat a
+fixed context vector C on long inputs?
+
+Data (data/processed/transcribe/, built from data/raw/hapt):
+  input    one step per `frame_seconds` (2 s): mean and std of the 9 UCI HAR channels (18 features)
+  target   the activities in the segment, in order, all 12 HAPT classes (transitions included);
+           unlabeled stretches are skipped, labeled stretches shorter than `min_activity_seconds`
+           (slivers cut by the segment's edges) are dropped, and consecutive repeats are merged
+  splits   UCI HAR's test subjects and the usual validation subjects; the test inputs are scored
+           clean and under the test noise profile (data.noise_profile at data.test_noise)
+Training: `build_seq2seq` with teacher forcing, for the Bahdanau-attention and the fixed-context
+variants. Decoding: greedy and beam search (start and end tokens, a maximum length).
+Report (reports/transcribe/): activity error rate (edit distance / reference length) and exact
+sequence accuracy by input length, clean and noisy; alignment plots; comparison.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rapidfuzz.distance import Levenshtein
+
+from pipeline.competition import DataError
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.files import atomic_folder, write_json_atomic
+from pipeline.signals import ACTIVITY_NAMES, add_noise, channel_std, label_runs, preprocess_recording, window_starts
+
+FOLDER = "transcribe"
+VARIANTS = {"attention": True, "fixed_context": False}
+PAD, START, END, FIRST = 0, 1, 2, 3  # the token ids of pipeline.models' seq2seq decoders
+
+
+# ---- targets and inputs (pure) ---------------------------------------------------------------------
+
+
+def activity_sequence(labels: np.ndarray, min_samples: int) -> list[int]:
+    """Ordered activities of a labeled stretch: unlabeled (-1) skipped, runs shorter than `min_samples` dropped, repeats merged."""
+    sequence: list[int] = []
+    for start, stop, label in label_runs(labels):
+        if label < 1 or stop - start < min_samples:
+            continue
+        if not sequence or sequence[-1] != label:
+            sequence.append(label)
+    return sequence
+
+
+def frame_features(signals: np.ndarray, frame: int) -> np.ndarray:
+    """(time, C) -> (time // frame, 2 C): mean and std of every channel over non-overlapping frames."""
+    frames = signals[: len(signals) // frame * frame].reshape(-1, frame, signals.shape[1])
+    return np.concatenate([frames.mean(1), frames.std(1)], axis=1).astype(np.float32)
+
+
+def frame_labels(labels: np.ndarray, frame: int) -> np.ndarray:
+    """The most common label of every frame (for drawing true activity boundaries)."""
+    frames = labels[: len(labels) // frame * frame].reshape(-1, frame)
+    return np.array([np.bincount(row - row.min()).argmax() + row.min() for row in frames])
+
+
+def encode(sequence: list[int], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Activities -> (decoder input: START + tokens, decoder target: tokens + END), padded to max_length + 1."""
+    tokens = [activity - 1 + FIRST for activity in sequence]
+    previous = np.full(max_length + 1, PAD, np.int32)
+    following = np.full(max_length + 1, PAD, np.int32)
+    previous[: len(tokens) + 1] = [START, *tokens]
+    following[: len(tokens) + 1] = [*tokens, END]
+    return previous, following
+
+
+def decode_tokens(tokens: list[int]) -> list[int]:
+    return [token - FIRST + 1 for token in tokens if token >= FIRST]
+
+
+def activity_error_rate(references: list[list[int]], hypotheses: list[list[int]]) -> float:
+    """Total edit distance over total reference length (as word error rate is computed)."""
+    distance = sum(Levenshtein.distance(reference, hypothesis) for reference, hypothesis in zip(references, hypotheses))
+    return distance / max(1, sum(len(reference) for reference in references))
+
+
+def exact_accuracy(references: list[list[int]], hypotheses: list[list[int]]) -> float:
+    return float(np.mean([reference == hypothesis for reference, hypothesis in zip(references, hypotheses)]))
+
+
+# ---- data --------------------------------------------------------------------------------------------
+
+
+def build_segments(recordings: list[tuple[int, np.ndarray]], config: Config) -> pd.DataFrame:
+    """Every segment of every length: subject, seconds, features (steps, 18), frame labels, target sequence."""
+    data, task = config.data, config.transcribe
+    rate = data.sample_rate_hz
+    frame = int(round(task.frame_seconds * rate))
+    rows = []
+    for number, (user, values) in enumerate(recordings):
+        signals = preprocess_recording(values[:, 0:3], values[:, 3:6], rate, data.median_kernel, data.lowpass_hz, data.lowpass_order, data.gravity_hz)
+        labels = values[:, 6].astype(np.int64)
+        for seconds in task.lengths_seconds:
+            length = int(round(seconds * rate)) // frame * frame
+            for start in window_starts(len(signals), length, int(round(task.stride_seconds * rate))):
+                piece = slice(start, start + length)
+                sequence = activity_sequence(labels[piece], int(round(task.min_activity_seconds * rate)))
+                if sequence:
+                    rows.append({"recording": number, "subject": user, "seconds": seconds, "start": int(start), "features": frame_features(signals[piece], frame), "frames": frame_labels(labels[piece], frame), "target": sequence})
+    return pd.DataFrame(rows)
+
+
+def prepare_transcription(config: Config) -> Path:
+    """data/raw/hapt -> data/processed/transcribe/{train,validation,test}.npz and datacard.json (skipped when up to date)."""
+    from pipeline.prepare import read_hapt, split_of_subjects
+
+    folder = config.processed_dir / FOLDER
+    inputs = {"data": config.section_hash("data"), "transcribe": config.section_hash("transcribe")}
+    card_path = folder / "datacard.json"
+    if card_path.is_file() and json.loads(card_path.read_text()).get("inputs") == inputs:
+        print(f"{folder}: up to date")
+        return folder
+    _manifest, recordings = read_hapt(config.raw_dir / "hapt")
+    segments = build_segments(recordings, config)
+    segments["split"] = split_of_subjects(segments["subject"].to_numpy(), config)
+    max_steps = max(len(f) for f in segments["features"])
+    max_length = max(len(t) for t in segments["target"])
+    std = channel_std(np.concatenate(list(segments.loc[segments["split"] == "train", "features"])) [None])
+    card: dict[str, Any] = {"inputs": inputs, "features": 18, "frame_seconds": config.transcribe.frame_seconds, "max_steps": int(max_steps), "max_target_length": int(max_length), "feature_std": std.tolist(), "splits": {}}
+    with atomic_folder(folder) as temp:
+        for split in ("train", "validation", "test"):
+            part = segments[segments["split"] == split].reset_index(drop=True)
+            features = np.zeros((len(part), max_steps, 18), np.float32)
+            frames = np.full((len(part), max_steps), -1, np.int64)
+            targets = np.zeros((len(part), max_length), np.int64)
+            for index, row in part.iterrows():
+                features[index, : len(row["features"])] = row["features"]
+                frames[index, : len(row["frames"])] = row["frames"]
+                targets[index, : len(row["target"])] = row["target"]
+            steps = part["features"].map(len).to_numpy()
+            np.savez_compressed(temp / f"{split}.npz", features=features, steps=steps, frames=frames, targets=targets, target_length=part["target"].map(len).to_numpy(), seconds=part["seconds"].to_numpy(), subject=part["subject"].to_numpy())
+            card["splits"][split] = {
+                "segments": int(len(part)),
+                "subjects": sorted(int(s) for s in part["subject"].unique()),
+                "segments_by_seconds": {f"{s:g}": int(c) for s, c in part["seconds"].value_counts().sort_index().items()},
+                "mean_target_length_by_seconds": {f"{s:g}": round(float(v), 2) for s, v in part.groupby("seconds")["target"].apply(lambda t: t.map(len).mean()).items()},
+            }
+        write_json_atomic(temp / "datacard.json", card)
+    print(f"wrote {folder}: " + ", ".join(f"{s} {c['segments']}" for s, c in card["splits"].items()) + f" segments; targets up to {max_length} activities")
+    return folder
+
+
+@dataclasses.dataclass
+class Segments:
+    features: list[np.ndarray]
+    frames: list[np.ndarray]
+    targets: list[list[int]]
+    seconds: np.ndarray
+
+
+def load_segments(folder: Path, split: str) -> Segments:
+    with np.load(folder / f"{split}.npz") as archive:
+        content = {key: archive[key] for key in archive.files}
+    features = [content["features"][i, : n] for i, n in enumerate(content["steps"])]
+    frames = [content["frames"][i, : n] for i, n in enumerate(content["steps"])]
+    targets = [content["targets"][i, : n].tolist() for i, n in enumerate(content["target_length"])]
+    return Segments(features, frames, targets, content["seconds"])
+
+
+# ---- training --------------------------------------------------------------------------------------
+
+
+def batches(segments: Segments, max_length: int, batch_size: int, seed: int, shuffle: bool) -> Any:
+    """A PyDataset of same-length batches ((features, previous tokens), next tokens, weights that mask PAD)."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+            self._plan()
+
+        def _plan(self) -> None:
+            rng = np.random.default_rng(seed + self.epoch)
+            self.plan = []
+            for seconds in np.unique(segments.seconds):
+                members = np.flatnonzero(segments.seconds == seconds)
+                if shuffle:
+                    members = rng.permutation(members)
+                self.plan += [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+            if shuffle:
+                self.plan = [self.plan[i] for i in rng.permutation(len(self.plan))]
+            # Keras infers the input signature from the first two batches: let them differ in length,
+            # so the time axis is seen as variable.
+            other = next((i for i, b in enumerate(self.plan) if segments.seconds[b[0]] != segments.seconds[self.plan[0][0]]), None)
+            if other is not None and len(self.plan) > 1:
+                self.plan[1], self.plan[other] = self.plan[other], self.plan[1]
+
+        def __len__(self) -> int:
+            return len(self.plan)
+
+        def __getitem__(self, index: int) -> Any:
+            members = self.plan[index]
+            encoded = [encode(segments.targets[m], max_length) for m in members]
+            previous = np.stack([e[0] for e in encoded])
+            following = np.stack([e[1] for e in encoded])
+            features = np.stack([segments.features[m] for m in members])
+            return (features, previous), following, (following != PAD).astype(np.float32)
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self._plan()
+
+    return Batches()
+
+
+def train_variant(config: Config, variant: str, folder: Path, card: dict) -> Path:
+    """Train one seq2seq variant (reused when its config already has a model)."""
+    import hashlib
+
+    import keras
+
+    from pipeline import models
+
+    attention = VARIANTS[variant]
+    model_config = dataclasses.replace(config, model=dataclasses.replace(config.model, seq2seq_attention=attention))
+    fingerprint = hashlib.sha256(json.dumps({k: v for k, v in model_config.to_dict().items() if k in ("data", "model", "regularization", "transcribe")}, sort_keys=True).encode()).hexdigest()[:8]
+    run_dir = config.path("runs", f"transcribe_{variant}_{fingerprint}")
+    if (run_dir / "model.keras").is_file():
+        print(f"{run_dir}: already trained")
+        return run_dir
+    keras.utils.set_random_seed(config.train.seed)
+    train_set, validation_set = load_segments(folder, "train"), load_segments(folder, "validation")
+    if config.transcribe.max_train_segments and len(train_set.targets) > config.transcribe.max_train_segments:
+        keep = np.sort(np.random.default_rng(config.train.seed).choice(len(train_set.targets), config.transcribe.max_train_segments, replace=False))
+        train_set = Segments([train_set.features[i] for i in keep], [train_set.frames[i] for i in keep], [train_set.targets[i] for i in keep], train_set.seconds[keep])
+    stacked = np.concatenate(train_set.features)
+    max_length = card["max_target_length"]
+    model = models.build_seq2seq(model_config, (None, 18), 12, max_length + 1, stacked.mean(0), stacked.var(0))
+    model.compile(optimizer=keras.optimizers.Adam(config.transcribe.learning_rate, clipnorm=1.0), loss="sparse_categorical_crossentropy", weighted_metrics=[])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    history = model.fit(
+        batches(train_set, max_length, config.transcribe.batch_size, config.train.seed, shuffle=True),
+        validation_data=batches(validation_set, max_length, config.transcribe.batch_size, config.train.seed, shuffle=False),
+        epochs=config.transcribe.epochs,
+        callbacks=[keras.callbacks.EarlyStopping(patience=config.transcribe.patience, restore_best_weights=True), keras.callbacks.CSVLogger(str(run_dir / "history.csv"))],
+        verbose=0 if not sys.stdout.isatty() else 1,
+    )
+    write_json_atomic(run_dir / "config.json", model_config.to_dict())
+    temp = run_dir / ".model.tmp.keras"
+    model.save(temp)
+    temp.replace(run_dir / "model.keras")
+    print(f"trained {run_dir.name}: {len(history.history['loss'])} epochs, best validation loss {min(history.history['val_loss']):.4f}, {time.perf_counter() - started:.0f}s", flush=True)
+    return run_dir
+
+
+# ---- decoding and the report -----------------------------------------------------------------------------
+
+
+def decode(decoder: Any, features: list[np.ndarray], max_length: int, beam_width: int = 0) -> list[Any]:
+    """Decode every segment (grouped by input length, since a batch shares one length)."""
+    results: list[Any] = [None] * len(features)
+    lengths = np.array([len(f) for f in features])
+    for steps in np.unique(lengths):
+        members = np.flatnonzero(lengths == steps)
+        batch = np.stack([features[m] for m in members])
+        decoded = decoder.beam(batch, max_length, beam_width) if beam_width else decoder.greedy(batch, max_length)
+        for member, result in zip(members, decoded):
+            results[member] = result
+    return results
+
+
+def score_variant(run_dir: Path, test: Segments, noisy: list[np.ndarray], card: dict, config: Config) -> tuple[pd.DataFrame, list[Any]]:
+    from pipeline import models
+
+    decoder = models.Seq2SeqDecoder(models.load_model(str(run_dir / "model.keras")))
+    max_length = card["max_target_length"] + 1
+    rows, kept = [], []
+    # Beam search decodes one segment at a time: it scores the first `beam_segments` of each length.
+    beam_subset = np.concatenate([np.flatnonzero(test.seconds == s)[: config.transcribe.beam_segments] for s in np.unique(test.seconds)])
+    for condition, features in (("clean", test.features), ("noisy", noisy)):
+        for method, width in (("greedy", 0), ("beam", config.transcribe.beam_width)):
+            subset = np.arange(len(features)) if method == "greedy" else beam_subset
+            decoded = decode(decoder, [features[i] for i in subset], max_length, width)
+            hypotheses = dict(zip(subset.tolist(), (decode_tokens(result.tokens) for result in decoded)))
+            if condition == "clean" and method == "greedy":
+                kept = decoded
+            for seconds in np.unique(test.seconds):
+                members = np.intersect1d(np.flatnonzero(test.seconds == seconds), subset)
+                references = [test.targets[m] for m in members]
+                chosen = [hypotheses[m] for m in members]
+                rows.append({"condition": condition, "decoding": method, "seconds": float(seconds), "segments": len(members), "activity_error_rate": activity_error_rate(references, chosen), "exact_accuracy": exact_accuracy(references, chosen)})
+    return pd.DataFrame(rows), kept
+
+
+def plot_alignment(path: Path, alignment: np.ndarray, decoded: list[int], frames: np.ndarray, truth: list[int], frame_seconds: float, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 3.6), dpi=110)
+    axis = figure.subplots()
+    image = axis.imshow(alignment, aspect="auto", cmap="viridis", extent=(0, alignment.shape[1] * frame_seconds, alignment.shape[0] - 0.5, -0.5))
+    changes = np.flatnonzero(np.diff(frames)) + 1
+    for change in changes:
+        axis.axvline(change * frame_seconds, color="white", linestyle="--", linewidth=0.8)
+    labels = [ACTIVITY_NAMES.get(a, "?") for a in decoded] + ["<end>"]
+    axis.set_yticks(range(len(labels)), labels[: alignment.shape[0]], fontsize=7)
+    axis.set_xlabel("input time (s); dashed lines: true activity boundaries")
+    axis.set_ylabel("decoder step (output)")
+    axis.set_title(f"{title}\ntruth: {' > '.join(ACTIVITY_NAMES[a] for a in truth)}", fontsize=8)
+    figure.colorbar(image, ax=axis, label="attention weight")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def plot_error_vs_length(path: Path, table: pd.DataFrame) -> None:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.2), dpi=110)
+    axes = figure.subplots(1, 2)
+    for axis, metric, label in ((axes[0], "activity_error_rate", "activity error rate (edit distance / reference length)"), (axes[1], "exact_accuracy", "exact-sequence accuracy")):
+        for (variant, condition), rows in table[table["decoding"] == "greedy"].groupby(["variant", "condition"]):
+            axis.plot(rows["seconds"], rows[metric], marker="o", linestyle="-" if condition == "clean" else "--", label=f"{variant}, {condition} test")
+        axis.set(xlabel="input length (s)", ylabel=label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle("fixed context C against Bahdanau attention, by input length (greedy decoding)")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def transcribe(config: Config) -> Path:
+    folder = prepare_transcription(config)
+    card = json.loads((folder / "datacard.json").read_text())
+    test = load_segments(folder, "test")
+    std = np.array(card["feature_std"])
+    noisy = [add_noise(f[None], config.data.noise_profile, config.data.test_noise, std, config.train.seed + i)[0] for i, f in enumerate(test.features)]
+    tables, examples = [], {}
+    for variant in VARIANTS:
+        run_dir = train_variant(config, variant, folder, card)
+        table, decoded = score_variant(run_dir, test, noisy, card, config)
+        tables.append(table.assign(variant=variant))
+        examples[variant] = decoded
+    table = pd.concat(tables, ignore_index=True)
+    report = config.path("reports", FOLDER)
+    with atomic_folder(report) as temp:
+        table.to_csv(temp / "metrics.csv", index=False)
+        plot_error_vs_length(temp / "error_vs_length.png", table)
+        longest = np.flatnonzero(test.seconds == test.seconds.max())[:3]
+        for rank, index in enumerate(longest):
+            result = examples["attention"][index]
+            if result.alignment is not None:
+                plot_alignment(temp / f"alignment_{rank + 1}.png", result.alignment, decode_tokens(result.tokens), test.frames[index], test.targets[index], config.transcribe.frame_seconds, f"test segment {index}: {test.seconds[index]:g} s, attention variant")
+        wide = table[table["decoding"] == "greedy"].pivot_table(index=["condition", "seconds"], columns="variant", values="activity_error_rate")
+        text = (
+            "# Activity transcription: fixed context against attention\n\n"
+            f"Test segments per length: {', '.join(f'{k} s: {v}' for k, v in card['splits']['test']['segments_by_seconds'].items())}; "
+            f"mean target length by segment length: {card['splits']['test']['mean_target_length_by_seconds']}.\n\n"
+            "Activity error rate (greedy decoding; lower is better):\n\n" + wide.to_markdown(floatfmt=".3f") + "\n\n"
+            "All metrics (greedy and beam, clean and noisy test):\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
+        )
+        (temp / "comparison.md").write_text(text)
+    print(text)
+    print(f"wrote {report}/comparison.md, metrics.csv, error_vs_length.png, alignment_*.png")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime import import_tensorflow
+
+    import_tensorflow()
+    parser = argparse.ArgumentParser(prog="python -m pipeline.transcribe", description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", help="experiment TOML file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--prepare-only", action="store_true", help="build data/processed/transcribe and stop")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.exp, args.set)
+        prepare_transcription(config) if args.prepare_only else transcribe(config)
+    except (ConfigError, DataError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
