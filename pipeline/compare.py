@@ -11,7 +11,6 @@ Every cell of GRID (a regularizer and its strength) is trained for every model o
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.cli import run_stage, stage_parser
 from pipeline.competition import DataError
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.files import atomic_file, write_csv_atomic
@@ -144,21 +144,8 @@ def compare(config: Config, experiment: str | None, overrides: list[str]) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import import_tensorflow
-
-    import_tensorflow()
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--exp", default="experiments/compare.toml", help="experiment TOML file: the budget")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.exp, args.set)
-        compare(config, args.exp, args.set)
-    except (ConfigError, DataError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    args = stage_parser("pipeline.compare", __doc__, default_experiment="experiments/compare.toml").parse_args(argv)
+    return run_stage(lambda: compare(load_config(args.exp, args.set), args.exp, args.set), tensorflow=True)
 
 if __name__ == "__main__":
     sys.exit(main())

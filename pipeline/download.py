@@ -10,7 +10,6 @@ the colon, writes data/raw/<name>/ atomically and returns that folder.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
@@ -19,11 +18,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-
 from pipeline import competition
+from pipeline.cli import run_stage, stage_parser
 from pipeline.competition import DataError
-from pipeline.files import atomic_folder, make_read_only, sha256_file, write_json_atomic
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.files import atomic_folder, make_read_only, sha256_file, write_json_atomic
 from pipeline.safe_pickle import load_hapt_pickle
 from pipeline.signals import ACTIVITY_NAMES
 
@@ -196,18 +195,8 @@ def download(config: Config) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.download", description=__doc__.splitlines()[0])
-    parser.add_argument("--exp", help="experiment TOML file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.source=embedded")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.exp, args.set)
-        download(config)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    args = stage_parser("pipeline.download", __doc__).parse_args(argv)
+    return run_stage(lambda: download(load_config(args.exp, args.set)))
 
 if __name__ == "__main__":
     sys.exit(main())

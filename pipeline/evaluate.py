@@ -17,7 +17,6 @@ validation series. Without RUN, the best run of the competition (by validation s
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.cli import run_stage, stage_parser
 from pipeline.competition import DataError
-from pipeline.config import Config, ConfigError, load_config
-from pipeline.files import atomic_folder, write_csv_atomic, write_json_atomic
+from pipeline.config import Config, load_config
+from pipeline.files import atomic_folder, write_json_atomic
 from pipeline.signals import ACTIVITY_NAMES, add_noise
 
 NOISE_LEVELS = tuple(np.round(np.arange(0.0, 1.51, 0.25), 2))
@@ -317,21 +317,10 @@ def report_markdown(evaluation: dict, lineage: dict, config: Config, per_class: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import import_tensorflow
-
-    import_tensorflow()
-    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
+    parser = stage_parser("pipeline.evaluate", __doc__)
     parser.add_argument("--run", default="", help="run id (default: the best run of the competition)")
-    parser.add_argument("--exp", help="experiment TOML file (for data.competition)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
-        evaluate(load_config(args.exp, args.set), args.run)
-    except (ConfigError, DataError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    return run_stage(lambda: evaluate(load_config(args.exp, args.set), args.run), tensorflow=True)
 
 if __name__ == "__main__":
     sys.exit(main())

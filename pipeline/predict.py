@@ -10,7 +10,6 @@ is used, chosen on its validation score (never on test data). A file that fails 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -20,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.cli import run_stage, stage_parser
 from pipeline.competition import SUBMISSION_COLUMNS, DataError, load_competition
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, load_config
 from pipeline.files import atomic_file, write_csv_atomic, write_json_atomic
 from pipeline.train import METRICS, MODEL
 
@@ -123,21 +123,10 @@ def predict(config: Config, run_ids: list[str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import import_tensorflow
-
-    import_tensorflow()
-    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
+    parser = stage_parser("pipeline.predict", __doc__)
     parser.add_argument("--run", default="", help="run ids separated by spaces (default: the best run of the competition)")
-    parser.add_argument("--exp", help="experiment TOML file (for data.competition)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
-        predict(load_config(args.exp, args.set), args.run.split())
-    except (ConfigError, DataError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    return run_stage(lambda: predict(load_config(args.exp, args.set), args.run.split()), tensorflow=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,6 @@ A competition copied by `make data SOURCE=local:...` is prepared by copying it a
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import competition as comp
+from pipeline.cli import run_stage, stage_parser
 from pipeline.competition import DataError, Split
 from pipeline.config import Config, load_config
 from pipeline.download import HAPT_FOLDER, MANIFEST, SENSOR_COLUMNS
@@ -366,17 +366,8 @@ def prepare(config: Config) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("--exp", help="experiment TOML file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.classes=12")
-    args = parser.parse_args(argv)
-    try:
-        prepare(load_config(args.exp, args.set))
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    args = stage_parser("pipeline.prepare", __doc__).parse_args(argv)
+    return run_stage(lambda: prepare(load_config(args.exp, args.set)))
 
 if __name__ == "__main__":
     sys.exit(main())

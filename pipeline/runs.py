@@ -9,7 +9,6 @@ own noisy test file), and the run's path. Notebooks load it with `pipeline.runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import ConfigError, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import load_config
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -78,24 +78,18 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[[c for c in wanted if c in runs.columns]]
 
 
+def show(config_overrides: list[str], competition: str) -> None:
+    runs = list_runs(load_config(None, config_overrides).path("runs"))
+    if competition and len(runs):
+        runs = runs[runs["competition"] == competition]
+    print(summary_table(runs).to_markdown(index=False, floatfmt=".3f") if len(runs) else "no runs yet: `make train` makes one")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.runs", description=__doc__.splitlines()[0])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (paths.root moves runs/)")
+    parser = stage_parser("pipeline.runs", __doc__)
     parser.add_argument("--competition", default="", help="only runs of this competition")
     args = parser.parse_args(argv)
-    try:
-        runs = list_runs(load_config(None, args.set).path("runs"))
-    except (ConfigError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if args.competition and len(runs):
-        runs = runs[runs["competition"] == args.competition]
-    if not len(runs):
-        print("no runs yet: `make train` makes one")
-        return 0
-    print(summary_table(runs).to_markdown(index=False, floatfmt=".3f"))
-    return 0
-
+    return run_stage(lambda: show(args.set, args.competition))
 
 if __name__ == "__main__":
     sys.exit(main())

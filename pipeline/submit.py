@@ -11,7 +11,6 @@ For a real Kaggle competition, the file is uploaded with the official `kaggle` c
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -19,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.cli import run_stage, stage_parser
 from pipeline.competition import DataError, load_competition, read_submission
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, load_config
 from pipeline.files import sha256_file, write_csv_atomic
 from pipeline.predict import validate_submission
 
@@ -94,35 +94,34 @@ def has_answer_key(config: Config) -> bool:
     return (config.private_dir / config.data.competition / "solution.csv").is_file()
 
 
+def submit(config: Config, file: str, message: str) -> None:
+    """Score on the local leaderboard when the competition has an answer key here, else upload to Kaggle."""
+    path = Path(file) if file else latest_submission(config)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if has_answer_key(config):
+        row = submit_local(config, path, message)
+        print(f"{path.name}: public score {row['public_score']:.5f} (accuracy on the public part of the test set; `make leaderboard` shows the private score)")
+    else:
+        from pipeline import kaggle_source
+
+        kaggle_source.submit(config, path, message)
+
+
+def show_leaderboard(config: Config) -> None:
+    board = leaderboard(config)
+    print(board[["submitted", "file", "public_score", "private_score", "file_check", "message"]].to_markdown(index=False, floatfmt=".5f") if len(board) else "no scored submissions yet")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.submit", description=__doc__.splitlines()[0])
+    parser = stage_parser("pipeline.submit", __doc__)
     parser.add_argument("--file", default="", help="submission CSV (default: the newest of the competition)")
     parser.add_argument("--message", default="", help="submission message (default: the file's lineage)")
     parser.add_argument("--leaderboard", action="store_true", help="show the local leaderboard instead of submitting")
-    parser.add_argument("--exp", help="experiment TOML file (for data.competition)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.exp, args.set)
-        if args.leaderboard:
-            board = leaderboard(config)
-            print(board[["submitted", "file", "public_score", "private_score", "file_check", "message"]].to_markdown(index=False, floatfmt=".5f") if len(board) else "no scored submissions yet")
-            return 0
-        path = Path(args.file) if args.file else latest_submission(config)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        if has_answer_key(config):
-            row = submit_local(config, path, args.message)
-            print(f"{path.name}: public score {row['public_score']:.5f} (accuracy on the public part of the test set; `make leaderboard` shows the private score)")
-        else:
-            from pipeline import kaggle_source
-
-            kaggle_source.submit(config, path, args.message)
-    except (ConfigError, DataError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    if args.leaderboard:
+        return run_stage(lambda: show_leaderboard(load_config(args.exp, args.set)))
+    return run_stage(lambda: submit(load_config(args.exp, args.set), args.file, args.message))
 
 if __name__ == "__main__":
     sys.exit(main())

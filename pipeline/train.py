@@ -14,7 +14,6 @@ time, and a killed run resumes from its last finished epoch (BackupAndRestore).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -31,8 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.competition import Competition, DataError, load_competition
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.competition import Competition, load_competition
+from pipeline.config import Config, load_config
 from pipeline.files import write_json_atomic
 from pipeline.signals import add_noise, channel_std
 
@@ -42,7 +42,7 @@ CHECKPOINT = "checkpoint.keras"
 HISTORY = "history.csv"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ValueError):
     """Training could not produce a usable model (e.g. the loss became NaN)."""
 
 
@@ -405,22 +405,10 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import import_tensorflow
-
-    import_tensorflow()
-    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--exp", help="experiment TOML file (experiments/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. regularization.l2=1e-3")
+    parser = stage_parser("pipeline.train", __doc__)
     parser.add_argument("--force", action="store_true", help="train again even if this config already has a finished run")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.exp, args.set)
-        train(config, experiment=Path(args.exp).stem if args.exp else "", force=args.force)
-    except (ConfigError, DataError, TrainingError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    return run_stage(lambda: train(load_config(args.exp, args.set), experiment=Path(args.exp).stem if args.exp else "", force=args.force), tensorflow=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,6 @@ sequence accuracy by input length, clean and noisy; alignment plots; comparison.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -32,8 +31,8 @@ import numpy as np
 import pandas as pd
 from rapidfuzz.distance import Levenshtein
 
-from pipeline.competition import DataError
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config, load_config
 from pipeline.files import atomic_folder, write_json_atomic
 from pipeline.signals import ACTIVITY_NAMES, add_noise, channel_std, label_runs, preprocess_recording, window_starts
 
@@ -370,22 +369,11 @@ def transcribe(config: Config) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import import_tensorflow
-
-    import_tensorflow()
-    parser = argparse.ArgumentParser(prog="python -m pipeline.transcribe", description=__doc__.splitlines()[0])
-    parser.add_argument("--exp", help="experiment TOML file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser = stage_parser("pipeline.transcribe", __doc__)
     parser.add_argument("--prepare-only", action="store_true", help="build data/processed/transcribe and stop")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.exp, args.set)
-        prepare_transcription(config) if args.prepare_only else transcribe(config)
-    except (ConfigError, DataError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
+    action = prepare_transcription if args.prepare_only else transcribe
+    return run_stage(lambda: action(load_config(args.exp, args.set)), tensorflow=True)
 
 if __name__ == "__main__":
     sys.exit(main())
