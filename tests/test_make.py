@@ -61,3 +61,13 @@ def test_bad_local_source_fails_cleanly(tmp_path: Path):
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "s1.csv" in error_lines[0] and "non-numeric" in error_lines[0]
     assert not (root / "data" / "raw" / "broken").exists()
+
+
+def test_make_all_ends_with_a_scored_submission_and_a_report(prepared_root: Path):
+    overrides = f"paths.root={prepared_root} train.max_train_series=300 model.units=8 train.epochs=2 train.noise_seeds=1"
+    result = run_make("all", f"SET={overrides}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "public score" in result.stdout and "report.md" in result.stdout
+    submission = [line for line in result.stdout.splitlines() if line.startswith("wrote") and ".csv" in line][-1]
+    assert "/submissions/classroom_bilstm_gn0.5_" in submission
+    assert any((prepared_root / "reports").glob("classroom_bilstm_gn0.5_*/report.md"))
