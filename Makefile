@@ -32,7 +32,10 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-all: data prepare train predict submit evaluate ## the main job end to end on the embedded data: data to a scored submission
+all: data prepare train ## the main job end to end on the embedded data: data to a scored submission and a report
+	@$(MAKE) --no-print-directory predict RUN=experiment
+	@$(MAKE) --no-print-directory submit
+	@$(MAKE) --no-print-directory evaluate RUN=experiment
 
 data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path>)
 	$(PY) -m pipeline.download $(ARGS)
@@ -43,7 +46,7 @@ prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from 
 train: $(STAMP) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
 	$(PY) -m pipeline.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
 
-predict: $(STAMP) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble)
+predict: $(STAMP) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble; experiment = EXP's run)
 	$(PY) -m pipeline.predict --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
 submit: $(STAMP) ## score FILE (default: the newest submission) on the local leaderboard, or upload it to Kaggle

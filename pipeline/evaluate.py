@@ -201,10 +201,10 @@ def plot_gradient(path: Path, norms: np.ndarray, title: str) -> None:
 
 def evaluate(config: Config, run_id: str) -> Path:
     from pipeline import baselines, models
-    from pipeline.predict import best_run
+    from pipeline.predict import resolve_runs
     from pipeline.train import load_training_data
 
-    run_id = run_id or best_run(config)
+    (run_id,) = resolve_runs(config, [run_id] if run_id else [])
     run_dir = config.path("runs", run_id)
     if not (run_dir / "metrics.json").is_file():
         raise DataError(f"{run_dir}: not a finished run")
@@ -318,7 +318,7 @@ def report_markdown(evaluation: dict, lineage: dict, config: Config, per_class: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.evaluate", __doc__)
-    parser.add_argument("--run", default="", help="run id (default: the best run of the competition)")
+    parser.add_argument("--run", default="", help="run id; 'experiment' = the run of --exp/--set (default: the best run of the competition)")
     args = parser.parse_args(argv)
     return run_stage(lambda: evaluate(load_config(args.exp, args.set), args.run), tensorflow=True)
 

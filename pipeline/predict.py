@@ -113,8 +113,17 @@ def write_submission(config: Config, submission: pd.DataFrame, probabilities: pd
     return target
 
 
+def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:
+    """Run ids as given; none = the best run of the competition; 'experiment' = the run of this config."""
+    from pipeline.train import run_id_for
+
+    if not run_ids:
+        return [best_run(config)]
+    return [run_id_for(config) if run_id == "experiment" else run_id for run_id in run_ids]
+
+
 def predict(config: Config, run_ids: list[str]) -> Path:
-    run_ids = run_ids or [best_run(config)]
+    run_ids = resolve_runs(config, run_ids)
     submission, probabilities, lineage = predict_probabilities(config, run_ids)
     path = write_submission(config, submission, probabilities, lineage)
     counts = submission["activity"].value_counts().sort_index().to_dict()
@@ -124,7 +133,7 @@ def predict(config: Config, run_ids: list[str]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.predict", __doc__)
-    parser.add_argument("--run", default="", help="run ids separated by spaces (default: the best run of the competition)")
+    parser.add_argument("--run", default="", help="run ids separated by spaces; 'experiment' = the run of --exp/--set (default: the best run of the competition)")
     args = parser.parse_args(argv)
     return run_stage(lambda: predict(load_config(args.exp, args.set), args.run.split()), tensorflow=True)
 
