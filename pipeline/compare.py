@@ -4,7 +4,8 @@ Every cell of GRID (a regularizer and its strength) is trained for every model o
 `compare.models` and `compare.seeds` seeds, on the budget of the [train] section
 (experiments/compare.toml: a small, documented one). Each cell is an ordinary run, listed by
 `make runs`; a cell already trained is reused. The result, in reports/compare/<competition>/:
-  compare.csv   one row per run: model, cell, seed, validation and test accuracy per noise level
+  compare.csv   one row per run: model, cell, seed, validation and test accuracy per noise level,
+                and the scikit-learn baselines (model "baselines") scored on the same series and noise
   summary.md    mean and spread across seeds per model, cell and test-noise level
   compare.png   accuracy at each test-noise level per regularizer, error bars across seeds
 """
@@ -86,6 +87,27 @@ def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd
     return pd.DataFrame(rows)
 
 
+def baseline_rows(config: Config) -> pd.DataFrame:
+    """The scikit-learn baselines scored like the runs (same splits, noise levels and draws), one row each."""
+    from pipeline import baselines, train
+
+    data = train.load_training_data(config)
+    fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(data.classes), config.train.seed)
+    host = train.host_test_set(config, data.competition, data.classes)
+    rows = []
+    for name, model in fitted.items():
+        row: dict[str, object] = {"model": "baselines", "cell": name, "seed": config.train.seed, "run_id": "", "epochs": 0}
+        levels, seeds, profile = config.train.noise_levels, config.train.noise_seeds, config.data.noise_profile
+        validation = train.accuracy_at_noise(model, data.validation_series, data.validation_labels, levels, seeds, profile, data.channel_std, config.train.seed)
+        row.update({f"val@{level}": value["mean"] for level, value in validation.items()})
+        if host is not None:
+            clean, labels, std, _file_labels = host
+            test = train.accuracy_at_noise(model, clean, labels, levels, seeds, profile, std, config.train.seed + 99)
+            row.update({f"test@{level}": value["mean"] for level, value in test.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and std across seeds for every model, cell and score column."""
     scores = [c for c in table.columns if c.startswith(("val@", "test@"))]
@@ -121,6 +143,7 @@ def compare(config: Config, experiment: str | None, overrides: list[str]) -> Pat
     table = run_grid(config, experiment, overrides)
     if table.empty:
         raise DataError("the comparison grid is empty: check compare.models and compare.cells")
+    table = pd.concat([table, baseline_rows(config)], ignore_index=True)
     summary = summarize(table)
     folder = config.path("reports", "compare", config.data.competition)
     folder.mkdir(parents=True, exist_ok=True)

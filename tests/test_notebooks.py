@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill
 import pytest
 
@@ -41,6 +42,10 @@ def test_compare_regularizers_states_a_conclusion_from_its_numbers(prepared_root
     figures, text = outputs(notebook)
     assert figures >= 1
     assert "2 comparison runs" in text and "bilstm: at test noise 0.5 the best cell is" in text
+    assert "baseline logistic_regression:" in text and "baseline random_forest:" in text
+    # The session's project had no comparison runs, so the notebook ran the grid, baselines included.
+    table = pd.read_csv(prepared_root / "reports" / "compare" / "classroom" / "compare.csv")
+    assert set(table[table["model"] == "baselines"]["cell"]) == {"logistic_regression", "random_forest"}
     assert (prepared_root / "reports" / "compare" / "classroom" / "compare.png").is_file()
 
 
