@@ -79,30 +79,8 @@ class Scaling(Augmentation):
         return inputs * factors
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class MagnitudeWarp(Augmentation):
-    """Each channel multiplied by a smooth random curve through `knots` values ~ N(1, strength)."""
-
-    def __init__(self, strength: float, knots: int = 4, seed: int | None = None, **kwargs: Any):
-        super().__init__(strength, seed, **kwargs)
-        self.knots = knots
-
-    def build(self, input_shape: tuple) -> None:
-        self.basis = ops.convert_to_tensor(smooth_basis(input_shape[1], self.knots))
-
-    def augment(self, inputs: Any) -> Any:
-        shape = ops.shape(inputs)
-        values = keras.random.normal((shape[0], self.basis.shape[1], shape[2]), seed=self.seed_generator)
-        curve = 1.0 + self.strength * ops.einsum("tk,bkc->btc", self.basis, values)
-        return inputs * ops.cast(curve, inputs.dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "knots": self.knots}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class TimeWarp(Augmentation):
-    """Smoothly speeds up and slows down time (speed ~ N(1, strength) at `knots` points); keeps the length."""
+class SmoothAugmentation(Augmentation):
+    """Base of the warps: random values at `knots` points, joined by a cubic spline over time."""
 
     def __init__(self, strength: float, knots: int = 4, seed: int | None = None, **kwargs: Any):
         super().__init__(strength, seed, **kwargs)
@@ -111,6 +89,25 @@ class TimeWarp(Augmentation):
     def build(self, input_shape: tuple) -> None:
         self.steps = input_shape[1]
         self.basis = ops.convert_to_tensor(smooth_basis(self.steps, self.knots))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "knots": self.knots}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MagnitudeWarp(SmoothAugmentation):
+    """Each channel multiplied by a smooth random curve through `knots` values ~ N(1, strength)."""
+
+    def augment(self, inputs: Any) -> Any:
+        shape = ops.shape(inputs)
+        values = keras.random.normal((shape[0], self.basis.shape[1], shape[2]), seed=self.seed_generator)
+        curve = 1.0 + self.strength * ops.einsum("tk,bkc->btc", self.basis, values)
+        return inputs * ops.cast(curve, inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TimeWarp(SmoothAugmentation):
+    """Smoothly speeds up and slows down time (speed ~ N(1, strength) at `knots` points); keeps the length."""
 
     def augment(self, inputs: Any) -> Any:
         if self.steps < 2:
@@ -126,9 +123,6 @@ class TimeWarp(Augmentation):
         fraction = ops.expand_dims(ops.cast(position - lower, inputs.dtype), -1)
         gather = lambda index: ops.take_along_axis(inputs, ops.expand_dims(ops.cast(index, "int32"), -1) * ops.ones_like(inputs, dtype="int32"), axis=1)
         return gather(lower) * (1 - fraction) + gather(upper) * fraction
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "knots": self.knots}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
