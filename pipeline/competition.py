@@ -64,10 +64,6 @@ class Competition:
     sample_submission: pd.DataFrame
 
     @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
     def activities(self) -> tuple[int, ...]:
         """Every activity number seen in the labeled splits, ascending."""
         labeled = [self.train.labels] + ([self.validation.labels] if self.validation else [])
