@@ -76,6 +76,7 @@ class ModelConfig:
     layers: int = 2  # stacked recurrent layers; two is the usual sweet spot for HAR
     cell: str = "lstm"  # lstm | gru | rnn: the recurrent cell (the forward one in bidirectional layers)
     bidirectional: bool = True  # read each series both ways (stacked, deep_*, attention, cnn_lstm, seq2seq encoder)
+    bidirectional_layers: tuple[bool, ...] = ()  # one flag per stacked layer (e.g. [true, false]); empty = `bidirectional` for all
     backward_cell: str = ""  # bilstm: the backward cell type; empty = same as `cell` (the lecture allows them to differ)
     backward_units: int = 0  # bilstm: the backward size; 0 = same as `units`; output size is the sum of both
     merge_mode: str = "concat"  # how bidirectional halves combine: concat | sum | ave | mul (the last three need equal sizes)

@@ -289,13 +289,16 @@ def bidirectional(model: ModelConfig, regularization: RegularizationConfig, unit
 
 
 def recurrent_stack(x: Any, config: Config, return_sequences: bool, prefix: str = "recurrent", heterogeneous: bool = False) -> Any:
-    """model.layers recurrent layers (bidirectional if model.bidirectional), dropout between, optional residuals."""
+    """model.layers recurrent layers, dropout between, optional residuals. Each layer is bidirectional
+    per model.bidirectional_layers (one flag per layer) or, when that is empty, per model.bidirectional."""
     model, regularization = config.model, config.regularization
+    if model.bidirectional_layers and len(model.bidirectional_layers) != model.layers:
+        raise ValueError(f"model.bidirectional_layers has {len(model.bidirectional_layers)} flags for {model.layers} layers")
     for index in range(model.layers):
         last = index == model.layers - 1
         sequences = return_sequences or not last
         name = f"{prefix}_{index + 1}"
-        if model.bidirectional:
+        if (model.bidirectional_layers[index] if model.bidirectional_layers else model.bidirectional):
             layer = bidirectional(model, regularization, model.units, sequences, name, heterogeneous)
         else:
             layer = recurrent_layer(model.cell, model.units, regularization, sequences, name)

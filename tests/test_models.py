@@ -248,3 +248,14 @@ def test_decoding_stops_at_end_token_and_max_length(reverse_models):
     assert all(len(result.tokens) <= 2 for result in decoder.beam(series[:3], max_length=2, width=2))
     full = decoder.greedy(series[:5], max_length=20)
     assert all(len(result.tokens) == 5 for result in full)  # stopped by END, not by the limit
+
+
+def test_stacked_layers_can_each_be_bidirectional_or_not():
+    model = models.build_model(config_for("stacked", "model.layers=3", "model.bidirectional_layers=[true, false, true]", "model.residual=true"), (5, 9), 3)
+    kinds = [type(model.get_layer(f"recurrent_{index}")).__name__ for index in (1, 2, 3)]
+    assert kinds == ["Bidirectional", "LSTM", "Bidirectional"]
+    assert model.get_layer("recurrent_2").output.shape[-1] == 8 and model.get_layer("recurrent_1").output.shape[-1] == 16
+    assert "recurrent_3_residual" not in [layer.name for layer in model.layers]  # last layer returns no sequence
+    assert "recurrent_2_shortcut" in [layer.name for layer in model.layers]  # 16 -> 8: the shortcut is projected
+    with pytest.raises(ValueError, match="3 layers"):
+        models.build_model(config_for("stacked", "model.layers=3", "model.bidirectional_layers=[true]"), (5, 9), 3)
