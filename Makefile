@@ -1,16 +1,21 @@
 # One target per stage; `make help` lists them. Every target installs what it needs first.
 # Variables (all optional): SOURCE (make data), COMPETITION, NAME, EXP (an experiments/*.toml file),
-# MODEL, RUN (run ids), FILE and MESSAGE (submit), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5").
+# MODEL, RUN (run ids), FILE and MESSAGE (submit), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5"),
+# BACKEND (the Keras backend: tensorflow, the default, jax or torch; the same as exporting KERAS_BACKEND).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # The stamp's name carries a hash of requirements.txt and pyproject.toml: editing either makes the next target reinstall.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+TORCH_STAMP := $(VENV)/.torch-$(shell cat requirements-torch.txt 2>/dev/null | sha256sum | cut -c1-16)
 
 EXP ?= experiments/default.toml
 
 export TF_CPP_MIN_LOG_LEVEL := 3
+ifdef BACKEND
+export KERAS_BACKEND := $(BACKEND)
+endif
 export PYTHONUNBUFFERED := 1
 
 # Config overrides from make variables; unset variables leave the experiment's or the default's value.
@@ -18,7 +23,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(foreach s,$(SET),--set $(s))
 
 .DEFAULT_GOAL := help
-.PHONY: help install all data prepare train predict submit leaderboard evaluate compare notebooks transcribe runs models bench test clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare train predict submit leaderboard evaluate compare notebooks transcribe runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +35,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install-torch: $(TORCH_STAMP) ## add PyTorch (the torch backend, the GPU check's reference); make test does it too
+
+$(TORCH_STAMP): requirements-torch.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-torch.txt
+	@rm -f $(VENV)/.torch-*
 	@touch $@
 
 all: data prepare train ## the main job end to end on the embedded data: data to a scored submission and a report
@@ -77,8 +89,20 @@ models: $(STAMP) ## list the registered models with parameter counts for 5x9 and
 bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
 	$(PY) -m pipeline.bench $(foreach s,$(SET),--set $(s))
 
-test: $(STAMP) ## run the test suite
+test: $(STAMP) $(TORCH_STAMP) ## run the test suite
 	$(PY) -m pytest
+
+# Wheels for a GPU machine without network (GUIDE section 7: Python 3.12, CUDA JAX and PyTorch, no keras):
+# keras at this project's pin and the two small packages it needs that such a machine lacks.
+GPU_WHEELS := $(shell grep '^keras==' requirements.txt) namex==0.1.0 optree==0.20.0
+
+gpu-wheels: ## download the wheels the GPU check brings along into .whl/ (for Python 3.12, x86-64)
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+
+gpu-check: $(if $(DRY),$(STAMP) $(TORCH_STAMP)) ## the GPU check on a GPU machine (scripts/gpu-check.sh; DRY=1: every step on this CPU) -> reports/gpu_check.md
+	$(if $(DRY),PYTHON=$(PY) ,)bash scripts/gpu-check.sh $(if $(DRY),--dry-run)
 
 clean: ## remove derived data, runs and reports (keeps data/raw and .venv)
 	rm -rf data/processed/* data/private/* runs reports/*

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.runtime import import_tensorflow
+from pipeline.runtime import import_keras
 
-import_tensorflow()  # keras imports TensorFlow: do it first, without its start-up noise
+import_keras()  # on the TensorFlow backend, TensorFlow first, without its start-up noise
 
 import keras  # noqa: E402
 import numpy as np

@@ -19,13 +19,13 @@ def stage_parser(module: str, doc: str, default_experiment: str | None = None) -
     return parser
 
 
-def run_stage(action: Callable[[], object], tensorflow: bool = False) -> int:
-    """Run a stage; 0 on success, 1 with a one-line error on bad input."""
-    if tensorflow:
-        from pipeline.runtime import import_tensorflow
-
-        import_tensorflow()
+def run_stage(action: Callable[[], object], keras: bool = False) -> int:
+    """Run a stage; 0 on success, 1 with a one-line error on bad input. `keras`: import it first (quietly)."""
     try:
+        if keras:
+            from pipeline.runtime import import_keras
+
+            import_keras()
         action()
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

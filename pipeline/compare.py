@@ -168,7 +168,7 @@ def compare(config: Config, experiment: str | None, overrides: list[str]) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("pipeline.compare", __doc__, default_experiment="experiments/compare.toml").parse_args(argv)
-    return run_stage(lambda: compare(load_config(args.exp, args.set), args.exp, args.set), tensorflow=True)
+    return run_stage(lambda: compare(load_config(args.exp, args.set), args.exp, args.set), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

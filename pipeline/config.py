@@ -78,6 +78,9 @@ class ModelConfig:
     bidirectional: bool = True  # read each series both ways (stacked, deep_*, attention, cnn_lstm, seq2seq encoder)
     bidirectional_layers: tuple[bool, ...] = ()  # one flag per stacked layer (e.g. [true, false]); empty = `bidirectional` for all
     backward_cell: str = ""  # bilstm: the backward cell type; empty = same as `cell` (the lecture allows them to differ)
+    # LSTM/GRU layers take the backend's fused cuDNN kernel where eligible (on a GPU); false forces
+    # Keras' step-by-step loop (to compare them, or where the fused kernel is slower)
+    use_cudnn: bool = True
     backward_units: int = 0  # bilstm: the backward size; 0 = same as `units`; output size is the sum of both
     merge_mode: str = "concat"  # how bidirectional halves combine: concat | sum | ave | mul (the last three need equal sizes)
     residual: bool = False  # shortcut connections between stacked recurrent layers
@@ -151,8 +154,13 @@ class TrainConfig:
     deterministic: bool = False  # bit-identical reruns (slower: deterministic kernels)
     mixed_precision: bool = False  # mixed_float16 compute; worth it on a GPU
     xla: bool = False  # jit_compile (cuDNN layers turn it off for the model anyway)
-    distribute: str = "none"  # none | mirrored (tf.distribute.MirroredStrategy over visible devices)
-    cpu_devices: int = 0  # split the CPU into this many logical devices (to test mirrored on CPU); 0 = leave
+    # Training steps per call of the compiled step (Keras' steps_per_execution): fewer trips through
+    # Python per batch, for small batches on a GPU. Speed only: not part of the run id.
+    steps_per_execution: int = 1
+    # none | mirrored (TensorFlow's MirroredStrategy) | data_parallel (keras.distribution.DataParallel, JAX):
+    # data parallelism over every visible device, the batch size staying global
+    distribute: str = "none"
+    cpu_devices: int = 0  # split the CPU into this many logical devices (to test multi-device training on CPU); 0 = leave
     verbose: int = -1  # Keras progress bar: 0 off, 1 bar, 2 line; -1 = bar on a terminal, off otherwise
 
 
@@ -365,8 +373,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.optimizer must be adam, adamw or sgd, got {train.optimizer!r}")
     if train.select_on not in ("noisy", "clean"):
         raise ConfigError(f"train.select_on must be noisy or clean, got {train.select_on!r}")
-    if train.distribute not in ("none", "mirrored"):
-        raise ConfigError(f"train.distribute must be none or mirrored, got {train.distribute!r}")
+    if train.distribute not in ("none", "mirrored", "data_parallel"):
+        raise ConfigError(f"train.distribute must be none, mirrored (TensorFlow) or data_parallel (JAX), got {train.distribute!r}")
+    if train.steps_per_execution < 1:
+        raise ConfigError(f"train.steps_per_execution must be >= 1, got {train.steps_per_execution}")
     if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0 or not 0 <= train.label_smoothing < 1:
         raise ConfigError("train.epochs and train.batch_size must be >= 1, learning_rate > 0, label_smoothing in [0, 1)")
     if not 0 < data.public_fraction < 1:

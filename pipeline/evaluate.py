@@ -78,14 +78,10 @@ def noise_curve(predictors: dict[str, Any], scored: Scored, profile: str, seed: 
 def gradient_through_time(model: Any, series: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Mean over series of the norm of d loss / d x_t at every time step t (how far back BPTT reaches)."""
     import keras
-    import tensorflow as tf
 
-    x = tf.convert_to_tensor(series, dtype=tf.float32)
-    targets = tf.convert_to_tensor(keras.utils.to_categorical(labels, num_classes))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = keras.losses.categorical_crossentropy(targets, model(x, training=False))
-    gradient = tape.gradient(loss, x).numpy()
+    from pipeline.models import input_gradients
+
+    gradient = input_gradients(model, series.astype(np.float32), keras.utils.to_categorical(labels, num_classes))
     return np.linalg.norm(gradient, axis=-1).mean(0)
 
 
@@ -320,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.evaluate", __doc__)
     parser.add_argument("--run", default="", help="run id; 'experiment' = the run of --exp/--set (default: the best run of the competition)")
     args = parser.parse_args(argv)
-    return run_stage(lambda: evaluate(load_config(args.exp, args.set), args.run), tensorflow=True)
+    return run_stage(lambda: evaluate(load_config(args.exp, args.set), args.run), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.runtime import import_tensorflow
+from pipeline.runtime import import_keras
 
-import_tensorflow()  # keras imports TensorFlow: do it first, without its start-up noise
+import_keras()  # on the TensorFlow backend, TensorFlow first, without its start-up noise
 
 import keras  # noqa: E402
 import numpy as np
@@ -270,22 +270,34 @@ class ConstantTokens(layers.Layer):
 # ---- building blocks ---------------------------------------------------------------------------
 
 
-def recurrent_layer(cell: str, units: int, regularization: RegularizationConfig, return_sequences: bool, name: str, **extra: Any) -> layers.Layer:
+def recurrent_dtype() -> dict[str, str]:
+    """JAX's cuDNN RNN lowering accepts float32 only ("Unknown output type float16", seen on an H200):
+    under mixed precision on JAX the recurrent layers (and their Bidirectional wrappers) compute in
+    float32, everything else in float16."""
+    if keras.backend.backend() == "jax" and keras.mixed_precision.global_policy().compute_dtype == "float16":
+        return {"dtype": "float32"}
+    return {}
+
+
+def recurrent_layer(cell: str, units: int, regularization: RegularizationConfig, return_sequences: bool, name: str, use_cudnn: bool = True, **extra: Any) -> layers.Layer:
     """One LSTM / GRU / SimpleRNN layer with every regularizer from config."""
     if cell not in CELLS:
         raise ValueError(f"unknown cell {cell!r} (known: {', '.join(CELLS)})")
+    if cell in ("lstm", "gru"):
+        extra["use_cudnn"] = "auto" if use_cudnn else False
+        extra.update(recurrent_dtype())
     return CELLS[cell](units, return_sequences=return_sequences, name=name, **recurrent_options(regularization), **extra)
 
 
 def bidirectional(model: ModelConfig, regularization: RegularizationConfig, units: int, return_sequences: bool, name: str, heterogeneous: bool = False) -> layers.Layer:
     """A bidirectional layer; with `heterogeneous`, the backward half follows model.backward_cell/backward_units."""
-    forward = recurrent_layer(model.cell, units, regularization, return_sequences, f"{name}_forward")
+    forward = recurrent_layer(model.cell, units, regularization, return_sequences, f"{name}_forward", model.use_cudnn)
     backward_cell = (model.backward_cell or model.cell) if heterogeneous else model.cell
     backward_units = (model.backward_units or units) if heterogeneous else units
     if backward_cell == model.cell and backward_units == units:
-        return layers.Bidirectional(forward, merge_mode=model.merge_mode, name=name)
-    backward = recurrent_layer(backward_cell, backward_units, regularization, return_sequences, f"{name}_backward", go_backwards=True)
-    return HeterogeneousBidirectional(forward, merge_mode=model.merge_mode, backward_layer=backward, name=name)
+        return layers.Bidirectional(forward, merge_mode=model.merge_mode, name=name, **recurrent_dtype())
+    backward = recurrent_layer(backward_cell, backward_units, regularization, return_sequences, f"{name}_backward", model.use_cudnn, go_backwards=True)
+    return HeterogeneousBidirectional(forward, merge_mode=model.merge_mode, backward_layer=backward, name=name, **recurrent_dtype())
 
 
 def recurrent_stack(x: Any, config: Config, return_sequences: bool, prefix: str = "recurrent", heterogeneous: bool = False) -> Any:
@@ -301,7 +313,7 @@ def recurrent_stack(x: Any, config: Config, return_sequences: bool, prefix: str 
         if (model.bidirectional_layers[index] if model.bidirectional_layers else model.bidirectional):
             layer = bidirectional(model, regularization, model.units, sequences, name, heterogeneous)
         else:
-            layer = recurrent_layer(model.cell, model.units, regularization, sequences, name)
+            layer = recurrent_layer(model.cell, model.units, regularization, sequences, name, model.use_cudnn)
         y = layer(x)
         if model.residual and index > 0 and sequences:
             # Shortcut: add the layer's input (projected when the sizes differ) to its output.
@@ -355,7 +367,7 @@ def classifier_head(x: Any, config: Config, num_classes: int) -> Any:
 
 def _single(cell: str) -> Callable[[Config, Any], Any]:
     def body(config: Config, x: Any) -> Any:
-        return recurrent_layer(cell, config.model.units, config.regularization, False, f"{cell}_1")(x)
+        return recurrent_layer(cell, config.model.units, config.regularization, False, f"{cell}_1", config.model.use_cudnn)(x)
 
     return body
 
@@ -660,6 +672,35 @@ def attention_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer("attention").output[1])
 
 
+def input_gradients(model: keras.Model, series: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """d (summed cross-entropy) / d input, same shape as `series`, through each backend's own autodiff."""
+    backend = keras.backend.backend()
+    loss = keras.losses.categorical_crossentropy
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(series)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = tf.reduce_sum(loss(targets, model(x, training=False)))
+        return tape.gradient(value, x).numpy()
+    if backend == "jax":
+        import jax
+
+        trainable = [variable.value for variable in model.trainable_variables]
+        non_trainable = [variable.value for variable in model.non_trainable_variables]
+
+        def summed_loss(x: Any) -> Any:
+            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            return ops.sum(loss(targets, outputs))
+
+        return np.asarray(jax.grad(summed_loss)(jax.numpy.asarray(series)))
+    x = ops.convert_to_tensor(series)  # torch: on the backend's default device
+    x.requires_grad_(True)
+    ops.sum(loss(ops.convert_to_tensor(targets), model(x, training=False))).backward()
+    return x.grad.detach().cpu().numpy()
+
+
 def recurrent_layers(model: keras.Model) -> list[layers.Layer]:
     """Every recurrent layer, with the halves of Bidirectional wrappers listed separately."""
     found = []
@@ -699,6 +740,101 @@ def fused_path_report(model: keras.Model) -> list[tuple[str, bool, str]]:
         if isinstance(layer, (layers.LSTMCell, layers.GRUCell)):
             report.append((layer.name, False, "decoder cell called one step at a time"))
     return report
+
+
+FUSED_KERNELS = ("lstm", "gru", "bidirectional_lstm", "bidirectional_gru")
+
+
+def observed_kernel_paths(model: keras.Model, series: np.ndarray) -> list[dict[str, Any]]:
+    """Run `model` once on `series` and record which recurrent kernel each layer really ran.
+
+    `fused_path_report` predicts from the rules; this watches Keras' dispatch point: every
+    LSTM/GRU layer (and Bidirectional wrapper) first calls its backend's fused kernel
+    (`keras.src.backend.lstm`, `bidirectional_lstm`, ...) and falls back to the step-by-step
+    RNN loop when that raises NotImplementedError. On PyTorch the fused LSTM/GRU may also fall
+    back silently to a plain loop, so the cuDNN helper is watched too. Rows: layer, kernels tried
+    with their outcome, and the path: "cuDNN", "fused loop (no cuDNN)" or "step loop".
+    """
+    from keras.src import backend as dispatch  # the module the recurrent layers call through
+
+    backend = keras.backend.backend()
+    stack: list[str] = []
+    attributed: dict[str, list[tuple[str, str]]] = {}
+    originals: dict[tuple[Any, str], Any] = {}
+
+    def patch(owner: Any, name: str, wrapper: Any) -> None:
+        originals[(owner, name)] = getattr(owner, name)
+        setattr(owner, name, wrapper)
+
+    def watch_kernel(name: str, function: Any) -> Any:
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = function(*args, **kwargs)
+            except NotImplementedError:
+                if stack:
+                    attributed.setdefault(stack[0], []).append((name, "not available"))
+                raise
+            if backend == "torch" and name in ("lstm", "gru"):  # may fall back to a plain loop inside
+                outcome = "ran on cuDNN" if cudnn_hits[name] else "ran without cuDNN"
+                cudnn_hits[name] = 0
+            elif backend == "jax" and name == "gru":
+                outcome = "ran as a scan (JAX has no cuDNN GRU)"
+            else:  # TF and JAX run these only on a GPU with cuDNN; torch's bidirectional ones only on CUDA
+                outcome = "ran on cuDNN"
+            if stack:
+                attributed.setdefault(stack[0], []).append((name, outcome))
+            return result
+
+        return watched
+
+    def watch_layer(layer: layers.Layer) -> None:
+        original = layer.call
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            stack.append(layer.name)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                stack.pop()
+
+        originals[(layer, "call")] = None  # instance attribute: removed afterwards
+        layer.call = call
+
+    cudnn_hits = {"lstm": 0, "gru": 0}
+    if backend == "torch":
+        import importlib
+
+        torch_rnn = importlib.import_module("keras.src.backend.torch.rnn")
+
+        for name in ("lstm", "gru"):
+            helper = getattr(torch_rnn, f"_cudnn_{name}")
+
+            def counted(*args: Any, _helper: Any = helper, _name: str = name, **kwargs: Any) -> Any:
+                result = _helper(*args, **kwargs)
+                cudnn_hits[_name] += 1
+                return result
+
+            patch(torch_rnn, f"_cudnn_{name}", counted)
+    for name in FUSED_KERNELS:
+        patch(dispatch, name, watch_kernel(name, getattr(dispatch, name)))
+    watched_layers = [layer for layer in model.layers if isinstance(layer, (layers.RNN, layers.Bidirectional))]
+    for layer in watched_layers:
+        watch_layer(layer)
+    try:
+        model(series, training=False)
+    finally:
+        for (owner, name), original in originals.items():
+            if original is None:
+                del owner.__dict__[name]
+            else:
+                setattr(owner, name, original)
+    rows = []
+    for layer in watched_layers:
+        tried = attributed.get(layer.name, [])
+        outcomes = [outcome for _kernel, outcome in tried]
+        path = "cuDNN" if "ran on cuDNN" in outcomes else "fused loop (no cuDNN)" if any(o.startswith("ran") for o in outcomes) else "step loop"
+        rows.append({"layer": layer.name, "kernels": ", ".join(f"{kernel}: {outcome}" for kernel, outcome in tried) or "none called", "path": path})
+    return rows
 
 
 _warned: set[str] = set()

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.predict", __doc__)
     parser.add_argument("--run", default="", help="run ids separated by spaces; 'experiment' = the run of --exp/--set (default: the best run of the competition)")
     args = parser.parse_args(argv)
-    return run_stage(lambda: predict(load_config(args.exp, args.set), args.run.split()), tensorflow=True)
+    return run_stage(lambda: predict(load_config(args.exp, args.set), args.run.split()), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """The run registry, `make runs`: every run under runs/ as one row of a pandas DataFrame.
 
-Columns: run_id, status (complete / incomplete), experiment, competition, model, regularizer,
+Columns: run_id, status (complete / incomplete), experiment, competition, model, regularizer, backend,
 the flattened config (`model.units`, `regularization.l2`, ...), the metrics
 (`val@0.5` = mean validation accuracy at test noise 0.5, `val@0.5_std` its spread over noise
 draws, `test@0.5` the organizer-side test accuracy, `test_file` the score of the competition's
@@ -44,6 +44,7 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         "competition": lineage.get("competition", ""),
         "model": lineage.get("model", ""),
         "regularizer": lineage.get("regularizer", ""),
+        "backend": lineage.get("backend", "tensorflow"),  # runs made before other backends were tensorflow's
         "modified": pd.Timestamp((run_dir / "config.json").stat().st_mtime, unit="s"),
     }
     config = json.loads((run_dir / "config.json").read_text())
@@ -74,7 +75,7 @@ def list_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The columns a person scans first: what was trained and how it holds up under noise."""
-    wanted = ["run_id", "status", "model", "regularizer"] + [c for c in runs.columns if (c.startswith(("val@", "test@")) and not c.endswith("_std")) or c == "test_file"] + ["best_epoch", "train_seconds"]
+    wanted = ["run_id", "status", "model", "regularizer", "backend"] + [c for c in runs.columns if (c.startswith(("val@", "test@")) and not c.endswith("_std")) or c == "test_file"] + ["best_epoch", "train_seconds"]
     return runs[[c for c in wanted if c in runs.columns]]
 
 

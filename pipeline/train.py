@@ -3,12 +3,12 @@
 A run folder holds everything needed to trust and reuse it:
   config.json        the resolved Config (defaults + experiment + overrides)
   run.json           lineage: run id, experiment, competition, classes, channels, data card inputs
-  environment.json   package versions, backend, devices, replicas, precision
+  environment.json   package versions, Keras backend and its devices, replicas, precision, XLA as Keras applied it
   history.csv        one row per epoch (loss, accuracy, clean and noisy validation accuracy, lr)
   model.keras        the best model (selected on noisy validation by default)
   metrics.json       written last: validation accuracy at several test-noise levels, host-side test scores
   logs/              TensorBoard
-The run id is derived from the config, so training the same config twice does nothing the second
+The run id is derived from the config (and the Keras backend, when it is not TensorFlow), so training the same config twice does nothing the second
 time, and a killed run resumes from its last finished epoch (BackupAndRestore).
 """
 
@@ -23,6 +23,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ import pandas as pd
 
 from pipeline.cli import run_stage, stage_parser
 from pipeline.competition import Competition, load_competition
-from pipeline.config import Config, load_config
+from pipeline.config import Config, ConfigError, load_config
 from pipeline.files import write_json_atomic
+from pipeline.runtime import BackendError, backend_devices, backend_name, require_backend, tensorflow_available
 from pipeline.signals import add_noise, channel_std
 
 METRICS = "metrics.json"
@@ -84,6 +86,11 @@ def config_hash(config: Config) -> str:
     content.pop("compare")
     content.pop("transcribe")
     content["train"].pop("verbose")
+    content["train"].pop("steps_per_execution")  # how many steps per compiled call: speed, not the result
+    if content["model"]["use_cudnn"]:  # the default keeps the run ids made before the option existed
+        content["model"].pop("use_cudnn")
+    if backend_name() != "tensorflow":  # the same config on another backend is another run (TensorFlow ids stay as they were)
+        content["backend"] = backend_name()
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -94,44 +101,84 @@ def run_id_for(config: Config) -> str:
 # ---- devices and determinism -----------------------------------------------------------------------
 
 
-def setup_devices(config: Config) -> None:
-    """Split the CPU into logical devices (must happen before any TensorFlow op) and seed everything."""
+def split_cpu(devices: int) -> None:
+    """Split the CPU into `devices` logical devices (to test multi-device training without a GPU).
+
+    It must happen before the backend initializes its devices; a process where that already
+    happened with another count is refused rather than silently trained on one replica."""
     import keras
-    import tensorflow as tf
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        cpus = tf.config.list_physical_devices("CPU")
+        try:
+            tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * devices)
+        except RuntimeError:
+            pass  # initialized earlier in this process: fine if it already has the wanted split (checked below)
+        found = len(tf.config.list_logical_devices("CPU"))
+    elif backend == "jax":
+        import jax
+
+        try:
+            jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:
+            pass  # backends already initialized: checked below
+        found = len(jax.devices("cpu"))
+    else:
+        raise BackendError(f"train.cpu_devices needs KERAS_BACKEND=tensorflow or jax; this process runs KERAS_BACKEND={backend}")
+    if found != devices:
+        raise ConfigError(f"train.cpu_devices={devices} cannot take effect: this process already set up {found} CPU device(s); run the stage in a fresh process")
+
+
+def setup_devices(config: Config) -> None:
+    """Split the CPU if asked (before any backend op), seed everything, set the precision policy."""
+    import keras
 
     train = config.train
     if train.cpu_devices > 1:
-        cpus = tf.config.list_physical_devices("CPU")
-        try:
-            tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * train.cpu_devices)
-        except RuntimeError:
-            pass  # already initialized in this process (tests): keep what is there
+        split_cpu(train.cpu_devices)
     keras.utils.set_random_seed(train.seed)
     if train.deterministic:
+        require_backend("train.deterministic (TensorFlow's op determinism)", "tensorflow")
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_float16" if train.mixed_precision else "float32")
 
 
-def make_strategy(config: Config) -> Any:
-    """A MirroredStrategy over the visible devices (batch size stays global), or None."""
-    import tensorflow as tf
+def distribution_scope(config: Config) -> tuple[Callable[[], Any], int]:
+    """(a function giving the context to build, compile and fit in, replicas): data parallelism over the visible devices.
 
-    return tf.distribute.MirroredStrategy() if config.train.distribute == "mirrored" else None
+    `mirrored` is TensorFlow's MirroredStrategy; `data_parallel` is Keras' own distribution API
+    (`keras.distribution.DataParallel`, JAX backend). The batch size stays global in both."""
+    distribute = config.train.distribute
+    if distribute == "mirrored":
+        require_backend("train.distribute=mirrored (tf.distribute.MirroredStrategy)", "tensorflow")
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        return strategy.scope, strategy.num_replicas_in_sync
+    if distribute == "data_parallel":
+        require_backend("train.distribute=data_parallel (keras.distribution.DataParallel)", "jax")
+        import keras
+
+        distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+        return distribution.scope, len(distribution.device_mesh.devices.flatten())
+    return contextlib.nullcontext, 1
 
 
 def environment() -> dict[str, Any]:
     import keras
     import sklearn
-    import tensorflow as tf
 
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "backend": keras.backend.backend(),
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "pandas": pd.__version__, "scikit-learn": sklearn.__version__},
-        "devices": [device.name for device in tf.config.list_logical_devices()],
-        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
+        "versions": {"keras": keras.__version__, "numpy": np.__version__, "pandas": pd.__version__, "scikit-learn": sklearn.__version__},
+        **backend_devices(),
         "precision_policy": keras.mixed_precision.global_policy().name,
     }
 
@@ -243,6 +290,10 @@ def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: s
             )
 
     class StopOnNaN(keras.callbacks.TerminateOnNaN):
+        # Checked in Keras' callback thread: a per-batch hook that is not async-safe makes every
+        # step wait for the device (measured on a GPU: see the README's GPU section).
+        async_safe = True
+
         def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
             loss = (logs or {}).get("loss")
             if loss is not None and not np.isfinite(float(keras.ops.convert_to_numpy(loss))):
@@ -257,9 +308,12 @@ def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: s
         keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINT), monitor=monitor, mode="max", save_best_only=train.early_stopping, initial_value_threshold=previous_best if train.early_stopping else None),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5, patience=train.reduce_lr_patience, min_lr=1e-5, verbose=0),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, update_freq="epoch"),
         EpochSummary(),
     ]
+    if tensorflow_available():  # Keras' TensorBoard callback writes through tf.summary, on any backend
+        callbacks.insert(-1, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, update_freq="epoch"))
+    else:
+        print("no TensorBoard logs: Keras writes them through TensorFlow, which is not installed here", flush=True)
     if train.early_stopping:
         callbacks.insert(4, keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=train.patience, restore_best_weights=True))
     return callbacks
@@ -281,6 +335,7 @@ def compile_model(model: Any, config: Config) -> None:
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=True if train.xla else "auto",
+        steps_per_execution=train.steps_per_execution,
     )
 
 
@@ -321,11 +376,10 @@ def train(config: Config, experiment: str = "", force: bool = False) -> Path:
     selection_series = data.noisy_validation_series if config.train.select_on == "noisy" else data.validation_series
     num_classes = len(data.classes)
     flat = data.train_series.reshape(-1, data.train_series.shape[-1])
-    strategy = make_strategy(config)
-    with strategy.scope() if strategy else contextlib.nullcontext():
+    scope, replicas = distribution_scope(config)
+    with scope():
         model = models.build_model(config, data.train_series.shape[1:], num_classes, flat.mean(0), flat.var(0))
         compile_model(model, config)
-    replicas = strategy.num_replicas_in_sync if strategy else 1
     card_path = config.processed_dir / config.data.competition / "datacard.json"
     lineage = {
         "run_id": run_id,
@@ -340,23 +394,26 @@ def train(config: Config, experiment: str = "", force: bool = False) -> Path:
         "data_inputs": json.loads(card_path.read_text()).get("inputs") if card_path.is_file() else None,
         "train_series": int(len(train_series)),
         "parameters": int(model.count_params()),
+        "backend": backend_name(),
     }
     write_json_atomic(run_dir / "run.json", lineage)
-    write_json_atomic(run_dir / "environment.json", {**environment(), "replicas": replicas, "xla": config.train.xla})
+    # What Keras really does: `jit_compile` is turned off for a model with a cuDNN layer on TensorFlow.
+    write_json_atomic(run_dir / "environment.json", {**environment(), "replicas": replicas, "distribute": config.train.distribute, "xla": bool(model.jit_compile), "xla_asked": config.train.xla})
     print(f"{'resuming' if resuming else 'training'} {run_id}: {config.model.name} on {config.data.competition}, {len(train_series)} series {tuple(data.train_series.shape[1:])}, {model.count_params():,} parameters, {replicas} replica(s)", flush=True)
     verbose = config.train.verbose if config.train.verbose >= 0 else (1 if sys.stdout.isatty() else 0)
     started = time.perf_counter()
     model.nan_at = None
-    model.fit(
-        train_series,
-        keras.utils.to_categorical(train_labels, num_classes),
-        validation_data=(selection_series, keras.utils.to_categorical(data.validation_labels, num_classes)),
-        epochs=config.train.epochs,
-        batch_size=config.train.batch_size,
-        shuffle=True,
-        callbacks=make_callbacks(run_dir, config, data, monitor, previous_best(run_dir, monitor)),
-        verbose=verbose,
-    )
+    with scope():  # Keras' distribution (JAX) shards the batches it sees inside its scope
+        model.fit(
+            train_series,
+            keras.utils.to_categorical(train_labels, num_classes),
+            validation_data=(selection_series, keras.utils.to_categorical(data.validation_labels, num_classes)),
+            epochs=config.train.epochs,
+            batch_size=config.train.batch_size,
+            shuffle=True,
+            callbacks=make_callbacks(run_dir, config, data, monitor, previous_best(run_dir, monitor)),
+            verbose=verbose,
+        )
     seconds = time.perf_counter() - started
     if model.nan_at is not None:
         shutil.rmtree(run_dir / "backup", ignore_errors=True)  # a rerun must not resume from NaN weights
@@ -408,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.train", __doc__)
     parser.add_argument("--force", action="store_true", help="train again even if this config already has a finished run")
     args = parser.parse_args(argv)
-    return run_stage(lambda: train(load_config(args.exp, args.set), experiment=Path(args.exp).stem if args.exp else "", force=args.force), tensorflow=True)
+    return run_stage(lambda: train(load_config(args.exp, args.set), experiment=Path(args.exp).stem if args.exp else "", force=args.force), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

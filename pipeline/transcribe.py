@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-only", action="store_true", help="build data/processed/transcribe and stop")
     args = parser.parse_args(argv)
     action = prepare_transcription if args.prepare_only else transcribe
-    return run_stage(lambda: action(load_config(args.exp, args.set)), tensorflow=True)
+    return run_stage(lambda: action(load_config(args.exp, args.set)), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

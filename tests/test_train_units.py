@@ -92,3 +92,12 @@ def test_tensorflow_start_up_noise_is_filtered_but_real_errors_are_not():
     assert BOILERPLATE.match("I0000 00:00:1795636441.899702   24180 cudart_stub.cc:31] Could not find cuda drivers on your machine")
     assert not BOILERPLATE.match("E0000 00:00:1 some_kernel.cc:12] Out of memory")
     assert not BOILERPLATE.match("Traceback (most recent call last):")
+
+
+def test_the_cuda_initialization_line_is_hidden_only_without_an_nvidia_driver():
+    from pipeline.runtime import is_start_up_noise
+
+    line = "E0000 00:00:1 cuda_executor.cc:1] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
+    assert is_start_up_noise(line, driver_present=False)  # a CPU machine: noise
+    assert not is_start_up_noise(line, driver_present=True)  # a GPU machine: the reason for a CPU fallback
+    assert not is_start_up_noise("E0000 00:00:1 some_kernel.cc:12] Out of memory", driver_present=False)
