@@ -23,7 +23,7 @@ LAYERS = {
 
 
 def run(layer, x: np.ndarray, training: bool = True) -> np.ndarray:
-    return np.asarray(layer(x, training=training))
+    return keras.ops.convert_to_numpy(layer(x, training=training))
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
@@ -116,4 +116,4 @@ def test_augmented_model_saves_and_reloads(tmp_path):
     model = models.build_model(config, (16, 9), 3)
     model.save(tmp_path / "m.keras")
     reloaded = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(np.asarray(reloaded(SERIES[:4, :16])), np.asarray(model(SERIES[:4, :16])), rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(SERIES[:4, :16])), keras.ops.convert_to_numpy(model(SERIES[:4, :16])), rtol=1e-5)

@@ -30,10 +30,13 @@ def tiny_sets(root: Path, *overrides: str) -> str:
     return " ".join([f"paths.root={root}", *TINY, *overrides])
 
 
-def test_the_model_tests_pass_on_jax():
-    result = on_backend("jax", sys.executable, "-m", "pytest", "tests/test_models.py", "-q", "-x", "-p", "no:cacheprovider", timeout=900)
+@pytest.mark.parametrize(("backend", "files"), [("jax", ["tests/test_models.py", "tests/test_augment.py"]), ("torch", ["tests/test_augment.py"])])
+def test_the_model_and_augmentation_tests_pass_on_another_backend(backend: str, files: list[str]):
+    """The model tests (every model learns, saves, reloads in a fresh process) run again on JAX; the
+    augmentation layers on JAX and PyTorch (PyTorch's model path is covered by the tests below)."""
+    result = on_backend(backend, sys.executable, "-m", "pytest", *files, "-q", "-x", "-p", "no:cacheprovider", timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout.strip().splitlines()[-1]
+    assert " passed" in result.stdout.strip().splitlines()[-1] and " failed" not in result.stdout
 
 
 def test_training_predicting_and_evaluating_on_jax_is_a_run_of_its_own(prepared_root: Path, tiny_run: Path):
