@@ -3,6 +3,7 @@ lecture's formulas are checked against NumPy; seq2seq decodes a toy task."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -15,7 +16,8 @@ import pytest
 from pipeline import models
 from pipeline.config import load_config
 
-SHAPES = [(5, 9), (128, 9)]
+# HAR_TEST_SHAPES=128x9 narrows the per-shape tests (the rerun on another backend uses it to save time).
+SHAPES = [tuple(int(size) for size in text.split("x")) for text in os.environ.get("HAR_TEST_SHAPES", "5x9,128x9").split(",")]
 SMALL = ["model.units=8", "model.attention_units=8", "model.decoder_units=8", "model.conv_filters=8", "model.embedding_dim=4"]
 
 
