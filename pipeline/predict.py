@@ -10,6 +10,7 @@ is used, chosen on its validation score (never on test data). A file that fails 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -20,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cli import run_stage, stage_parser
-from pipeline.competition import SUBMISSION_COLUMNS, DataError, load_competition
+from pipeline.competition import SUBMISSION_COLUMNS, Competition, DataError, load_competition
 from pipeline.config import Config, load_config
-from pipeline.files import atomic_file, write_csv_atomic, write_json_atomic
+from pipeline.files import atomic_file, sha256_file, write_csv_atomic, write_json_atomic
 from pipeline.train import METRICS, MODEL
 
 
@@ -54,18 +55,45 @@ def best_run(config: Config) -> str:
     return max(candidates)[1]
 
 
-def load_run(config: Config, run_id: str) -> tuple[Any, dict[str, Any]]:
-    from pipeline import models
-
+def finished_run(config: Config, run_id: str) -> Path:
     run_dir = config.path("runs", run_id)
     if not (run_dir / METRICS).is_file():
         raise DataError(f"{run_dir}: not a finished run (no {METRICS})")
+    return run_dir
+
+
+def load_run(config: Config, run_id: str) -> tuple[Any, dict[str, Any]]:
+    from pipeline import models
+
+    run_dir = finished_run(config, run_id)
     return models.load_model(str(run_dir / MODEL)), json.loads((run_dir / "run.json").read_text())
 
 
-def predict_probabilities(config: Config, run_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def prediction_key(config: Config, run_ids: list[str], competition: Competition) -> str:
+    """What a submission depends on: the runs' model files (in their order) and the test series."""
+    digest = hashlib.sha256()
+    for run_id in run_ids:
+        digest.update(f"{run_id}:{sha256_file(finished_run(config, run_id) / MODEL)}\n".encode())
+    digest.update(np.ascontiguousarray(competition.test.series).tobytes())
+    digest.update("\n".join(map(str, competition.test.ids)).encode())
+    digest.update("\n".join(competition.sample_submission["file"].astype(str)).encode())
+    return digest.hexdigest()[:16]
+
+
+def existing_submission(config: Config, key: str) -> Path | None:
+    """A submission written from the same inputs whose CSV is still the one written then, or None."""
+    folder = config.path("submissions")
+    for lineage_path in sorted(folder.glob(f"{config.data.competition}_*.json")):
+        lineage = json.loads(lineage_path.read_text())
+        path = folder / str(lineage.get("file", ""))
+        if lineage.get("key") == key and path.is_file() and sha256_file(path) == lineage.get("sha256"):
+            return path
+    return None
+
+
+def predict_probabilities(config: Config, run_ids: list[str], competition: Competition | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(submission, probabilities, lineage) for the competition's test series, averaged over the runs."""
-    competition = load_competition(config.processed_dir / config.data.competition)
+    competition = competition or load_competition(config.processed_dir / config.data.competition)
     total = None
     lineages = []
     for run_id in run_ids:
@@ -106,10 +134,11 @@ def write_submission(config: Config, submission: pd.DataFrame, probabilities: pd
     name = f"{lineage['competition']}_{lineage['model']}_{lineage['regularizer']}_{stamp}"
     folder = config.path("submissions")
     target = folder / f"{name}.csv"
+    text = submission.to_csv(index=False, columns=list(SUBMISSION_COLUMNS))
     write_csv_atomic(folder / f"{name}.probabilities.csv", probabilities, index=False, float_format="%.6f")
-    write_json_atomic(folder / f"{name}.json", {**lineage, "file": target.name, "created": stamp})
-    with atomic_file(target) as temp:
-        submission.to_csv(temp, index=False, columns=list(SUBMISSION_COLUMNS))
+    write_json_atomic(folder / f"{name}.json", {**lineage, "file": target.name, "created": stamp, "sha256": hashlib.sha256(text.encode()).hexdigest()})
+    with atomic_file(target) as temp:  # the CSV last: it is what submit and the up-to-date check look for
+        temp.write_text(text)
     return target
 
 
@@ -124,8 +153,14 @@ def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:
 
 def predict(config: Config, run_ids: list[str]) -> Path:
     run_ids = resolve_runs(config, run_ids)
-    submission, probabilities, lineage = predict_probabilities(config, run_ids)
-    path = write_submission(config, submission, probabilities, lineage)
+    competition = load_competition(config.processed_dir / config.data.competition)
+    key = prediction_key(config, run_ids, competition)
+    existing = existing_submission(config, key)
+    if existing is not None:
+        print(f"up to date: {existing} holds the prediction of {', '.join(run_ids)} on this test set (delete it to write a new one)")
+        return existing
+    submission, probabilities, lineage = predict_probabilities(config, run_ids, competition)
+    path = write_submission(config, submission, probabilities, {**lineage, "key": key})
     counts = submission["activity"].value_counts().sort_index().to_dict()
     print(f"wrote {path} ({len(submission)} rows, predicted activities {counts}) from {', '.join(run_ids)}")
     return path

@@ -51,8 +51,14 @@ def read_leaderboard(config: Config) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"sha256": str, "message": str})
 
 
-def submit_local(config: Config, path: Path, message: str) -> dict[str, object]:
-    """Validate and score `path` on the local leaderboard; returns the new leaderboard row."""
+def submit_local(config: Config, path: Path, message: str) -> tuple[dict[str, object], bool]:
+    """Validate and score `path` on the local leaderboard: (its row, whether the row is new).
+    A file already scored with the same content keeps its row: scoring it again adds nothing."""
+    board = read_leaderboard(config)
+    digest = sha256_file(path)
+    same = board[(board["competition"] == config.data.competition) & (board["file"] == path.name) & (board["sha256"] == digest)] if len(board) else board
+    if len(same):
+        return same.iloc[0].to_dict(), False
     competition = load_competition(config.processed_dir / config.data.competition)
     submission = read_submission(path)
     validate_submission(submission, competition.sample_submission, competition.activities, str(path))
@@ -65,14 +71,14 @@ def submit_local(config: Config, path: Path, message: str) -> dict[str, object]:
         "submitted": time.strftime("%Y-%m-%d %H:%M:%S"),
         "competition": config.data.competition,
         "file": path.name,
-        "sha256": sha256_file(path),
+        "sha256": digest,
         "message": message or path.stem,
         "public_score": round(public, 5),
         "private_score": round(private, 5),
     }
-    board = pd.concat([read_leaderboard(config), pd.DataFrame([row])], ignore_index=True)
+    board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
     write_csv_atomic(config.path("submissions", LEADERBOARD), board, index=False)
-    return row
+    return row, True
 
 
 def leaderboard(config: Config) -> pd.DataFrame:
@@ -100,8 +106,9 @@ def submit(config: Config, file: str, message: str) -> None:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if has_answer_key(config):
-        row = submit_local(config, path, message)
-        print(f"{path.name}: public score {row['public_score']:.5f} (accuracy on the public part of the test set; `make leaderboard` shows the private score)")
+        row, new = submit_local(config, path, message)
+        already = "" if new else f"already scored on {row['submitted']}, no new row; "
+        print(f"{path.name}: {already}public score {row['public_score']:.5f} (accuracy on the public part of the test set; `make leaderboard` shows the private score)")
     else:
         from pipeline import kaggle_source
 

@@ -111,3 +111,23 @@ def test_submit_refuses_an_invalid_file(prepared_root: Path, tmp_path: Path):
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "bad.csv" in errors[0] and "missing" in errors[0]
+
+
+def test_predicting_or_scoring_the_same_thing_again_writes_nothing(tiny_run: Path, prepared_root: Path, capsys):
+    config = load_config(None, [f"paths.root={prepared_root}"])
+    folder = prepared_root / "submissions"
+    first = predict.predict(config, [tiny_run.name])
+    files = sorted(folder.iterdir())
+    again = predict.predict(config, [tiny_run.name])
+    assert again == first and sorted(folder.iterdir()) == files
+    assert "up to date" in capsys.readouterr().out
+
+    scored = [run_make("submit", f"FILE={first}", f"SET=paths.root={prepared_root}") for _ in range(2)]
+    assert all(result.returncode == 0 for result in scored), scored[1].stderr
+    assert "already scored" not in scored[0].stdout and "already scored" in scored[1].stdout
+    board = submit.read_leaderboard(config)
+    assert (board["file"] == first.name).sum() == 1
+
+    first.write_text(first.read_text().replace(",1\n", ",2\n", 1))  # an edited file is not the prediction any more
+    rewritten = predict.predict(config, [tiny_run.name])
+    assert rewritten != first and rewritten.is_file()
