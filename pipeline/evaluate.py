@@ -12,11 +12,13 @@
 
 For an emulated competition the scored series are the test series (the competition's own noisy
 file for the confusion matrix; the clean series plus fresh noise for the curve); otherwise the
-validation series. Without RUN, the best run of the competition (by validation score).
+validation series. Without RUN, the best run of the competition (by validation score). A report
+whose run files and data are unchanged (the key in evaluation.json) is not made again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ import pandas as pd
 from pipeline.cli import run_stage, stage_parser
 from pipeline.competition import DataError
 from pipeline.config import Config, load_config
-from pipeline.files import atomic_folder, write_json_atomic
+from pipeline.files import atomic_folder, sha256_file, write_json_atomic
 from pipeline.signals import ACTIVITY_NAMES, add_noise
 
 NOISE_LEVELS = tuple(np.round(np.arange(0.0, 1.51, 0.25), 2))
@@ -195,6 +197,18 @@ def plot_gradient(path: Path, norms: np.ndarray, title: str) -> None:
 # ---- the stage ---------------------------------------------------------------------------------------
 
 
+def evaluation_key(run_config: Config, run_dir: Path) -> str:
+    """What a report depends on: the run's files and the competition's data (participant and organizer side)."""
+    digest = hashlib.sha256()
+    inputs = [run_dir / name for name in ("model.keras", "metrics.json", "history.csv", "config.json")]
+    for side in (run_config.processed_dir, run_config.private_dir):
+        folder = side / run_config.data.competition
+        inputs += [folder / name for name in ("datacard.json", "solution.csv", "test_clean.npz") if (folder / name).is_file()]
+    for path in inputs:
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def evaluate(config: Config, run_id: str) -> Path:
     from pipeline import baselines, models
     from pipeline.predict import resolve_runs
@@ -205,6 +219,11 @@ def evaluate(config: Config, run_id: str) -> Path:
     if not (run_dir / "metrics.json").is_file():
         raise DataError(f"{run_dir}: not a finished run")
     run_config = load_config(None, [f"paths.root={config.root}"] + overrides_from(json.loads((run_dir / "config.json").read_text())))
+    target = config.path("reports", run_id)
+    key = evaluation_key(run_config, run_dir)
+    if (target / "report.md").is_file() and (target / "evaluation.json").is_file() and json.loads((target / "evaluation.json").read_text()).get("key") == key:
+        print(f"{target}/report.md: up to date with the run and the data (remove the folder to write it again)")
+        return target
     lineage = json.loads((run_dir / "run.json").read_text())
     model = models.load_model(str(run_dir / "model.keras"))
     data = load_training_data(run_config)
@@ -251,10 +270,10 @@ def evaluate(config: Config, run_id: str) -> Path:
             "confusion_matrix": counts.tolist(),
             "noise_curve": summary_curve.to_dict(orient="records"),
             "figures": figures,
+            "key": key,
         }
         write_json_atomic(folder / "evaluation.json", evaluation)
         (folder / "report.md").write_text(report_markdown(evaluation, lineage, run_config, per_class, summary_curve))
-    target = config.path("reports", run_id)
     print(f"wrote {target}/report.md: accuracy {evaluation['accuracy']:.4f} on the {scored.name} series "
           f"(baselines: {', '.join(f'{k} {v:.4f}' for k, v in baseline_accuracy.items())}); figures: {', '.join(figures)}")
     return target

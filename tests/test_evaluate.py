@@ -64,6 +64,15 @@ def test_evaluate_report_matches_the_saved_predictions(tiny_run: Path, prepared_
     text = (report / "report.md").read_text()
     assert tiny_run.name in text and "![noise curve](noise_curve.png)" in text and "regularization.gaussian_noise=0.5" in text
 
+    # Again with the same run and data: nothing is rewritten. A report made from other inputs is.
+    before = (report / "report.md").stat().st_mtime_ns
+    again = run_make("evaluate", f"RUN={tiny_run.name}", f"SET=paths.root={prepared_root}")
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
+    assert (report / "report.md").stat().st_mtime_ns == before
+    (report / "evaluation.json").write_text(json.dumps({**evaluation, "key": "made from other inputs"}))
+    rewritten = run_make("evaluate", f"RUN={tiny_run.name}", f"SET=paths.root={prepared_root}")
+    assert rewritten.returncode == 0 and "wrote" in rewritten.stdout and json.loads((report / "evaluation.json").read_text())["key"] == evaluation["key"]
+
 
 @pytest.mark.slow
 def test_attention_runs_get_attention_maps(prepared_root: Path):
