@@ -227,9 +227,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def section_hash(self, section: str) -> str:
-        """A short stable hash of one section, used to tell whether an artifact is up to date."""
-        text = json.dumps(dataclasses.asdict(getattr(self, section)), sort_keys=True)
+    def section_hash(self, section: str, leave_out: tuple[str, ...] = ()) -> str:
+        """A short stable hash of one section (less the fields `leave_out`), used to tell whether an artifact is up to date."""
+        content = {key: value for key, value in dataclasses.asdict(getattr(self, section)).items() if key not in leave_out}
+        text = json.dumps(content, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -30,6 +30,10 @@ def test_second_run_does_no_work(prepared_root: Path):
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout and "wrote" not in result.stdout
     assert card.stat().st_mtime_ns == before
+    # Naming one of the two competitions does not rebuild them: they come from one windowing.
+    named = run_make("prepare", "COMPETITION=raw", f"SET=paths.root={prepared_root}")
+    assert named.returncode == 0 and "up to date" in named.stdout and "wrote" not in named.stdout, named.stdout + named.stderr
+    assert card.stat().st_mtime_ns == before
 
 
 def test_local_source_becomes_a_competition(tmp_path: Path):
