@@ -19,7 +19,10 @@ DataError that names the file and the problem.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.files import atomic_file
+from pipeline.files import atomic_file, atomic_folder, make_read_only, sha256_file, write_json_atomic
 
 SAMPLE_SUBMISSION = "sample_submission.csv"
 SUBMISSION_COLUMNS = ("file", "activity")
@@ -281,3 +284,37 @@ def write_competition(folder: Path, layout: str, channels: tuple[str, ...], spli
             write_npz_split(folder / f"{name}.npz", split, channels)
     sample = pd.DataFrame({"file": splits["test"].ids, "activity": default_activity})
     sample.to_csv(folder / SAMPLE_SUBMISSION, index=False)
+
+
+# ---- copying a competition folder into data/raw ----------------------------------------------------
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over every file's relative path and content, to tell two copies apart."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != SOURCE_FILE):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def copy_competition_folder(source: Path, target: Path, origin: str) -> Path:
+    """Validate a competition folder, then copy it once to `target` (data/raw/<name>/, read-only).
+    Shared by the local and the Kaggle sources."""
+    loaded = load_competition(source)  # raises DataError naming the bad file
+    digest = folder_digest(source)
+    name = target.name
+    record_path = target / SOURCE_FILE
+    if record_path.is_file():
+        if json.loads(record_path.read_text()).get("digest") == digest:
+            print(f"data/raw/{name}: up to date")
+            return target
+        raise DataError(f"{target}: already holds different data; raw data are immutable, choose another NAME=")
+    with atomic_folder(target) as temp:
+        shutil.copytree(source, temp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+        write_json_atomic(
+            temp / SOURCE_FILE,
+            {"kind": "competition", "origin": origin, "digest": digest, "series": loaded.summary()},
+        )
+        make_read_only(temp)
+    print(f"copied {source} to {target}: {loaded.summary()}")
+    return target

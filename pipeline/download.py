@@ -10,10 +10,8 @@ the colon, writes data/raw/<name>/ atomically and returns that folder.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -121,42 +119,12 @@ def download_embedded(config: Config, argument: str) -> Path:
 # ---- local: a folder in the original competition layout ------------------------------------
 
 
-def folder_digest(folder: Path) -> str:
-    """SHA-256 over every file's relative path and content, to tell two copies apart."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != competition.SOURCE_FILE):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + sha256_file(path).encode())
-    return digest.hexdigest()
-
-
-def copy_competition_folder(source: Path, config: Config, name: str, origin: str) -> Path:
-    """Validate a competition folder, then copy it once to data/raw/<name>/ (read-only)."""
-    loaded = competition.load_competition(source)  # raises DataError naming the bad file
-    digest = folder_digest(source)
-    target = config.raw_dir / name
-    record_path = target / competition.SOURCE_FILE
-    if record_path.is_file():
-        if json.loads(record_path.read_text()).get("digest") == digest:
-            print(f"data/raw/{name}: up to date")
-            return target
-        raise DataError(f"{target}: already holds different data; raw data are immutable, choose another NAME=")
-    with atomic_folder(target) as temp:
-        shutil.copytree(source, temp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-        write_json_atomic(
-            temp / competition.SOURCE_FILE,
-            {"kind": "competition", "origin": origin, "digest": digest, "series": loaded.summary()},
-        )
-        make_read_only(temp)
-    print(f"copied {source} to {target}: {loaded.summary()}")
-    return target
-
-
 def download_local(config: Config, argument: str) -> Path:
     source = Path(argument).expanduser()
     if not source.is_dir():
         raise DataError(f"{source}: no such folder")
     name = config.data.name or source.resolve().name
-    return copy_competition_folder(source, config, name, origin=f"local:{source.resolve()}")
+    return competition.copy_competition_folder(source, config.raw_dir / name, origin=f"local:{source.resolve()}")
 
 
 def download_kaggle_dataset(config: Config, argument: str) -> Path:

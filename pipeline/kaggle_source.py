@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.competition import SOURCE_FILE, DataError
+from pipeline.competition import SOURCE_FILE, DataError, copy_competition_folder
 from pipeline.config import Config
 from pipeline.files import atomic_folder, make_read_only, sha256_file, write_json_atomic
 
@@ -146,8 +146,6 @@ def download_kaggle_dataset(config: Config, dataset: str) -> Path:
 
 def download_kaggle_competition(config: Config, slug: str) -> Path:
     """kaggle-competition:<slug> -> data/raw/<name>/, validated as a competition in the original layout."""
-    from pipeline.download import copy_competition_folder
-
     slug = slug or CLASSROOM_COMPETITION
     name = config.data.name or slug
     if (config.raw_dir / name / SOURCE_FILE).is_file():
@@ -158,7 +156,7 @@ def download_kaggle_competition(config: Config, slug: str) -> Path:
     with tempfile.TemporaryDirectory(dir=config.raw_dir) as scratch:
         safe_extract(archive, Path(scratch))
         folder = find_folder_with(Path(scratch), ("train", "test", "sample_submission.csv"))
-        return copy_competition_folder(folder, config, name, origin=f"kaggle-competition:{slug}")
+        return copy_competition_folder(folder, config.raw_dir / name, origin=f"kaggle-competition:{slug}")
 
 
 def submit(config: Config, path: Path, message: str) -> dict[str, Any]:
