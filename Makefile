@@ -11,19 +11,24 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/n
 TORCH_STAMP := $(VENV)/.torch-$(shell cat requirements-torch.txt 2>/dev/null | sha256sum | cut -c1-16)
 
 EXP ?= experiments/default.toml
+TEST_WORKERS ?= 2
+# compare and transcribe have their own default experiment: EXP reaches them only when it is given
+EXP_GIVEN := $(if $(filter-out file default,$(origin EXP)),--exp $(EXP))
 
 export TF_CPP_MIN_LOG_LEVEL := 3
 ifdef BACKEND
 export KERAS_BACKEND := $(BACKEND)
 endif
 export PYTHONUNBUFFERED := 1
+# SET reaches the stages through the environment, so quotes, spaces and | in its values survive the shell
+export HAR_SET := $(SET)
 
 # Config overrides from make variables; unset variables leave the experiment's or the default's value.
 ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set data.competition=$(COMPETITION)) \
-        $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(foreach s,$(SET),--set $(s))
+        $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare train predict submit leaderboard evaluate compare notebooks transcribe runs models bench test clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare notebooks transcribe runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +60,12 @@ data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path
 prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from HAPT, or a copied one)
 	$(PY) -m pipeline.prepare $(ARGS)
 
+cv: $(STAMP) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs
+	$(PY) -m pipeline.cv --exp $(EXP) $(ARGS)
+
+tune: $(STAMP) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
+	$(PY) -m pipeline.tune --exp $(EXP) $(ARGS) $(if $(TRIALS),--set tune.trials=$(TRIALS)) $(if $(STORAGE),--set tune.storage=$(STORAGE)) $(if $(JOBS),--jobs $(JOBS))
+
 train: $(STAMP) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
 	$(PY) -m pipeline.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
 
@@ -71,26 +82,26 @@ evaluate: $(STAMP) ## report on RUN (default: the best run): confusion, per-clas
 	$(PY) -m pipeline.evaluate --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
 compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> reports/compare/<competition>/
-	$(PY) -m pipeline.compare $(ARGS)
+	$(PY) -m pipeline.compare $(EXP_GIVEN) $(ARGS)
 
 notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> reports/notebooks/
 	@mkdir -p reports/notebooks
-	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar || exit 1; done
+	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar --log-output || exit 1; done
 
 transcribe: $(STAMP) ## seq2seq transcription of continuous recordings: data, both variants, decoding, report
-	$(PY) -m pipeline.transcribe $(ARGS)
+	$(PY) -m pipeline.transcribe $(EXP_GIVEN) $(ARGS)
 
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
-	@$(PY) -m pipeline.runs $(foreach s,$(SET),--set $(s)) $(if $(COMPETITION),--competition $(COMPETITION))
+	@$(PY) -m pipeline.runs $(if $(SET),--sets "$$HAR_SET") $(if $(COMPETITION),--competition $(COMPETITION))
 
 models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
 	@$(PY) -m pipeline.models
 
 bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
-	$(PY) -m pipeline.bench $(foreach s,$(SET),--set $(s))
+	$(PY) -m pipeline.bench $(if $(SET),--sets "$$HAR_SET")
 
-test: $(STAMP) $(TORCH_STAMP) ## run the test suite
-	$(PY) -m pytest
+test: $(STAMP) $(TORCH_STAMP) ## run the test suite (TEST_WORKERS=2 processes, a test file each at a time)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Wheels for a GPU machine without network (GUIDE section 7: Python 3.12, CUDA JAX and PyTorch, no keras):
 # keras at this project's pin and the two small packages it needs that such a machine lacks.

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config, load_config, split_overrides
 from pipeline.files import atomic_file, write_json_atomic
 
 MAIN_MODELS = ("lstm", "bilstm", "attention", "cnn_lstm")
@@ -270,11 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=",".join(f"{t}x{c}" for t, c in SHAPES), help="e.g. 5x9,128x9")
     parser.add_argument("--windows", type=int, default=4096, help="synthetic windows per training epoch")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (e.g. train.mixed_precision=true)")
+    parser.add_argument("--sets", default="", help="several overrides in one string, as make's SET= passes them")
     parser.add_argument("--phases", default="train,infer", help="train (fit), infer, step (the compiled training step alone; jax and torch)")
     parser.add_argument("--in-process", action="store_true", help="run every phase in this process (faster; peak memory then covers all phases): for dry runs")
     parser.add_argument("--output", default="", help="path without extension for the .json and .md (default: reports/bench)")
     parser.add_argument("--child", nargs=5, metavar=("PHASE", "MODEL", "T", "C", "WINDOWS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.set = [*split_overrides(args.sets), *args.set]
     if args.child:
         phase, model, steps, channels, windows = args.child
         print(json.dumps(measure(phase, model, int(steps), int(channels), int(windows), args.set)))

@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import run_stage, stage_parser
-from pipeline.competition import DataError
+from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.files import atomic_file, write_csv_atomic
+from pipeline.datasets import load_training_data, organizer_side
+from pipeline.errors import DataError
+from pipeline.files import atomic_files
+from pipeline.scoring import accuracy_at_noise
 
 # Regularizer cells: name -> config overrides. Strengths are the usual ones for HAR; noise levels
 # are in units of each feature's std, like the test noise.
@@ -89,31 +91,35 @@ def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd
 
 def baseline_rows(config: Config) -> pd.DataFrame:
     """The scikit-learn baselines scored like the runs (same splits, noise levels and draws), one row each."""
-    from pipeline import baselines, train
+    from pipeline import baselines
 
-    data = train.load_training_data(config)
+    data = load_training_data(config)
     fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(data.classes), config.train.seed)
-    host = train.host_test_set(config, data.competition, data.classes)
+    host = organizer_side(config, data.competition, data.classes)
     rows = []
     for name, model in fitted.items():
         row: dict[str, object] = {"model": "baselines", "cell": name, "seed": config.train.seed, "run_id": "", "epochs": 0}
         levels, seeds, profile = config.train.noise_levels, config.train.noise_seeds, config.data.noise_profile
-        validation = train.accuracy_at_noise(model, data.validation_series, data.validation_labels, levels, seeds, profile, data.channel_std, config.train.seed)
+        validation = accuracy_at_noise(model, data.validation_series, data.validation_labels, levels, seeds, profile, data.train_std, config.train.seed)
         row.update({f"val@{level}": value["mean"] for level, value in validation.items()})
         if host is not None:
-            clean, labels, std, _file_labels = host
-            test = train.accuracy_at_noise(model, clean, labels, levels, seeds, profile, std, config.train.seed + 99)
+            test = accuracy_at_noise(model, host.clean_series, host.labels, levels, seeds, profile, host.noise_unit, config.train.seed + 99)
             row.update({f"test@{level}": value["mean"] for level, value in test.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std across seeds for every model, cell and score column."""
+def summarize(table: pd.DataFrame, select_level: float) -> pd.DataFrame:
+    """Mean and std across seeds for every model, cell and score column, ranked within each model by
+    validation accuracy at `select_level` (the competition's test noise): the test columns are
+    reported beside the ranking, never used for it."""
     scores = [c for c in table.columns if c.startswith(("val@", "test@"))]
     grouped = table.groupby(["model", "cell"], sort=False)[scores]
     summary = grouped.mean().join(grouped.std(ddof=0).fillna(0.0), rsuffix="_std").reset_index()
-    return summary
+    key = f"val@{select_level:g}"
+    summary["rank"] = summary.groupby("model", sort=False)[key].rank(ascending=False, method="min").astype(int)
+    order = summary["model"].map({model: index for index, model in enumerate(dict.fromkeys(summary["model"]))})
+    return summary.assign(order=order).sort_values(["order", "rank"], kind="stable").drop(columns="order").reset_index(drop=True)
 
 
 def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
@@ -144,23 +150,24 @@ def compare(config: Config, experiment: str | None, overrides: list[str]) -> Pat
     if table.empty:
         raise DataError("the comparison grid is empty: check compare.models and compare.cells")
     table = pd.concat([table, baseline_rows(config)], ignore_index=True)
-    summary = summarize(table)
+    select_level = config.data.test_noise
+    summary = summarize(table, select_level)
     folder = config.path("reports", "compare", config.data.competition)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(folder / "compare.csv", table, index=False)
-    prefix = "test@" if any(c.startswith("test@") for c in table.columns) else "val@"
-    scored = "organizer-side test subjects" if prefix == "test@" else "validation subjects"
-    with atomic_file(folder / "compare.png") as temp:
-        plot(temp, summary, prefix, f"accuracy on the {scored} at each test-noise level")
-    shown = summary[["model", "cell", *[c for c in summary.columns if c.startswith(prefix)]]]
+    reported = [c for c in summary.columns if c.startswith("test@") and not c.endswith("_std")]
+    shown = summary[["model", "rank", "cell", *[c for c in summary.columns if c.startswith("val@")], *reported]]
     text = (
         f"# Regularizer comparison: {config.data.competition}\n\n"
         f"{len(table)} runs: models {', '.join(config.compare.models)}, {config.compare.seeds} seed(s) per cell, "
-        f"{config.train.epochs} epochs at most. Scores: accuracy on the {scored} (`{prefix}x` = test noise x; `_std` = spread across seeds).\n\n"
-        f"{shown.to_markdown(index=False, floatfmt='.3f')}\n"
+        f"{config.train.epochs} epochs at most. Cells are ranked within each model by validation accuracy at the competition's "
+        f"test noise (`val@{select_level:g}`, mean over seeds; `_std` = spread across seeds). "
+        + ("The organizer-side test accuracy (`test@x`) is reported for every cell and never used to rank.\n\n" if reported else "\n\n")
+        + f"{shown.to_markdown(index=False, floatfmt='.3f')}\n"
     )
-    with atomic_file(folder / "summary.md") as temp:
-        temp.write_text(text)
+    # The three files of one comparison appear together.
+    with atomic_files(folder / "compare.csv", folder / "compare.png", folder / "summary.md") as (csv_path, png_path, summary_path):
+        table.to_csv(csv_path, index=False)
+        plot(png_path, summary, "val@", "validation accuracy (the ranking key) at each test-noise level")
+        summary_path.write_text(text)
     print(text)
     print(f"wrote {folder}/compare.csv, summary.md, compare.png")
     return folder
@@ -168,7 +175,7 @@ def compare(config: Config, experiment: str | None, overrides: list[str]) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("pipeline.compare", __doc__, default_experiment="experiments/compare.toml").parse_args(argv)
-    return run_stage(lambda: compare(load_config(args.exp, args.set), args.exp, args.set), keras=True)
+    return run_stage(lambda: compare(load_config(args.exp, overrides(args)), args.exp, overrides(args)), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,8 @@ csv (the original classroom competition)::
     train/a01..aNN/<id>.csv   one series per file: an index column, then T rows x C named columns
     validation/a01..aNN/<id>.csv   (optional)
     test/<id>.csv
+    subject_train.csv, subject_validation.csv   (optional) `file,subject`: whose recording each
+                              series is, as UCI HAR ships subject_train.txt (for subject-wise CV)
 
 npz (the raw competition: 128 x 9 windows are too many for one CSV each)::
 
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import DataError
 from pipeline.files import atomic_file, atomic_folder, make_read_only, sha256_file, write_json_atomic
 
 SAMPLE_SUBMISSION = "sample_submission.csv"
@@ -37,10 +40,7 @@ SUBMISSION_COLUMNS = ("file", "activity")
 SOURCE_FILE = "source.json"  # written by the download stage beside a copied competition
 ACTIVITY_FOLDER = re.compile(r"^a(\d+)$")
 SPLITS = ("train", "validation", "test")
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file and the problem."""
+SUBJECT_FILE = "subject_{split}.csv"
 
 
 @dataclass(frozen=True)
@@ -165,9 +165,27 @@ def _load_csv_layout(path: Path) -> tuple[tuple[str, ...], dict[str, Split]]:
             raise DataError(f"{paths[0]}: series of shape {series[0].shape} with columns {list(columns or ())} differ from train's {reference} {list(channels)}")
         order = np.argsort(ids)  # canonical order: by id, whatever the folder layout
         labels_array = np.array(labels, np.int64)[order] if name != "test" else None
-        splits[name] = Split(np.stack(series)[order], np.array(ids)[order], labels_array)
+        sorted_ids = np.array(ids)[order]
+        splits[name] = Split(np.stack(series)[order], sorted_ids, labels_array, _read_subjects(path / SUBJECT_FILE.format(split=name), sorted_ids))
     assert channels is not None
     return channels, splits
+
+
+def _read_subjects(path: Path, ids: np.ndarray) -> np.ndarray | None:
+    """The subject of every series from a `file,subject` CSV, or None when there is no such file."""
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path, dtype={"file": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
+    if list(table.columns) != ["file", "subject"] or not pd.api.types.is_integer_dtype(table["subject"]):
+        raise DataError(f"{path}: expected columns file,subject with whole-number subjects")
+    by_id = table.drop_duplicates("file").set_index("file")["subject"]
+    missing = sorted(set(ids) - set(by_id.index))
+    if missing:
+        raise DataError(f"{path}: no subject for series {missing[0]} (and {len(missing) - 1} more)")
+    return by_id.loc[ids].to_numpy(np.int64)
 
 
 def _load_npz_split(path: Path, labeled: bool) -> tuple[Split, tuple[str, ...]]:
@@ -226,6 +244,14 @@ def read_submission(path: Path) -> pd.DataFrame:
     return table
 
 
+def _series_file(path: Path, layout: str, split_name: str, split: Split, index: int) -> str:
+    """Where a series lives, as the user finds it: `train/a02/5.csv`, or `train.npz` (row 12)."""
+    if layout == "npz":
+        return f"{path / split_name}.npz (row {index})"
+    folder = path / split_name if split.labels is None else path / split_name / f"a{int(split.labels[index]):02d}"
+    return str(folder / f"{split.ids[index]}.csv")
+
+
 def load_competition(path: str | Path) -> Competition:
     """Load and validate a competition folder of either layout."""
     path = Path(path)
@@ -233,10 +259,13 @@ def load_competition(path: str | Path) -> Competition:
         raise DataError(f"{path}: no such competition folder")
     layout = "npz" if (path / "train.npz").exists() else "csv"
     channels, splits = (_load_npz_layout if layout == "npz" else _load_csv_layout)(path)
-    every_id = np.concatenate([split.ids for split in splits.values()])
-    unique, counts = np.unique(every_id, return_counts=True)
-    if (counts > 1).any():
-        raise DataError(f"{path}: duplicate series id {unique[counts > 1][0]!r}")
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        for index, series_id in enumerate(split.ids.tolist()):
+            where = _series_file(path, layout, name, split, index)
+            if series_id in seen:
+                raise DataError(f"{seen[series_id]} and {where}: the same series id {series_id}; ids must be unique across train, validation and test")
+            seen[series_id] = where
     sample_path = path / SAMPLE_SUBMISSION
     if not sample_path.is_file():
         raise DataError(f"{sample_path}: missing file")
@@ -256,12 +285,15 @@ def load_competition(path: str | Path) -> Competition:
 
 
 def write_csv_split(folder: Path, split: Split, channels: tuple[str, ...]) -> None:
-    """Write one split in the original layout (labeled splits into aNN folders)."""
+    """Write one split in the original layout (labeled splits into aNN folders), and the subject of
+    each labeled series beside the split folder (subject_<split>.csv)."""
     for index, series_id in enumerate(split.ids):
         target = folder if split.labels is None else folder / f"a{int(split.labels[index]):02d}"
         target.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame(split.series[index], columns=list(channels))
         table.to_csv(target / f"{series_id}.csv", float_format="%.7g")
+    if split.subjects is not None and split.labels is not None:
+        pd.DataFrame({"file": split.ids, "subject": split.subjects}).to_csv(folder.parent / SUBJECT_FILE.format(split=folder.name), index=False)
 
 
 def write_npz_split(file: Path, split: Split, channels: tuple[str, ...]) -> None:

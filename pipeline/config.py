@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -18,14 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # UCI HAR's own test subjects: keeping them makes our numbers comparable to the literature.
 UCI_TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
-
-
-class ConfigError(ValueError):
-    """A configuration value that is unknown, of the wrong type or out of range."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +164,38 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CvConfig:
+    # `make cv`: k-fold cross-validation over every labeled training series (train + validation),
+    # whole subjects per fold (GroupKFold) where the competition names them, else contiguous blocks.
+    folds: int = 5  # five folds of the 25 UCI HAR training subjects: five subjects score each fold
+    fold: int = -1  # -1 = select on the competition's validation split; 0..folds-1 = this fold is the validation set (set by make cv)
+    # Without subject ids: series dropped after each block boundary, so that series sharing windows
+    # (neighbours in id order; classroom series share 4 of their 5 windows) never sit on both sides
+    gap: int = 4
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    # `make tune` (pipeline/tune.py): an Optuna study; every trial is a cross-validation (cv.folds)
+    # scored at the competition's noise, so the tuner chooses on validation folds only.
+    trials: int = 20  # trials of the study, all workers together
+    # The search space, one entry per config key: "key=low..high" (an int or float range, as the
+    # key's type), "key=log:low..high" (log scale), or "key=a|b|c" (choices).
+    space: tuple[str, ...] = (
+        "regularization.gaussian_noise=0.2..1.0",
+        "regularization.dropout=0.0..0.4",
+        "regularization.l2=log:1e-6..1e-3",
+        "model.units=16|32|64",
+        "train.learning_rate=log:5e-4..5e-3",
+    )
+    study: str = ""  # empty = <competition>_<experiment name>
+    storage: str = ""  # empty = an SQLite file runs/tune/<study>.db; any SQLAlchemy URL shares one study across machines
+    seed: int = 0  # the TPE sampler's seed (each worker offsets it by its number)
+    startup_trials: int = 3  # finished trials before the median pruner stops any trial
+    warmup_epochs: int = 3  # epochs of each fold before the pruner judges it
+
+
+@dataclass(frozen=True)
 class CompareConfig:
     # `make compare`: every cell of pipeline.compare.GRID for every model, several seeds; each cell
     # is an ordinary run. The budget comes from [train] (experiments/compare.toml keeps it small).
@@ -197,6 +228,8 @@ class Config:
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cv: CvConfig = field(default_factory=CvConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     transcribe: TranscribeConfig = field(default_factory=TranscribeConfig)
 
@@ -296,6 +329,12 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def split_overrides(text: str) -> list[str]:
+    """`"train.epochs=5 data.validation_subjects=[1, 2]"` -> two overrides: a new one starts only
+    where a `section.key=` follows a space, so values may hold spaces (lists, quoted text)."""
+    return [part for part in re.split(r"\s+(?=[A-Za-z_]\w*(?:\.\w+)+=)", text.strip()) if part]
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """`"data.test_noise=0.8"` -> {"data": {"test_noise": 0.8}}; values are read as TOML, else as text."""
     if "=" not in text:
@@ -380,5 +419,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.steps_per_execution must be >= 1, got {train.steps_per_execution}")
     if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0 or not 0 <= train.label_smoothing < 1:
         raise ConfigError("train.epochs and train.batch_size must be >= 1, learning_rate > 0, label_smoothing in [0, 1)")
+    if config.tune.trials < 1 or config.tune.startup_trials < 0 or config.tune.warmup_epochs < 0:
+        raise ConfigError("tune.trials must be >= 1, tune.startup_trials and tune.warmup_epochs >= 0")
+    if config.cv.folds < 2 or not -1 <= config.cv.fold < config.cv.folds or config.cv.gap < 0:
+        raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{config.cv.folds - 1}, cv.gap >= 0")
     if not 0 < data.public_fraction < 1:
         raise ConfigError(f"data.public_fraction must be in (0, 1), got {data.public_fraction}")

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import competition
-from pipeline.cli import run_stage, stage_parser
+from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.competition import DataError
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.files import atomic_folder, make_read_only, sha256_file, write_json_atomic
@@ -61,7 +62,10 @@ def write_hapt(pickle_path: Path, target: Path, expected_sha256: str = HAPT_SHA2
     checksum = sha256_file(pickle_path)
     if checksum != expected_sha256:
         raise DataError(f"{pickle_path}: SHA-256 {checksum} does not match the expected {expected_sha256}")
-    users = load_hapt_pickle(pickle_path)
+    try:
+        users = load_hapt_pickle(pickle_path)
+    except pickle.UnpicklingError as error:
+        raise DataError(f"{pickle_path}: refused by the restricted unpickler ({error})") from None
     experiments = []
     with atomic_folder(target) as temp:
         number = 0
@@ -164,7 +168,7 @@ def download(config: Config) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("pipeline.download", __doc__).parse_args(argv)
-    return run_stage(lambda: download(load_config(args.exp, args.set)))
+    return run_stage(lambda: download(load_config(args.exp, overrides(args))))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,14 +28,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import run_stage, stage_parser
-from pipeline.competition import DataError
+from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
+from pipeline.datasets import CLEAN_TEST, DATACARD, SOLUTION, TrainingData, check_run_data, competition_folder, load_training_data, organizer_side
+from pipeline.errors import DataError
 from pipeline.files import atomic_folder, sha256_file, write_json_atomic
-from pipeline.signals import ACTIVITY_NAMES, add_noise
+from pipeline.runs import HISTORY, LINEAGE, METRICS, MODEL, finished_run, resolve_runs, run_config
+from pipeline.scoring import noise_draws, predicted_classes
+from pipeline.signals import ACTIVITY_NAMES
 
 NOISE_LEVELS = tuple(np.round(np.arange(0.0, 1.51, 0.25), 2))
 NOISE_SEEDS = 3
+CURVE_SEED = 99  # + train.seed: the curve's draws are the ones train's host-side test scores use
 
 
 @dataclass(frozen=True)
@@ -47,34 +51,19 @@ class Scored:
     noisy: np.ndarray
     clean: np.ndarray
     labels: np.ndarray  # class indices
-    channel_std: np.ndarray
+    noise_unit: np.ndarray  # the per-channel std a noise level is counted in
 
 
-def scored_series(config: Config, data: Any) -> Scored:
-    from pipeline.train import host_test_set
-
-    host = host_test_set(config, data.competition, data.classes)
+def scored_series(config: Config, data: TrainingData) -> Scored:
+    host = organizer_side(config, data.competition, data.classes)
     if host is not None:
-        clean, labels, std, file_labels = host
-        with np.load(config.private_dir / config.data.competition / "test_clean.npz") as archive:
+        with np.load(config.private_dir / config.data.competition / CLEAN_TEST) as archive:
             clean_ids = archive["id"].astype(str)
         if not np.array_equal(clean_ids, data.competition.test.ids):
             raise DataError(f"{config.private_dir / config.data.competition}: clean test ids differ from the participant's test ids")
-        return Scored("test", data.competition.test.ids, data.competition.test.series, clean, file_labels, std)
-    ids = np.array([f"validation_{i}" for i in range(len(data.validation_labels))])
-    return Scored("validation", ids, data.noisy_validation_series, data.validation_series, data.validation_labels, data.channel_std)
-
-
-def noise_curve(predictors: dict[str, Any], scored: Scored, profile: str, seed: int, levels: tuple[float, ...] = NOISE_LEVELS, seeds: int = NOISE_SEEDS) -> pd.DataFrame:
-    """Accuracy of every predictor at every noise level and draw: columns predictor, level, draw, accuracy."""
-    rows = []
-    for level in levels:
-        for draw in range(seeds if level > 0 else 1):
-            noisy = add_noise(scored.clean, profile, float(level), scored.channel_std, seed + 7919 * draw + int(level * 1000))
-            for name, predictor in predictors.items():
-                predicted = predictor.predict(noisy, batch_size=1024, verbose=0).argmax(-1)
-                rows.append({"predictor": name, "level": float(level), "draw": draw, "accuracy": float((predicted == scored.labels).mean())})
-    return pd.DataFrame(rows)
+        return Scored("test", data.competition.test.ids, data.competition.test.series, host.clean_series, host.file_labels, host.noise_unit)
+    # No answer key here (a copied or Kaggle competition): the validation series, under one noise draw of the test profile.
+    return Scored("validation", data.validation_ids, data.noisy_validation_series, data.validation_series, data.validation_labels, data.train_std)
 
 
 def gradient_through_time(model: Any, series: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -197,13 +186,12 @@ def plot_gradient(path: Path, norms: np.ndarray, title: str) -> None:
 # ---- the stage ---------------------------------------------------------------------------------------
 
 
-def evaluation_key(run_config: Config, run_dir: Path) -> str:
+def evaluation_key(trained_with: Config, run_dir: Path) -> str:
     """What a report depends on: the run's files and the competition's data (participant and organizer side)."""
     digest = hashlib.sha256()
-    inputs = [run_dir / name for name in ("model.keras", "metrics.json", "history.csv", "config.json")]
-    for side in (run_config.processed_dir, run_config.private_dir):
-        folder = side / run_config.data.competition
-        inputs += [folder / name for name in ("datacard.json", "solution.csv", "test_clean.npz") if (folder / name).is_file()]
+    inputs = [run_dir / name for name in (MODEL, METRICS, HISTORY, "config.json")]
+    for folder in (competition_folder(trained_with), trained_with.private_dir / trained_with.data.competition):
+        inputs += [folder / name for name in (DATACARD, SOLUTION, CLEAN_TEST) if (folder / name).is_file()]
     for path in inputs:
         digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
     return digest.hexdigest()[:16]
@@ -211,36 +199,34 @@ def evaluation_key(run_config: Config, run_dir: Path) -> str:
 
 def evaluate(config: Config, run_id: str) -> Path:
     from pipeline import baselines, models
-    from pipeline.predict import resolve_runs
-    from pipeline.train import load_training_data
 
     (run_id,) = resolve_runs(config, [run_id] if run_id else [])
-    run_dir = config.path("runs", run_id)
-    if not (run_dir / "metrics.json").is_file():
-        raise DataError(f"{run_dir}: not a finished run")
-    run_config = load_config(None, [f"paths.root={config.root}"] + overrides_from(json.loads((run_dir / "config.json").read_text())))
+    run_dir = finished_run(config, run_id)
+    trained_with = run_config(config, run_dir)
     target = config.path("reports", run_id)
-    key = evaluation_key(run_config, run_dir)
+    key = evaluation_key(trained_with, run_dir)
     if (target / "report.md").is_file() and (target / "evaluation.json").is_file() and json.loads((target / "evaluation.json").read_text()).get("key") == key:
         print(f"{target}/report.md: up to date with the run and the data (remove the folder to write it again)")
         return target
-    lineage = json.loads((run_dir / "run.json").read_text())
-    model = models.load_model(str(run_dir / "model.keras"))
-    data = load_training_data(run_config)
-    scored = scored_series(run_config, data)
+    lineage = json.loads((run_dir / LINEAGE).read_text())
+    data = load_training_data(trained_with)
+    check_run_data(trained_with, run_id, lineage)
+    model = models.load_model(str(run_dir / MODEL))
+    scored = scored_series(trained_with, data)
     classes = lineage["classes"]
     names = [ACTIVITY_NAMES.get(c, str(c)) for c in classes]
     title = f"{run_id} on {scored.name}"
-    probabilities = model.predict(scored.noisy, batch_size=1024, verbose=0)
+    probabilities = model.predict(scored.noisy, batch_size=1024, verbose=0)  # kept whole: they go into predictions.csv
     predicted = probabilities.argmax(-1)
     from sklearn.metrics import precision_recall_fscore_support
 
     precision, recall, f1, support = precision_recall_fscore_support(scored.labels, predicted, labels=range(len(classes)), zero_division=0)
     per_class = pd.DataFrame({"activity": names, "precision": precision, "recall": recall, "f1": f1, "support": support})
-    fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(classes), run_config.train.seed)
-    curve = noise_curve({run_config.model.name: model, **fitted}, scored, run_config.data.noise_profile, run_config.train.seed)
-    history = pd.read_csv(run_dir / "history.csv").drop_duplicates("epoch", keep="last")
-    baseline_accuracy = {name: float((b.predict(scored.noisy).argmax(-1) == scored.labels).mean()) for name, b in fitted.items()}
+    fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(classes), trained_with.train.seed)
+    predictors = {trained_with.model.name: model, **fitted}
+    curve = noise_draws(predictors, scored.clean, scored.labels, NOISE_LEVELS, NOISE_SEEDS, trained_with.data.noise_profile, scored.noise_unit, trained_with.train.seed + CURVE_SEED, progress=True)
+    history = pd.read_csv(run_dir / HISTORY).drop_duplicates("epoch", keep="last")
+    baseline_accuracy = {name: float((predicted_classes(b, scored.noisy) == scored.labels).mean()) for name, b in fitted.items()}
     figures = ["confusion_matrix.png", "learning_curves.png", "noise_curve.png"]
     with atomic_folder(config.path("reports", run_id)) as folder:
         table = pd.DataFrame({"file": scored.ids, "true_activity": np.array(classes)[scored.labels], "predicted_activity": np.array(classes)[predicted]})
@@ -250,7 +236,7 @@ def evaluate(config: Config, run_id: str) -> Path:
         curve.to_csv(folder / "noise_curve.csv", index=False)
         counts = plot_confusion(folder / "confusion_matrix.png", scored.labels, predicted, names, title)
         plot_learning_curves(folder / "learning_curves.png", history, run_id)
-        plot_noise_curve(folder / "noise_curve.png", curve, title, run_config.data.test_noise)
+        plot_noise_curve(folder / "noise_curve.png", curve, title, trained_with.data.test_noise)
         if "attention" in [layer.name for layer in model.layers]:
             weights = np.asarray(models.attention_model(model)(scored.noisy[:2000]))
             plot_attention(folder / "attention_maps.png", scored.noisy[:2000], weights, scored.labels[:2000], names, lineage["channels"])
@@ -273,23 +259,10 @@ def evaluate(config: Config, run_id: str) -> Path:
             "key": key,
         }
         write_json_atomic(folder / "evaluation.json", evaluation)
-        (folder / "report.md").write_text(report_markdown(evaluation, lineage, run_config, per_class, summary_curve))
+        (folder / "report.md").write_text(report_markdown(evaluation, lineage, trained_with, per_class, summary_curve))
     print(f"wrote {target}/report.md: accuracy {evaluation['accuracy']:.4f} on the {scored.name} series "
           f"(baselines: {', '.join(f'{k} {v:.4f}' for k, v in baseline_accuracy.items())}); figures: {', '.join(figures)}")
     return target
-
-
-def overrides_from(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    """A saved config.json back into `key=value` overrides (paths excluded: the report decides where)."""
-    items = []
-    for key, value in tree.items():
-        if key == "paths" and not prefix:
-            continue
-        if isinstance(value, dict):
-            items += overrides_from(value, f"{prefix}{key}.")
-        else:
-            items.append(f"{prefix}{key}={json.dumps(value)}")
-    return items
 
 
 def report_markdown(evaluation: dict, lineage: dict, config: Config, per_class: pd.DataFrame, curve: pd.DataFrame) -> str:
@@ -335,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.evaluate", __doc__)
     parser.add_argument("--run", default="", help="run id; 'experiment' = the run of --exp/--set (default: the best run of the competition)")
     args = parser.parse_args(argv)
-    return run_stage(lambda: evaluate(load_config(args.exp, args.set), args.run), keras=True)
+    return run_stage(lambda: evaluate(load_config(args.exp, overrides(args)), args.run), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,33 +27,57 @@ def sha256_file(path: Path) -> str:
 
 
 @contextmanager
+def atomic_folders(*targets: Path) -> Iterator[tuple[Path, ...]]:
+    """Temp folders for several targets that must change together: nothing is replaced until every
+    one is complete, then they are swapped in, in the order given (put the one readers look for last)."""
+    temps: list[Path] = []
+    try:
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temps.append(Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)))
+        yield tuple(temps)
+        for temp, target in zip(temps, targets):
+            if target.exists():
+                shutil.rmtree(target)
+            temp.rename(target)
+    except BaseException:
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
     """Yield a temp folder beside `target`; on success it replaces `target`, on error it is removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folders(target) as (temp,):
         yield temp
-        if target.exists():
-            shutil.rmtree(target)
-        temp.rename(target)
+
+
+@contextmanager
+def atomic_files(*targets: Path) -> Iterator[tuple[Path, ...]]:
+    """Temp paths beside several files that belong together: none is replaced until every one is
+    written, then they are renamed into place in the order given (put the one readers look for last)."""
+    temps: list[Path] = []
+    try:
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            os.close(handle)
+            temps.append(Path(name))
+        yield tuple(temps)
+        for temp, target in zip(temps, targets):
+            temp.replace(target)
     except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
+        for temp in temps:
+            temp.unlink(missing_ok=True)
         raise
 
 
 @contextmanager
 def atomic_file(target: Path) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success it replaces `target`, on error it is removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    temp = Path(name)
-    try:
+    with atomic_files(target) as (temp,):
         yield temp
-        temp.replace(target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: Path, content: object) -> None:

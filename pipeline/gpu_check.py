@@ -66,7 +66,7 @@ def device_facts(backends: list[str]) -> dict[str, Any]:
         query = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"], capture_output=True, text=True)
         facts["nvidia_smi"] = query.stdout.strip()
     for backend in backends:
-        probe = f"import json; from pipeline.runtime import backend_devices, import_keras; keras = import_keras(); print(json.dumps({{**backend_devices(), 'keras': keras.__version__}}))"
+        probe = "import json; from pipeline.runtime import backend_devices, import_keras; keras = import_keras(); print(json.dumps({**backend_devices(), 'keras': keras.__version__}))"
         output, _ = run_step(f"devices ({backend})", [sys.executable, "-c", probe], backend, 300)
         facts[backend] = json.loads(output.strip().splitlines()[-1])
     return facts

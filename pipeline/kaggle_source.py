@@ -28,6 +28,7 @@ from typing import Any
 from pipeline.competition import SOURCE_FILE, DataError, copy_competition_folder
 from pipeline.config import Config
 from pipeline.files import atomic_folder, make_read_only, sha256_file, write_json_atomic
+from pipeline.scoring import submission_message
 
 HAR_DATASET = "uciml/human-activity-recognition-with-smartphones"
 CLASSROOM_COMPETITION = "classroom-daily-activity-recognition"
@@ -162,12 +163,11 @@ def download_kaggle_competition(config: Config, slug: str) -> Path:
 def submit(config: Config, path: Path, message: str) -> dict[str, Any]:
     """Upload a submission with `competition_submit`, then show its status and score from the submissions list."""
     slug = config.data.competition
-    lineage = path.with_suffix(".json")
-    message = message or (json.loads(lineage.read_text()).get("message", "") if lineage.is_file() else "") or path.stem
+    message = submission_message(path, message)
     processed = config.processed_dir / slug
     if processed.is_dir():
         from pipeline.competition import load_competition, read_submission
-        from pipeline.predict import validate_submission
+        from pipeline.scoring import validate_submission
 
         competition = load_competition(processed)
         validate_submission(read_submission(path), competition.sample_submission, competition.activities, str(path))

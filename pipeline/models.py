@@ -26,6 +26,7 @@ import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline.runtime import import_keras
@@ -38,6 +39,7 @@ from keras import layers, ops  # noqa: E402
 
 from pipeline import augment
 from pipeline.config import Config, ModelConfig, RegularizationConfig
+from pipeline.errors import ConfigError
 
 PACKAGE = "har"
 CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "rnn": layers.SimpleRNN}
@@ -96,7 +98,7 @@ class HeterogeneousBidirectional(layers.Bidirectional):
         super().__init__(layer, merge_mode=merge_mode, backward_layer=backward_layer, **kwargs)
         forward_units, backward_units = self.forward_layer.units, self.backward_layer.units
         if merge_mode in ("sum", "ave", "mul") and forward_units != backward_units:
-            raise ValueError(f"merge_mode={merge_mode!r} needs equal forward and backward sizes, got {forward_units} and {backward_units}; use 'concat'")
+            raise ConfigError(f"merge_mode={merge_mode!r} needs equal forward and backward sizes, got {forward_units} and {backward_units}; use 'concat'")
         if self.return_state:
             raise ValueError("HeterogeneousBidirectional does not return states")
 
@@ -282,7 +284,7 @@ def recurrent_dtype() -> dict[str, str]:
 def recurrent_layer(cell: str, units: int, regularization: RegularizationConfig, return_sequences: bool, name: str, use_cudnn: bool = True, **extra: Any) -> layers.Layer:
     """One LSTM / GRU / SimpleRNN layer with every regularizer from config."""
     if cell not in CELLS:
-        raise ValueError(f"unknown cell {cell!r} (known: {', '.join(CELLS)})")
+        raise ConfigError(f"unknown cell {cell!r} (known: {', '.join(CELLS)})")
     if cell in ("lstm", "gru"):
         extra["use_cudnn"] = "auto" if use_cudnn else False
         extra.update(recurrent_dtype())
@@ -305,7 +307,7 @@ def recurrent_stack(x: Any, config: Config, return_sequences: bool, prefix: str 
     per model.bidirectional_layers (one flag per layer) or, when that is empty, per model.bidirectional."""
     model, regularization = config.model, config.regularization
     if model.bidirectional_layers and len(model.bidirectional_layers) != model.layers:
-        raise ValueError(f"model.bidirectional_layers has {len(model.bidirectional_layers)} flags for {model.layers} layers")
+        raise ConfigError(f"model.bidirectional_layers has {len(model.bidirectional_layers)} flags for {model.layers} layers")
     for index in range(model.layers):
         last = index == model.layers - 1
         sequences = return_sequences or not last
@@ -515,7 +517,7 @@ def effective_config(config: Config) -> Config:
 def build_model(config: Config, input_shape: tuple[int, int], num_classes: int, mean: np.ndarray | None = None, variance: np.ndarray | None = None) -> keras.Model:
     """The registered model `config.model.name` for series of `input_shape` = (T, C) and `num_classes` classes."""
     if config.model.name not in MODELS:
-        raise ValueError(f"unknown model {config.model.name!r} (known: {', '.join(MODELS)})")
+        raise ConfigError(f"unknown model {config.model.name!r} (known: {', '.join(MODELS)})")
     if len(input_shape) != 2 or min(input_shape) < 1 or num_classes < 2:
         raise ValueError(f"need input_shape (T, C) and at least 2 classes, got {input_shape} and {num_classes}")
     config = effective_config(config)
@@ -846,6 +848,13 @@ def warn_if_not_fused(model: keras.Model) -> None:
         if not fused and "recurrent_dropout" in reason and reason not in _warned:
             _warned.add(reason)
             warnings.warn(f"{name}: {reason}: this layer will not use the fused cuDNN kernel on a GPU (slower)", stacklevel=3)
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save a `.keras` file atomically: a temp file beside it, renamed into place when complete."""
+    temp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(temp)
+    temp.replace(path)
 
 
 def load_model(path: str) -> keras.Model:

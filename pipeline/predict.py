@@ -20,53 +20,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import run_stage, stage_parser
-from pipeline.competition import SUBMISSION_COLUMNS, Competition, DataError, load_competition
+from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.competition import SUBMISSION_COLUMNS, Competition
 from pipeline.config import Config, load_config
-from pipeline.files import atomic_file, sha256_file, write_csv_atomic, write_json_atomic
-from pipeline.train import METRICS, MODEL
-
-
-def validate_submission(table: pd.DataFrame, sample: pd.DataFrame, activities: tuple[int, ...], name: str) -> None:
-    """Kaggle's checks: same header, the sample's ids exactly, no duplicates, only valid labels."""
-    if tuple(table.columns) != tuple(sample.columns):
-        raise DataError(f"{name}: header {','.join(map(str, table.columns))} differs from the sample submission's {','.join(sample.columns)}")
-    ids = table["file"].astype(str)
-    if ids.duplicated().any():
-        raise DataError(f"{name}: duplicate file {ids[ids.duplicated()].iloc[0]!r}")
-    missing, extra = set(sample["file"]) - set(ids), set(ids) - set(sample["file"])
-    if missing or extra:
-        raise DataError(f"{name}: {len(missing)} ids of the sample submission missing, {len(extra)} unknown ids (e.g. {sorted(missing or extra)[0]!r})")
-    labels = pd.to_numeric(table["activity"], errors="coerce")
-    invalid = labels.isna() | ~labels.isin(activities)
-    if invalid.any():
-        raise DataError(f"{name}: invalid activity {table['activity'][invalid].iloc[0]!r} (valid: {', '.join(map(str, activities))})")
-
-
-def best_run(config: Config) -> str:
-    """The finished run of this competition with the best validation score (its selection metric)."""
-    candidates = []
-    for metrics_path in config.path("runs").glob(f"*/{METRICS}"):
-        lineage = json.loads((metrics_path.parent / "run.json").read_text())
-        if lineage.get("competition") == config.data.competition:
-            candidates.append((json.loads(metrics_path.read_text())["best_validation"], metrics_path.parent.name))
-    if not candidates:
-        raise DataError(f"{config.path('runs')}: no finished run for competition {config.data.competition!r}; run `make train` first")
-    return max(candidates)[1]
-
-
-def finished_run(config: Config, run_id: str) -> Path:
-    run_dir = config.path("runs", run_id)
-    if not (run_dir / METRICS).is_file():
-        raise DataError(f"{run_dir}: not a finished run (no {METRICS})")
-    return run_dir
+from pipeline.datasets import check_run_data, open_competition
+from pipeline.errors import DataError
+from pipeline.files import atomic_files, sha256_file
+from pipeline.runs import LINEAGE, MODEL, finished_run, resolve_runs
+from pipeline.scoring import validate_submission
 
 
 def load_run(config: Config, run_id: str) -> tuple[Any, dict[str, Any]]:
+    """A finished run's model and lineage, refused when it was trained on other prepared data than the folder holds now."""
     from pipeline import models
 
     run_dir = finished_run(config, run_id)
-    return models.load_model(str(run_dir / MODEL)), json.loads((run_dir / "run.json").read_text())
+    lineage = json.loads((run_dir / LINEAGE).read_text())
+    if lineage["competition"] != config.data.competition:
+        raise DataError(f"run {run_id} was trained on {lineage['competition']!r}, not {config.data.competition!r} (set COMPETITION={lineage['competition']})")
+    check_run_data(config, run_id, lineage)
+    return models.load_model(str(run_dir / MODEL)), lineage
 
 
 def prediction_key(config: Config, run_ids: list[str], competition: Competition) -> str:
@@ -93,13 +66,11 @@ def existing_submission(config: Config, key: str) -> Path | None:
 
 def predict_probabilities(config: Config, run_ids: list[str], competition: Competition | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(submission, probabilities, lineage) for the competition's test series, averaged over the runs."""
-    competition = competition or load_competition(config.processed_dir / config.data.competition)
+    competition = competition or open_competition(config)
     total = None
     lineages = []
     for run_id in run_ids:
         model, lineage = load_run(config, run_id)
-        if lineage["competition"] != config.data.competition:
-            raise DataError(f"run {run_id} was trained on {lineage['competition']!r}, not {config.data.competition!r}")
         if tuple(lineage["series_shape"]) != competition.series_shape:
             raise DataError(f"run {run_id} expects series of {lineage['series_shape']}, the test series are {list(competition.series_shape)}")
         if lineages and lineage["classes"] != lineages[0]["classes"]:
@@ -130,30 +101,28 @@ def predict_probabilities(config: Config, run_ids: list[str], competition: Compe
 
 
 def write_submission(config: Config, submission: pd.DataFrame, probabilities: pd.DataFrame, lineage: dict[str, Any]) -> Path:
+    """Write the CSV, its probabilities and its lineage together: all three are complete in temp
+    files before any is renamed into place, the CSV last (it is what submit and the up-to-date check
+    look for), so a crash leaves either no submission or a whole one."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = f"{lineage['competition']}_{lineage['model']}_{lineage['regularizer']}_{stamp}"
     folder = config.path("submissions")
-    target = folder / f"{name}.csv"
     text = submission.to_csv(index=False, columns=list(SUBMISSION_COLUMNS))
-    write_csv_atomic(folder / f"{name}.probabilities.csv", probabilities, index=False, float_format="%.6f")
-    write_json_atomic(folder / f"{name}.json", {**lineage, "file": target.name, "created": stamp, "sha256": hashlib.sha256(text.encode()).hexdigest()})
-    with atomic_file(target) as temp:  # the CSV last: it is what submit and the up-to-date check look for
-        temp.write_text(text)
-    return target
-
-
-def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:
-    """Run ids as given; none = the best run of the competition; 'experiment' = the run of this config."""
-    from pipeline.train import run_id_for
-
-    if not run_ids:
-        return [best_run(config)]
-    return [run_id_for(config) if run_id == "experiment" else run_id for run_id in run_ids]
+    record = {**lineage, "file": f"{name}.csv", "created": stamp, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    contents = {
+        f"{name}.probabilities.csv": probabilities.to_csv(index=False, float_format="%.6f"),
+        f"{name}.json": json.dumps(record, indent=2) + "\n",
+        f"{name}.csv": text,
+    }
+    with atomic_files(*(folder / file for file in contents)) as temps:
+        for temp, content in zip(temps, contents.values()):
+            temp.write_text(content)
+    return folder / f"{name}.csv"
 
 
 def predict(config: Config, run_ids: list[str]) -> Path:
     run_ids = resolve_runs(config, run_ids)
-    competition = load_competition(config.processed_dir / config.data.competition)
+    competition = open_competition(config)
     key = prediction_key(config, run_ids, competition)
     existing = existing_submission(config, key)
     if existing is not None:
@@ -170,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.predict", __doc__)
     parser.add_argument("--run", default="", help="run ids separated by spaces; 'experiment' = the run of --exp/--set (default: the best run of the competition)")
     args = parser.parse_args(argv)
-    return run_stage(lambda: predict(load_config(args.exp, args.set), args.run.split()), keras=True)
+    return run_stage(lambda: predict(load_config(args.exp, overrides(args)), args.run.split()), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,11 +23,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline import competition as comp
-from pipeline.cli import run_stage, stage_parser
-from pipeline.competition import DataError, Split
+from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.competition import Split
 from pipeline.config import Config, load_config
+from pipeline.datasets import CLEAN_TEST, DATACARD, SOLUTION, data_settings
 from pipeline.download import HAPT_FOLDER, MANIFEST, SENSOR_COLUMNS
-from pipeline.files import atomic_folder, sha256_file, write_csv_atomic, write_json_atomic
+from pipeline.errors import DataError
+from pipeline.files import atomic_folder, atomic_folders, sha256_file, write_csv_atomic, write_json_atomic
 from pipeline.signals import (
     ACTIVITY_NAMES,
     MEAN_FEATURES,
@@ -41,9 +43,9 @@ from pipeline.signals import (
 )
 
 HAPT_COMPETITIONS = {"classroom": "csv", "raw": "npz"}
-DATACARD = "datacard.json"
-SOLUTION = "solution.csv"
-CLEAN_TEST = "test_clean.npz"
+# 2: the participant folder names the subject of every labeled series (subject_<split>.csv or the npz's subject)
+PARTICIPANT_LAYOUT = 2
+PRIVATE_INPUTS = "inputs.json"  # the organizer side's copy of the data card's inputs: both sides must agree
 # Offsets added to data.seed so every split draws its own noise.
 NOISE_SEEDS = {"train": 1, "validation": 2, "test": 3}
 UCI_HAR_WINDOWS = {"train": 7352, "test": 2947}
@@ -96,6 +98,8 @@ def window_hapt(recordings: list[tuple[int, np.ndarray]], config: Config) -> Lab
         activity.append(windows.labels)
         subject.append(np.full(len(windows.labels), user))
         run.append(number * 10_000 + windows.runs)  # unique per recording and activity run
+        if (number + 1) % 10 == 0 or number + 1 == len(recordings):
+            print(f"  {number + 1}/{len(recordings)} recordings windowed", flush=True)
     return LabeledWindows(np.concatenate(parts), np.concatenate(activity), np.concatenate(subject), np.concatenate(run))
 
 
@@ -259,7 +263,8 @@ def prepare_hapt(config: Config) -> list[Path]:
         "source_sha256": json.loads(manifest_path.read_text())["source"]["sha256"],
         "manifest_sha256": sha256_file(manifest_path),
         # Both competitions come from one windowing: which of them a command names changes neither.
-        "data_config": config.section_hash("data", leave_out=("competition", "name", "source")),
+        "data_settings": data_settings(config),
+        "layout": PARTICIPANT_LAYOUT,
     }
     stale = [name for name in HAPT_COMPETITIONS if not _up_to_date(config, name, inputs)]
     if not stale:
@@ -275,10 +280,12 @@ def write_emulated(config: Config, name: str, layout: str, built: Built, window_
     """Add noise, then write the participant folder and, outside it, the answer key and clean test series."""
     splits, clean_test, solution, std = make_competition(built, config)
     card = datacard(name, layout, built, window_subjects, std, inputs, config)
-    with atomic_folder(config.private_dir / name) as private:
+    # Both sides or neither: the participant folder is swapped in last, and each side records the
+    # inputs it was built from, so a half-finished earlier write is rebuilt, never mixed.
+    with atomic_folders(config.private_dir / name, config.processed_dir / name) as (private, folder):
         write_csv_atomic(private / SOLUTION, solution, index=False)
         comp.write_npz_split(private / CLEAN_TEST, clean_test, built.channels)
-    with atomic_folder(config.processed_dir / name) as folder:
+        write_json_atomic(private / PRIVATE_INPUTS, inputs)
         comp.write_competition(folder, layout, built.channels, splits, default_activity=1)
         write_json_atomic(folder / DATACARD, card)
         (folder / "DATACARD.md").write_text(datacard_markdown(card))
@@ -321,7 +328,7 @@ def read_har561(folder: Path, config: Config) -> tuple[Built, np.ndarray]:
 def prepare_har561(config: Config, name: str) -> Path:
     source = config.raw_dir / name
     record = json.loads((source / comp.SOURCE_FILE).read_text())
-    inputs = {"source": record["origin"], "source_sha256": record["archive_sha256"], "data_config": config.section_hash("data")}
+    inputs = {"source": record["origin"], "source_sha256": record["archive_sha256"], "data_settings": data_settings(config), "layout": PARTICIPANT_LAYOUT}
     if _up_to_date(config, name, inputs):
         print(f"data/processed/{name}: up to date")
         return config.processed_dir / name
@@ -330,9 +337,12 @@ def prepare_har561(config: Config, name: str) -> Path:
 
 
 def _up_to_date(config: Config, name: str, inputs: dict) -> bool:
-    card_path = config.processed_dir / name / DATACARD
-    solution = config.private_dir / name / SOLUTION
-    return card_path.is_file() and solution.is_file() and json.loads(card_path.read_text()).get("inputs") == inputs
+    """Both sides exist and were built from `inputs`."""
+    stamps = [config.processed_dir / name / DATACARD, config.private_dir / name / PRIVATE_INPUTS]
+    if not all(path.is_file() for path in stamps) or not (config.private_dir / name / SOLUTION).is_file():
+        return False
+    card, private = (json.loads(path.read_text()) for path in stamps)
+    return card.get("inputs") == inputs and private == inputs
 
 
 def prepare_copied(config: Config, name: str) -> Path:
@@ -368,7 +378,7 @@ def prepare(config: Config) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("pipeline.prepare", __doc__).parse_args(argv)
-    return run_stage(lambda: prepare(load_config(args.exp, args.set)))
+    return run_stage(lambda: prepare(load_config(args.exp, overrides(args))))
 
 if __name__ == "__main__":
     sys.exit(main())

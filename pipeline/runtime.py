@@ -20,6 +20,8 @@ import sys
 import tempfile
 from typing import Any
 
+from pipeline.errors import UserError
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 BOILERPLATE = re.compile(
@@ -41,7 +43,7 @@ def is_start_up_noise(line: str, driver_present: bool) -> bool:
     return not line.strip() or bool(BOILERPLATE.match(line)) or (bool(CUDA_INIT.match(line)) and not driver_present)
 
 
-class BackendError(ValueError):
+class BackendError(UserError):
     """A feature asked for on a Keras backend that does not have it."""
 
 
@@ -91,7 +93,9 @@ def import_keras() -> Any:
     would then let its start-up noise through."""
     backend_name()  # an unknown KERAS_BACKEND is refused in one line before Keras raises on it
     if tensorflow_available():
-        import_tensorflow()
+        # tf.function's retracing warning fires whenever several models predict in one process
+        # (cross-validation, ensembles, evaluation): advice for TensorFlow developers, not news to a user
+        import_tensorflow().get_logger().setLevel("ERROR")
     import keras
 
     return keras

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal as scipy_signal
 
+from pipeline.errors import ConfigError
+
 # The 9 "Inertial Signals" channels of UCI HAR, in its order.
 RAW_CHANNELS = (
     "body_acc_x", "body_acc_y", "body_acc_z",
@@ -178,7 +180,7 @@ NOISE_PROFILES = {"gaussian": gaussian_noise, "sensor-faults": sensor_fault_nois
 def add_noise(x: np.ndarray, profile: str, level: float, channel_std: np.ndarray, seed: int) -> np.ndarray:
     """Apply the named noise profile at `level` with a fixed seed; level 0 returns an unchanged copy."""
     if profile not in NOISE_PROFILES:
-        raise ValueError(f"unknown noise profile {profile!r} (known: {', '.join(NOISE_PROFILES)})")
+        raise ConfigError(f"unknown noise profile {profile!r} (known: {', '.join(NOISE_PROFILES)})")
     channel_std = np.asarray(channel_std, dtype=np.float64)
     if channel_std.shape != (x.shape[-1],):
         raise ValueError(f"channel_std must have {x.shape[-1]} values, got shape {channel_std.shape}")

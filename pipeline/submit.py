@@ -11,29 +11,23 @@ For a real Kaggle competition, the file is uploaded with the official `kaggle` c
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 
-from pipeline.cli import run_stage, stage_parser
-from pipeline.competition import DataError, load_competition, read_submission
+from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.competition import read_submission
 from pipeline.config import Config, load_config
+from pipeline.datasets import SOLUTION, open_competition
+from pipeline.errors import DataError
 from pipeline.files import sha256_file, write_csv_atomic
-from pipeline.predict import validate_submission
+from pipeline.scoring import score, submission_message, validate_submission
 
 LEADERBOARD = "leaderboard.csv"
 LEADERBOARD_COLUMNS = ["submitted", "competition", "file", "sha256", "message", "public_score", "private_score"]
-
-
-def score(submission: pd.DataFrame, solution: pd.DataFrame) -> tuple[float, float]:
-    """(public, private) accuracy of a validated submission against a `file,activity,Usage` answer key."""
-    merged = solution.merge(submission.astype({"file": str}), on="file", suffixes=("_true", "_predicted"))
-    correct = merged["activity_true"].astype(int) == merged["activity_predicted"].astype(int)
-    public = merged["Usage"] == "Public"
-    return float(correct[public].mean()), float(correct[~public].mean())
 
 
 def latest_submission(config: Config) -> Path:
@@ -51,33 +45,46 @@ def read_leaderboard(config: Config) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"sha256": str, "message": str})
 
 
+def already_scored(board: pd.DataFrame, config: Config, path: Path, digest: str) -> dict[str, object] | None:
+    same = board[(board["competition"] == config.data.competition) & (board["file"] == path.name) & (board["sha256"] == digest)] if len(board) else board
+    return same.iloc[0].to_dict() if len(same) else None
+
+
+def leaderboard_lock(config: Config) -> FileLock:
+    """Serializes every read-modify-write of the leaderboard file (two `make submit` at once keep both rows)."""
+    path = config.path("submissions", f".{LEADERBOARD}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=120)
+
+
 def submit_local(config: Config, path: Path, message: str) -> tuple[dict[str, object], bool]:
     """Validate and score `path` on the local leaderboard: (its row, whether the row is new).
     A file already scored with the same content keeps its row: scoring it again adds nothing."""
-    board = read_leaderboard(config)
     digest = sha256_file(path)
-    same = board[(board["competition"] == config.data.competition) & (board["file"] == path.name) & (board["sha256"] == digest)] if len(board) else board
-    if len(same):
-        return same.iloc[0].to_dict(), False
-    competition = load_competition(config.processed_dir / config.data.competition)
+    scored = already_scored(read_leaderboard(config), config, path, digest)
+    if scored is not None:
+        return scored, False
+    competition = open_competition(config)
     submission = read_submission(path)
     validate_submission(submission, competition.sample_submission, competition.activities, str(path))
-    solution = pd.read_csv(config.private_dir / config.data.competition / "solution.csv", dtype={"file": str})
+    solution = pd.read_csv(config.private_dir / config.data.competition / SOLUTION, dtype={"file": str})
     public, private = score(submission, solution)
-    lineage_path = path.with_suffix(".json")
-    if not message and lineage_path.is_file():
-        message = json.loads(lineage_path.read_text()).get("message", "")
     row = {
         "submitted": time.strftime("%Y-%m-%d %H:%M:%S"),
         "competition": config.data.competition,
         "file": path.name,
         "sha256": digest,
-        "message": message or path.stem,
+        "message": submission_message(path, message),
         "public_score": round(public, 5),
         "private_score": round(private, 5),
     }
-    board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
-    write_csv_atomic(config.path("submissions", LEADERBOARD), board, index=False)
+    with leaderboard_lock(config):
+        board = read_leaderboard(config)
+        scored = already_scored(board, config, path, digest)  # again under the lock: another process may have scored it meanwhile
+        if scored is not None:
+            return scored, False
+        board = pd.concat([board, pd.DataFrame([row])], ignore_index=True) if len(board) else pd.DataFrame([row], columns=LEADERBOARD_COLUMNS)
+        write_csv_atomic(config.path("submissions", LEADERBOARD), board, index=False)
     return row, True
 
 
@@ -127,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leaderboard", action="store_true", help="show the local leaderboard instead of submitting")
     args = parser.parse_args(argv)
     if args.leaderboard:
-        return run_stage(lambda: show_leaderboard(load_config(args.exp, args.set)))
-    return run_stage(lambda: submit(load_config(args.exp, args.set), args.file, args.message))
+        return run_stage(lambda: show_leaderboard(load_config(args.exp, overrides(args))))
+    return run_stage(lambda: submit(load_config(args.exp, overrides(args)), args.file, args.message))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,6 @@ time, and a killed run resumes from its last finished epoch (BackupAndRestore).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -24,78 +23,24 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import run_stage, stage_parser
-from pipeline.competition import Competition, load_competition
+from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.datasets import DATACARD, TrainingData, competition_folder, load_training_data, organizer_side, selection_definition
+from pipeline.errors import UserError
 from pipeline.files import write_json_atomic
+from pipeline.runs import CHECKPOINT, HISTORY, LINEAGE, METRICS, MODEL, PRUNED, regularizer_tag, run_id_for
 from pipeline.runtime import BackendError, backend_devices, backend_name, require_backend, tensorflow_available
-from pipeline.signals import add_noise, channel_std
-
-METRICS = "metrics.json"
-MODEL = "model.keras"
-CHECKPOINT = "checkpoint.keras"
-HISTORY = "history.csv"
+from pipeline.scoring import accuracy_at_noise, predicted_classes
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError):
     """Training could not produce a usable model (e.g. the loss became NaN)."""
-
-
-# ---- lineage -------------------------------------------------------------------------------------
-
-
-def regularizer_tag(config: Config) -> str:
-    """A short, readable summary of the active regularizers, e.g. 'gn0.5-l2-do0.3-x4'; 'none' if none."""
-    r, a, t = config.regularization, config.augment, config.train
-    parts = []
-    if r.gaussian_noise:
-        parts.append(f"gn{r.gaussian_noise:g}")
-    kernel = "l1l2" if r.l1 and r.l2 else "l1" if r.l1 else "l2" if r.l2 else ""
-    parts += [kernel] if kernel else []
-    parts += ["rl1l2" if r.recurrent_l1 and r.recurrent_l2 else "rl1" if r.recurrent_l1 else "rl2"] if (r.recurrent_l1 or r.recurrent_l2) else []
-    parts += ["bl"] if (r.bias_l1 or r.bias_l2) else []
-    for value, short in ((r.input_dropout, "ido"), (r.dropout, "do"), (r.recurrent_dropout, "rdo"), (r.max_norm, "mn")):
-        if value:
-            parts.append(f"{short}{value:g}")
-    for value, short in ((a.jitter, "jit"), (a.scaling, "sc"), (a.magnitude_warp, "mw"), (a.time_warp, "tw"), (a.rotation_degrees, "rot"), (a.channel_dropout, "cd")):
-        if value:
-            parts.append(f"{short}{value:g}")
-    if a.permutation_segments > 1:
-        parts.append(f"perm{a.permutation_segments}")
-    if a.noised_copies:
-        parts.append(f"x{a.noised_copies}")
-    for value, short in ((t.label_smoothing, "ls"), (t.weight_decay, "wd"), (t.clipnorm, "cn"), (t.clipvalue, "cv")):
-        if value:
-            parts.append(f"{short}{value:g}")
-    if not t.early_stopping:
-        parts.append("noes")
-    return "-".join(parts) or "none"
-
-
-def config_hash(config: Config) -> str:
-    """Hash of everything that changes the result (not where files go, not how much is printed)."""
-    content = config.to_dict()
-    content.pop("paths")
-    content.pop("compare")
-    content.pop("transcribe")
-    content["train"].pop("verbose")
-    content["train"].pop("steps_per_execution")  # how many steps per compiled call: speed, not the result
-    if content["model"]["use_cudnn"]:  # the default keeps the run ids made before the option existed
-        content["model"].pop("use_cudnn")
-    if backend_name() != "tensorflow":  # the same config on another backend is another run (TensorFlow ids stay as they were)
-        content["backend"] = backend_name()
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def run_id_for(config: Config) -> str:
-    return f"{config.data.competition}_{config.model.name}_{regularizer_tag(config)}_{config_hash(config)}"
 
 
 # ---- devices and determinism -----------------------------------------------------------------------
@@ -183,80 +128,11 @@ def environment() -> dict[str, Any]:
     }
 
 
-# ---- data ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    competition: Competition
-    classes: tuple[int, ...]  # activity numbers; index i is the model's output i
-    train_series: np.ndarray
-    train_labels: np.ndarray  # class indices
-    validation_series: np.ndarray
-    validation_labels: np.ndarray
-    noisy_validation_series: np.ndarray  # the validation subjects under the test noise profile
-    channel_std: np.ndarray  # of the training series: the unit of every noise level
-
-
-def to_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
-    lookup = {activity: index for index, activity in enumerate(classes)}
-    return np.array([lookup[int(label)] for label in labels], dtype=np.int64)
-
-
-def load_training_data(config: Config) -> TrainingData:
-    """Train and validation arrays of the configured competition, plus the noisy validation copy."""
-    competition = load_competition(config.processed_dir / config.data.competition)
-    classes = competition.activities
-    train_series, train_labels = competition.train.series, to_indices(competition.train.labels, classes)
-    if competition.validation is None:
-        # A competition without a validation folder: hold out a seeded fifth of train.
-        order = np.random.default_rng(config.train.seed).permutation(len(train_series))
-        cut = len(order) // 5
-        validation_series, validation_labels = train_series[order[:cut]], train_labels[order[:cut]]
-        train_series, train_labels = train_series[order[cut:]], train_labels[order[cut:]]
-    else:
-        validation_series, validation_labels = competition.validation.series, to_indices(competition.validation.labels, classes)
-    std = channel_std(train_series)
-    noisy = add_noise(validation_series, config.data.noise_profile, config.data.test_noise, std, config.train.seed + 7)
-    if config.train.max_train_series and len(train_series) > config.train.max_train_series:
-        keep = np.sort(np.random.default_rng(config.train.seed).choice(len(train_series), config.train.max_train_series, replace=False))
-        train_series, train_labels = train_series[keep], train_labels[keep]
-    return TrainingData(competition, classes, train_series, train_labels, validation_series, validation_labels, noisy, std)
-
-
-def host_test_set(config: Config, competition: Competition, classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """The organizer's side, when it exists (emulated competitions): clean test series, labels, the
-    channel std of the data card, and the labels of the participant's noisy test file. Never used to train or select."""
-    private = config.private_dir / config.data.competition
-    if not (private / "test_clean.npz").is_file():
-        return None
-    with np.load(private / "test_clean.npz") as archive:
-        clean, ids = archive["series"], archive["id"].astype(str)
-    solution = pd.read_csv(private / "solution.csv", dtype={"file": str}).set_index("file")
-    labels = to_indices(solution.loc[ids, "activity"].to_numpy(), classes)
-    card = json.loads((config.processed_dir / config.data.competition / "datacard.json").read_text())
-    std = np.array(list(card["noise"]["channel_std"].values()))
-    file_labels = to_indices(solution.loc[competition.test.ids, "activity"].to_numpy(), classes)
-    return clean, labels, std, file_labels
-
-
-def accuracy_at_noise(model: Any, series: np.ndarray, labels: np.ndarray, levels: tuple[float, ...], seeds: int, profile: str, std: np.ndarray, base_seed: int) -> dict[str, dict[str, float]]:
-    """Accuracy of `model` under each noise level, over `seeds` noise draws: mean, std, min, max."""
-    table = {}
-    for level in levels:
-        scores = []
-        for draw in range(seeds if level > 0 else 1):
-            noisy = add_noise(series, profile, level, std, base_seed + 1000 * draw + int(level * 100))
-            predicted = model.predict(noisy, batch_size=1024, verbose=0).argmax(-1)
-            scores.append(float((predicted == labels).mean()))
-        table[f"{level:g}"] = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "min": float(np.min(scores)), "max": float(np.max(scores))}
-    return table
-
-
 # ---- callbacks -----------------------------------------------------------------------------------
 
 
-def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: str, previous_best: float | None) -> list[Any]:
+def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: str, resumed: tuple[float, int] | None) -> list[Any]:
+    """`resumed`: (best monitored score, epochs since it) of the epochs a killed run already finished."""
     import keras
 
     train = config.train
@@ -270,8 +146,7 @@ def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: s
             if logs is None:
                 return
             logs[monitor] = logs.get("val_accuracy", float("nan"))
-            predicted = self.model.predict(other_series, batch_size=1024, verbose=0).argmax(-1)
-            logs[other_name] = float((predicted == data.validation_labels).mean())
+            logs[other_name] = float((predicted_classes(self.model, other_series) == data.validation_labels).mean())
 
     class EpochSummary(keras.callbacks.Callback):
         """One line per epoch, readable in a log file."""
@@ -300,13 +175,27 @@ def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: s
                 self.model.nan_at = batch
             super().on_batch_end(batch, logs)
 
+    def resumable(callback: Any) -> Any:
+        """Early stopping and the LR schedule pick up where a killed run stopped: its best score and
+        how many epochs it has waited since (Keras would start both from scratch after a resume)."""
+        if resumed is None:
+            return callback
+        begin = callback.on_train_begin
+
+        def on_train_begin(logs: dict | None = None) -> None:
+            begin(logs)
+            callback.best, callback.wait = resumed
+
+        callback.on_train_begin = on_train_begin
+        return callback
+
     callbacks = [
         BothValidations(),
         StopOnNaN(),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
         # With early stopping off, the run keeps its last epoch (that is what "no early stopping" means).
-        keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINT), monitor=monitor, mode="max", save_best_only=train.early_stopping, initial_value_threshold=previous_best if train.early_stopping else None),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5, patience=train.reduce_lr_patience, min_lr=1e-5, verbose=0),
+        keras.callbacks.ModelCheckpoint(str(run_dir / CHECKPOINT), monitor=monitor, mode="max", save_best_only=train.early_stopping, initial_value_threshold=resumed[0] if resumed and train.early_stopping else None),
+        resumable(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5, patience=train.reduce_lr_patience, min_lr=1e-5, verbose=0)),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
         EpochSummary(),
     ]
@@ -315,7 +204,7 @@ def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: s
     else:
         print("no TensorBoard logs: Keras writes them through TensorFlow, which is not installed here", flush=True)
     if train.early_stopping:
-        callbacks.insert(4, keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=train.patience, restore_best_weights=True))
+        callbacks.insert(4, resumable(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=train.patience, restore_best_weights=True)))
     return callbacks
 
 
@@ -339,20 +228,23 @@ def compile_model(model: Any, config: Config) -> None:
     )
 
 
-def previous_best(run_dir: Path, monitor: str) -> float | None:
-    """Best monitored score of the epochs a killed run already finished (so a resumed run keeps it)."""
+def resume_state(run_dir: Path, monitor: str) -> tuple[float, int] | None:
+    """(best monitored score, epochs since it) of the epochs a killed run already finished, or None."""
     path = run_dir / HISTORY
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    history = pd.read_csv(path)
-    return float(history[monitor].max()) if monitor in history and len(history) else None
+    history = pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
+    if monitor not in history or not len(history):
+        return None
+    return float(history[monitor].max()), int(len(history) - 1 - history[monitor].to_numpy().argmax())
 
 
 # ---- the stage -------------------------------------------------------------------------------------
 
 
-def train(config: Config, experiment: str = "", force: bool = False) -> Path:
-    """Train the configured model; returns the run folder (an existing finished run is reused)."""
+def train(config: Config, experiment: str = "", force: bool = False, callbacks: tuple[Any, ...] = ()) -> Path:
+    """Train the configured model; returns the run folder (an existing finished run is reused).
+    `callbacks`: extra Keras callbacks (the tuner's pruning), after the run's own."""
     run_id = run_id_for(config)
     run_dir = config.path("runs", run_id)
     if (run_dir / METRICS).is_file() and not force:
@@ -361,6 +253,7 @@ def train(config: Config, experiment: str = "", force: bool = False) -> Path:
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     resuming = (run_dir / "backup").exists()
+    (run_dir / PRUNED).unlink(missing_ok=True)  # trained on now: no longer a pruned trial's leftover
     setup_devices(config)
     import keras
 
@@ -370,7 +263,7 @@ def train(config: Config, experiment: str = "", force: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", config.to_dict())
     train_series, train_labels = augment.noised_copies(
-        data.train_series, data.train_labels, config.augment.noised_copies, config.augment.noised_copies_level, config.data.noise_profile, data.channel_std, config.train.seed
+        data.train_series, data.train_labels, config.augment.noised_copies, config.augment.noised_copies_level, config.data.noise_profile, data.train_std, config.train.seed
     )
     monitor = "val_noisy_accuracy" if config.train.select_on == "noisy" else "val_clean_accuracy"
     selection_series = data.noisy_validation_series if config.train.select_on == "noisy" else data.validation_series
@@ -380,7 +273,7 @@ def train(config: Config, experiment: str = "", force: bool = False) -> Path:
     with scope():
         model = models.build_model(config, data.train_series.shape[1:], num_classes, flat.mean(0), flat.var(0))
         compile_model(model, config)
-    card_path = config.processed_dir / config.data.competition / "datacard.json"
+    card_path = competition_folder(config) / DATACARD
     lineage = {
         "run_id": run_id,
         "experiment": experiment,
@@ -390,13 +283,13 @@ def train(config: Config, experiment: str = "", force: bool = False) -> Path:
         "classes": list(data.classes),
         "channels": list(data.competition.channels),
         "series_shape": list(data.train_series.shape[1:]),
-        "channel_std": data.channel_std.tolist(),
+        "train_std": data.train_std.tolist(),
         "data_inputs": json.loads(card_path.read_text()).get("inputs") if card_path.is_file() else None,
         "train_series": int(len(train_series)),
         "parameters": int(model.count_params()),
         "backend": backend_name(),
     }
-    write_json_atomic(run_dir / "run.json", lineage)
+    write_json_atomic(run_dir / LINEAGE, lineage)
     # What Keras really does: `jit_compile` is turned off for a model with a cuDNN layer on TensorFlow.
     write_json_atomic(run_dir / "environment.json", {**environment(), "replicas": replicas, "distribute": config.train.distribute, "xla": bool(model.jit_compile), "xla_asked": config.train.xla})
     print(f"{'resuming' if resuming else 'training'} {run_id}: {config.model.name} on {config.data.competition}, {len(train_series)} series {tuple(data.train_series.shape[1:])}, {model.count_params():,} parameters, {replicas} replica(s)", flush=True)
@@ -411,7 +304,7 @@ def train(config: Config, experiment: str = "", force: bool = False) -> Path:
             epochs=config.train.epochs,
             batch_size=config.train.batch_size,
             shuffle=True,
-            callbacks=make_callbacks(run_dir, config, data, monitor, previous_best(run_dir, monitor)),
+            callbacks=[*make_callbacks(run_dir, config, data, monitor, resume_state(run_dir, monitor)), *callbacks],
             verbose=verbose,
         )
     seconds = time.perf_counter() - started
@@ -419,6 +312,15 @@ def train(config: Config, experiment: str = "", force: bool = False) -> Path:
         shutil.rmtree(run_dir / "backup", ignore_errors=True)  # a rerun must not resume from NaN weights
         raise TrainingError(f"{run_dir}: the loss became NaN or infinite; lower train.learning_rate or set train.clipnorm (e.g. 1.0)")
     return finish_run(run_dir, config, data, monitor, seconds)
+
+
+def selection_score(model: Any, config: Config, data: TrainingData) -> dict[str, Any]:
+    """The score "the best run" compares: validation accuracy at the selection's noise level, on noise
+    draws shared by every run of the competition (seeded by data.seed, not the run's own seed)."""
+    definition = selection_definition(config, data)
+    level = definition["noise_level"]
+    table = accuracy_at_noise(model, data.validation_series, data.validation_labels, (level,), definition["draws"], definition["noise_profile"], data.train_std, definition["seed"])
+    return {"definition": definition, "score": table[f"{level:g}"]["mean"]}
 
 
 def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, seconds: float) -> Path:
@@ -438,20 +340,17 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
         "best_validation": float(history[monitor].max() if train.early_stopping else history[monitor].iloc[-1]),
         "train_seconds": round(seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "validation": accuracy_at_noise(best, data.validation_series, data.validation_labels, train.noise_levels, train.noise_seeds, profile, data.channel_std, train.seed),
+        "validation": accuracy_at_noise(best, data.validation_series, data.validation_labels, train.noise_levels, train.noise_seeds, profile, data.train_std, train.seed),
+        "selection": selection_score(best, config, data),
     }
-    host = host_test_set(config, data.competition, data.classes)
+    host = organizer_side(config, data.competition, data.classes)
     if host is not None:
-        clean, labels, std, file_labels = host
-        predicted = best.predict(data.competition.test.series, batch_size=1024, verbose=0).argmax(-1)
         metrics["test"] = {
-            "note": "organizer-side scores from data/private; never used for training or selection",
-            "competition_file": float((predicted == file_labels).mean()),
-            "noise_levels": accuracy_at_noise(best, clean, labels, train.noise_levels, train.noise_seeds, profile, std, train.seed + 99),
+            "note": "organizer-side scores from data/private; reported, never used for training or selection",
+            "competition_file": float((predicted_classes(best, data.competition.test.series) == host.file_labels).mean()),
+            "noise_levels": accuracy_at_noise(best, host.clean_series, host.labels, train.noise_levels, train.noise_seeds, profile, host.noise_unit, train.seed + 99),
         }
-    temp = run_dir / f".{MODEL}.tmp.keras"
-    best.save(temp)
-    temp.replace(run_dir / MODEL)
+    models.save_model(best, run_dir / MODEL)
     write_json_atomic(run_dir / METRICS, metrics)
     summary = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
     print(f"done {run_dir.name} in {seconds:.0f}s, best epoch {metrics['best_epoch']}; validation accuracy by noise level  {summary}")
@@ -465,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.train", __doc__)
     parser.add_argument("--force", action="store_true", help="train again even if this config already has a finished run")
     args = parser.parse_args(argv)
-    return run_stage(lambda: train(load_config(args.exp, args.set), experiment=Path(args.exp).stem if args.exp else "", force=args.force), keras=True)
+    return run_stage(lambda: train(load_config(args.exp, overrides(args)), experiment=Path(args.exp).stem if args.exp else "", force=args.force), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

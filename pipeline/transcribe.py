@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -31,14 +32,18 @@ import numpy as np
 import pandas as pd
 from rapidfuzz.distance import Levenshtein
 
-from pipeline.cli import run_stage, stage_parser
+from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
 from pipeline.files import atomic_folder, write_json_atomic
+from pipeline.models import END_TOKEN, FIRST_CLASS_TOKEN, PAD_TOKEN, START_TOKEN
+from pipeline.runs import HISTORY, LINEAGE, METRICS, MODEL, regularizer_tag
+from pipeline.runtime import backend_name
 from pipeline.signals import ACTIVITY_NAMES, add_noise, channel_std, label_runs, preprocess_recording, window_starts
 
 FOLDER = "transcribe"
 VARIANTS = {"attention": True, "fixed_context": False}
-PAD, START, END, FIRST = 0, 1, 2, 3  # the token ids of pipeline.models' seq2seq decoders
+# The seq2seq decoders' token ids (one home: pipeline.models)
+PAD, START, END, FIRST = PAD_TOKEN, START_TOKEN, END_TOKEN, FIRST_CLASS_TOKEN
 
 
 # ---- targets and inputs (pure) ---------------------------------------------------------------------
@@ -227,9 +232,14 @@ def train_variant(config: Config, variant: str, folder: Path, card: dict) -> Pat
 
     attention = VARIANTS[variant]
     model_config = dataclasses.replace(config, model=dataclasses.replace(config.model, seq2seq_attention=attention))
-    fingerprint = hashlib.sha256(json.dumps({k: v for k, v in model_config.to_dict().items() if k in ("data", "model", "regularization", "transcribe")}, sort_keys=True).encode()).hexdigest()[:8]
+    # Everything the model depends on: the data, the model and its regularizers, the training seed, the task's own budget.
+    content = {k: v for k, v in model_config.to_dict().items() if k in ("data", "model", "regularization", "augment", "transcribe")}
+    content["seed"] = config.train.seed
+    if backend_name() != "tensorflow":
+        content["backend"] = backend_name()
+    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
     run_dir = config.path("runs", f"transcribe_{variant}_{fingerprint}")
-    if (run_dir / "model.keras").is_file():
+    if (run_dir / METRICS).is_file():
         print(f"{run_dir}: already trained")
         return run_dir
     keras.utils.set_random_seed(config.train.seed)
@@ -247,14 +257,22 @@ def train_variant(config: Config, variant: str, folder: Path, card: dict) -> Pat
         batches(train_set, max_length, config.transcribe.batch_size, config.train.seed, shuffle=True),
         validation_data=batches(validation_set, max_length, config.transcribe.batch_size, config.train.seed, shuffle=False),
         epochs=config.transcribe.epochs,
-        callbacks=[keras.callbacks.EarlyStopping(patience=config.transcribe.patience, restore_best_weights=True), keras.callbacks.CSVLogger(str(run_dir / "history.csv"))],
+        callbacks=[
+            keras.callbacks.EarlyStopping(patience=config.transcribe.patience, restore_best_weights=True),
+            keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(f"  {variant} epoch {epoch + 1}/{config.transcribe.epochs}: loss {logs['loss']:.4f}, validation loss {logs['val_loss']:.4f}", flush=True)),
+        ],
         verbose=0 if not sys.stdout.isatty() else 1,
     )
+    seconds = time.perf_counter() - started
     write_json_atomic(run_dir / "config.json", model_config.to_dict())
-    temp = run_dir / ".model.tmp.keras"
-    model.save(temp)
-    temp.replace(run_dir / "model.keras")
-    print(f"trained {run_dir.name}: {len(history.history['loss'])} epochs, best validation loss {min(history.history['val_loss']):.4f}, {time.perf_counter() - started:.0f}s", flush=True)
+    models.save_model(model, run_dir / MODEL)
+    losses = history.history["val_loss"]
+    # The registry's files (`make runs` lists the run as complete); metrics.json last: it marks the run done.
+    write_json_atomic(run_dir / LINEAGE, {"run_id": run_dir.name, "experiment": "transcribe", "competition": FOLDER, "model": f"seq2seq_{variant}", "regularizer": regularizer_tag(config), "backend": backend_name()})
+    metrics = {"monitor": "val_loss", "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses), "best_validation_loss": float(min(losses)), "train_seconds": round(seconds, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    write_json_atomic(run_dir / METRICS, metrics)
+    print(f"trained {run_dir.name}: {len(losses)} epochs, best validation loss {min(losses):.4f}, {seconds:.0f}s", flush=True)
     return run_dir
 
 
@@ -277,13 +295,14 @@ def decode(decoder: Any, features: list[np.ndarray], max_length: int, beam_width
 def score_variant(run_dir: Path, test: Segments, noisy: list[np.ndarray], card: dict, config: Config) -> tuple[pd.DataFrame, list[Any]]:
     from pipeline import models
 
-    decoder = models.Seq2SeqDecoder(models.load_model(str(run_dir / "model.keras")))
+    decoder = models.Seq2SeqDecoder(models.load_model(str(run_dir / MODEL)))
     max_length = card["max_target_length"] + 1
     rows, kept = [], []
     # Beam search decodes one segment at a time: it scores the first `beam_segments` of each length.
     beam_subset = np.concatenate([np.flatnonzero(test.seconds == s)[: config.transcribe.beam_segments] for s in np.unique(test.seconds)])
     for condition, features in (("clean", test.features), ("noisy", noisy)):
         for method, width in (("greedy", 0), ("beam", config.transcribe.beam_width)):
+            print(f"  decoding {run_dir.name}: {condition} test, {method}", flush=True)
             subset = np.arange(len(features)) if method == "greedy" else beam_subset
             decoded = decode(decoder, [features[i] for i in subset], max_length, width)
             hypotheses = dict(zip(subset.tolist(), (decode_tokens(result.tokens) for result in decoded)))
@@ -373,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-only", action="store_true", help="build data/processed/transcribe and stop")
     args = parser.parse_args(argv)
     action = prepare_transcription if args.prepare_only else transcribe
-    return run_stage(lambda: action(load_config(args.exp, args.set)), keras=True)
+    return run_stage(lambda: action(load_config(args.exp, overrides(args))), keras=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -57,10 +57,10 @@ TINY_RUN_OVERRIDES = [*TINY, "regularization.gaussian_noise=0.5", "regularizatio
 @pytest.fixture(scope="session")
 def tiny_run(prepared_root: Path) -> Path:
     """One finished run made by `make train` (baseline experiment + a noise layer and L2)."""
-    from pipeline import train
+    from pipeline import runs
 
     overrides = " ".join([f"paths.root={prepared_root}", *TINY_RUN_OVERRIDES])
     result = run_make("train", "EXP=experiments/baseline.toml", f"SET={overrides}")
     assert result.returncode == 0, result.stdout + result.stderr
     config = load_config("experiments/baseline.toml", overrides.split())
-    return prepared_root / "runs" / train.run_id_for(config)
+    return prepared_root / "runs" / runs.run_id_for(config)

@@ -108,12 +108,22 @@ def test_noised_copies_add_k_noisy_versions():
     assert same is series and same_labels is labels
 
 
-def test_augmented_model_saves_and_reloads(tmp_path):
+def test_augmented_model_saves_and_reloads_with_its_augmentations_active(tmp_path):
+    """At inference every augmentation is a no-op, so the reload is checked in training mode: the
+    reloaded layers keep their strengths and seeds, and augment exactly as the originals do."""
     from pipeline import models
     from pipeline.config import load_config
 
-    config = load_config(None, ["model.units=8", "augment.jitter=0.2", "augment.time_warp=0.2", "augment.rotation_degrees=20", "augment.permutation_segments=2"])
+    config = load_config(None, ["model.units=8", "augment.jitter=0.2", "augment.time_warp=0.2", "augment.rotation_degrees=20", "augment.permutation_segments=2", "augment.scaling=0.1"])
     model = models.build_model(config, (16, 9), 3)
-    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.keras")  # before any call: both seed generators start from the same state
     reloaded = keras.models.load_model(tmp_path / "m.keras")
+    names = [layer.name for layer in model.layers if layer.name.startswith("augment_")]
+    assert len(names) == 5
+    for name in names:
+        assert reloaded.get_layer(name).get_config() == model.get_layer(name).get_config()
+        original = keras.ops.convert_to_numpy(model.get_layer(name)(SERIES[:8, :16], training=True))
+        again = keras.ops.convert_to_numpy(reloaded.get_layer(name)(SERIES[:8, :16], training=True))
+        np.testing.assert_allclose(again, original, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(again, SERIES[:8, :16])  # it really augments after the reload
     np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(SERIES[:4, :16])), keras.ops.convert_to_numpy(model(SERIES[:4, :16])), rtol=1e-5)

@@ -61,7 +61,6 @@ CSV_CASES = {
     "short series": (lambda f: rewrite(first_csv(f), "\n".join(first_csv(f).read_text().splitlines()[:-1]) + "\n"), "expected 5x3"),
     "wide series": (lambda f: rewrite(first_csv(f), "\n".join(line + ",1" for line in first_csv(f).read_text().splitlines()) + "\n"), "expected 5x3"),
     "unknown activity folder": (lambda f: (f / "train" / "walking").mkdir(), "unknown activity folder"),
-    "duplicate id": (lambda f: shutil.copy(first_csv(f, "validation"), f / "train" / "a01" / first_csv(f, "validation").name), "duplicate series id"),
     "empty folder": (lambda f: [p.unlink() for p in (f / "test").glob("*.csv")], "no series files"),
     "sample submission mismatch": (lambda f: first_csv(f, "test").unlink(), "does not match the test series"),
     "sample submission header": (lambda f: rewrite(f / "sample_submission.csv", "id,label\n1,1\n"), "header must be file,activity"),
@@ -83,6 +82,21 @@ def test_csv_layout_rejects_bad_input(tmp_path: Path, case: str):
     assert "\n" not in text and str(folder) in text
     if message != "first":
         assert message in text
+
+
+@pytest.mark.parametrize("source_split", ["train", "validation"])
+def test_duplicate_id_names_both_files(tmp_path: Path, source_split: str):
+    folder = tmp_path / "comp"
+    folder.mkdir()
+    write_competition(folder, "csv", CHANNELS, make_splits(np.random.default_rng(1)), default_activity=1)
+    original = sorted((folder / source_split / "a01").glob("*.csv"))[0]
+    copy = folder / "train" / "a02" / original.name
+    shutil.copy(original, copy)
+    with pytest.raises(DataError) as error:
+        load_competition(folder)
+    text = str(error.value)
+    assert str(original) in text and str(copy) in text, text
+    assert "np." not in text and "\n" not in text
 
 
 def test_npz_layout_rejects_bad_input(tmp_path: Path):

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from pipeline import baselines, train
+from pipeline import baselines, runs
+from pipeline.competition import load_competition
 from pipeline.config import load_config
 from tests.conftest import PROJECT_ROOT, TINY, run_make
 
@@ -52,9 +54,14 @@ def test_evaluate_report_matches_the_saved_predictions(tiny_run: Path, prepared_
     per_class = pd.read_csv(report / "per_class.csv")
     np.testing.assert_allclose(per_class[["precision", "recall", "f1"]].to_numpy(), np.column_stack([precision, recall, f1]), atol=1e-9)
     assert evaluation["confusion_matrix"] == confusion_matrix(truth, predicted, labels=[1, 2, 3, 4, 5, 6]).tolist()
-    # The scored series are the competition's own test file, with the answer key's labels.
+    # The scored series are the competition's own test file, with the answer key's labels: the
+    # accuracy recomputed from the saved model, the test file and the answer key is the report's.
     solution = pd.read_csv(prepared_root / "data" / "private" / "classroom" / "solution.csv", dtype={"file": str}).set_index("file")
     assert (solution.loc[predictions["file"], "activity"].to_numpy() == truth.to_numpy()).all()
+    competition = load_competition(prepared_root / "data" / "processed" / "classroom")
+    model = keras.models.load_model(tiny_run / "model.keras")
+    recomputed = np.array([1, 2, 3, 4, 5, 6])[model.predict(competition.test.series, verbose=0).argmax(-1)]
+    assert evaluation["accuracy"] == pytest.approx((recomputed == solution.loc[competition.test.ids, "activity"].to_numpy()).mean(), abs=1e-12)
     curve = pd.read_csv(report / "noise_curve.csv")
     assert set(curve["predictor"]) == {"bilstm", "logistic_regression", "random_forest"}
     assert curve["level"].min() == 0 and curve["level"].max() == 1.5
@@ -79,7 +86,7 @@ def test_attention_runs_get_attention_maps(prepared_root: Path):
     overrides = [f"paths.root={prepared_root}", *TINY, "model.name=attention", "model.attention_units=8"]
     trained = subprocess.run([sys.executable, "-m", "pipeline.train", *[f"--set={o}" for o in overrides]], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    run_id = train.run_id_for(load_config(None, overrides))
+    run_id = runs.run_id_for(load_config(None, overrides))
     result = run_make("evaluate", f"RUN={run_id}", f"SET=paths.root={prepared_root}")
     assert result.returncode == 0, result.stderr
     report = prepared_root / "reports" / run_id

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.competition import Split, load_competition, write_competition
@@ -36,22 +38,60 @@ def test_second_run_does_no_work(prepared_root: Path):
     assert card.stat().st_mtime_ns == before
 
 
-def test_local_source_becomes_a_competition(tmp_path: Path):
+def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an_answer_key(tmp_path: Path):
     rng = np.random.default_rng(0)
     source = tmp_path / "my-comp"
     source.mkdir()
+    labels = rng.integers(1, 3, 60)
+    series = rng.normal(size=(60, 7, 4)).astype(np.float32) + labels[:, None, None]  # learnable: the level tells the class
     splits = {
-        "train": Split(rng.normal(size=(8, 7, 4)).astype(np.float32), np.array([f"t{k}" for k in range(8)]), rng.integers(1, 3, 8)),
+        "train": Split(series, np.array([f"t{k}" for k in range(60)]), labels),
         "test": Split(rng.normal(size=(3, 7, 4)).astype(np.float32), np.array([f"x{k}" for k in range(3)])),
     }
     write_competition(source, "csv", ("w", "x", "y", "z"), splits, default_activity=1)
     root = tmp_path / "root"
     result = run_make("data", f"SOURCE=local:{source}", f"SET=paths.root={root}")
     assert result.returncode == 0, result.stderr
+    tiny = f"SET=paths.root={root} model.units=4 train.epochs=2 train.noise_seeds=1"
+    early = run_make("train", "COMPETITION=my-comp", tiny)  # before prepare: the error names the command that fixes it
+    errors = [line for line in early.stderr.splitlines() if line.startswith("error:")]
+    assert early.returncode != 0 and len(errors) == 1 and "run `make prepare COMPETITION=my-comp`" in errors[0]
     result = run_make("prepare", "COMPETITION=my-comp", f"SET=paths.root={root}")
     assert result.returncode == 0, result.stderr
     loaded = load_competition(root / "data" / "processed" / "my-comp")
     assert loaded.series_shape == (7, 4) and len(loaded.test) == 3
+    trained = run_make("train", "COMPETITION=my-comp", tiny)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    evaluated = run_make("evaluate", "COMPETITION=my-comp", "RUN=experiment", tiny)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    (report,) = (root / "reports").glob("my-comp_*/evaluation.json")
+    evaluation = json.loads(report.read_text())
+    assert evaluation["scored"] == "validation"  # no answer key here: the held-out series are scored
+    predictions = pd.read_csv(report.parent / "predictions.csv")
+    assert len(predictions) == 12 and set(predictions["file"]) <= {f"t{k}" for k in range(60)}
+
+
+def test_twelve_classes_and_sensor_faults_through_prepare_train_and_predict(prepared_root: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "raw").symlink_to(prepared_root / "data" / "raw")  # raw data are immutable: shared
+    settings = f"paths.root={root} data.classes=12 data.noise_profile=sensor-faults"
+    tiny = f"{settings} data.competition=raw train.max_train_series=400 model.units=4 train.epochs=1 train.noise_seeds=1"
+    prepared = run_make("prepare", f"SET={settings}")
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    card = json.loads((root / "data" / "processed" / "raw" / "datacard.json").read_text())
+    assert len(card["activities"]) == 12 and card["noise"]["profile"] == "sensor-faults"
+    assert sum(card["counts"]["train"][name] for name in ("STAND_TO_SIT", "SIT_TO_STAND", "LIE_TO_STAND")) > 0
+    refused = run_make("train", f"SET=paths.root={root}")  # the default settings do not match what is prepared
+    assert refused.returncode != 0 and "data.classes: prepared 12, config 6" in refused.stderr
+    for target in ("train", "predict"):
+        result = run_make(target, *(["RUN=experiment"] if target == "predict" else []), f"SET={tiny}")
+        assert result.returncode == 0, result.stderr[-2000:]
+    (lineage,) = (root / "runs").glob("raw_*/run.json")
+    classes = json.loads(lineage.read_text())["classes"]
+    assert max(classes) > 6  # postural transitions are classes of the model
+    (submission,) = (root / "submissions").glob("raw_*[0-9].csv")
+    assert set(pd.read_csv(submission)["activity"]) <= set(classes)
 
 
 def test_bad_local_source_fails_cleanly(tmp_path: Path):

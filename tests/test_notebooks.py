@@ -41,11 +41,17 @@ def test_compare_regularizers_states_a_conclusion_from_its_numbers(prepared_root
     notebook = execute("02-compare-regularizers.ipynb", tmp_path / "02.ipynb", root=str(prepared_root), run_compare_if_missing=True, compare_overrides=overrides)
     figures, text = outputs(notebook)
     assert figures >= 1
-    assert "2 comparison runs" in text and "bilstm: at test noise 0.5 the best cell is" in text
+    assert "2 comparison runs" in text and "bilstm: chosen on validation at test noise 0.5:" in text
+    assert "reported on the test subjects:" in text
+    # The conclusion names the cell with the higher validation score, whatever the test columns say.
+    runs_table = pd.read_csv(prepared_root / "reports" / "compare" / "classroom" / "compare.csv")
+    cells = runs_table[runs_table["model"] == "bilstm"].set_index("cell")["val@0.5"]
+    assert f"chosen on validation at test noise 0.5: '{cells.idxmax()}'" in text
     assert "baseline logistic_regression:" in text and "baseline random_forest:" in text
     # The session's project had no comparison runs, so the notebook ran the grid, baselines included.
-    table = pd.read_csv(prepared_root / "reports" / "compare" / "classroom" / "compare.csv")
-    assert set(table[table["model"] == "baselines"]["cell"]) == {"logistic_regression", "random_forest"}
+    assert set(runs_table[runs_table["model"] == "baselines"]["cell"]) == {"logistic_regression", "random_forest"}
+    summary = (prepared_root / "reports" / "compare" / "classroom" / "summary.md").read_text()
+    assert "ranked within each model by validation accuracy" in summary
     assert (prepared_root / "reports" / "compare" / "classroom" / "compare.png").is_file()
 
 

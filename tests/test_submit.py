@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import predict, submit
+from pipeline import predict, scoring, submit
 from pipeline.competition import DataError, load_competition
 from pipeline.config import load_config
 from tests.conftest import PROJECT_ROOT, TINY, run_make
@@ -25,12 +25,12 @@ def latest(folder: Path, pattern: str) -> Path:
 
 @pytest.fixture(scope="module")
 def second_run(prepared_root: Path) -> str:
-    from pipeline import train
+    from pipeline import runs
 
     overrides = [f"paths.root={prepared_root}", *TINY, "train.seed=5", "regularization.gaussian_noise=0.3"]
     result = subprocess.run([sys.executable, "-m", "pipeline.train", *[f"--set={o}" for o in overrides]], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    return train.run_id_for(load_config(None, overrides))
+    return runs.run_id_for(load_config(None, overrides))
 
 
 def test_predict_writes_a_valid_submission_with_probabilities_and_lineage(tiny_run: Path, prepared_root: Path):
@@ -62,7 +62,7 @@ def test_ensemble_averages_the_members_probabilities(tiny_run: Path, second_run:
 def test_validation_rejects_what_kaggle_would_reject():
     sample = pd.DataFrame({"file": ["a", "b", "c"], "activity": 1})
     good = pd.DataFrame({"file": ["c", "a", "b"], "activity": [1, 2, 6]})
-    predict.validate_submission(good, sample, (1, 2, 3, 4, 5, 6), "x.csv")
+    scoring.validate_submission(good, sample, (1, 2, 3, 4, 5, 6), "x.csv")
     cases = {
         "header": (good.rename(columns={"activity": "label"}), "header"),
         "duplicate": (pd.DataFrame({"file": ["a", "a", "b"], "activity": 1}), "duplicate"),
@@ -73,7 +73,7 @@ def test_validation_rejects_what_kaggle_would_reject():
     }
     for table, message in cases.values():
         with pytest.raises(DataError, match=message):
-            predict.validate_submission(table, sample, (1, 2, 3, 4, 5, 6), "x.csv")
+            scoring.validate_submission(table, sample, (1, 2, 3, 4, 5, 6), "x.csv")
 
 
 def test_a_run_of_another_competition_writes_nothing(tiny_run: Path, prepared_root: Path):

@@ -6,21 +6,21 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import models, train
+from pipeline import models, runs, scoring, train
 from pipeline.config import load_config
 
 
 def test_regularizer_tag_names_every_active_regularizer():
-    assert train.regularizer_tag(load_config()) == "none"
+    assert runs.regularizer_tag(load_config()) == "none"
     config = load_config(None, ["regularization.gaussian_noise=0.5", "regularization.l1=1e-5", "regularization.l2=1e-4", "regularization.dropout=0.3", "augment.noised_copies=4", "augment.rotation_degrees=15", "train.label_smoothing=0.1", "train.early_stopping=false"])
-    assert train.regularizer_tag(config) == "gn0.5-l1l2-do0.3-rot15-x4-ls0.1-noes"
+    assert runs.regularizer_tag(config) == "gn0.5-l1l2-do0.3-rot15-x4-ls0.1-noes"
 
 
 def test_run_id_ignores_paths_and_verbosity_but_not_the_seed():
     base = load_config()
-    assert train.run_id_for(base) == train.run_id_for(load_config(None, ["paths.root=/tmp/elsewhere", "train.verbose=2"]))
-    assert train.run_id_for(base) != train.run_id_for(load_config(None, ["train.seed=1"]))
-    assert train.run_id_for(base).startswith("classroom_bilstm_none_")
+    assert runs.run_id_for(base) == runs.run_id_for(load_config(None, ["paths.root=/tmp/elsewhere", "train.verbose=2"]))
+    assert runs.run_id_for(base) != runs.run_id_for(load_config(None, ["train.seed=1"]))
+    assert runs.run_id_for(base).startswith("classroom_bilstm_none_")
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_accuracy_at_noise_reports_spread_over_draws():
 
     series = np.ones((500, 1, 1), np.float32) * 0.5
     labels = np.ones(500, np.int64)
-    table = train.accuracy_at_noise(Oracle(), series, labels, (0.0, 1.0), seeds=3, profile="gaussian", std=np.ones(1), base_seed=0)
+    table = scoring.accuracy_at_noise(Oracle(), series, labels, (0.0, 1.0), draws=3, profile="gaussian", noise_unit=np.ones(1), base_seed=0)
     assert table["0"]["mean"] == 1.0 and table["0"]["std"] == 0.0
     assert 0.6 < table["1"]["mean"] < 0.75  # P(0.5 + N(0, 1) > 0) = 0.69
     assert table["1"]["std"] > 0 and table["1"]["min"] <= table["1"]["mean"] <= table["1"]["max"]

@@ -1,0 +1,210 @@
+"""Artifacts that tell the truth: data/config agreement, comparable "best", atomic outputs, locks, errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import cli, datasets, runs, submit
+from pipeline.competition import Split, write_competition
+from pipeline.config import load_config, split_overrides
+from pipeline.errors import ConfigError, DataError
+from pipeline.files import atomic_files, atomic_folders
+
+
+def test_overrides_split_where_a_new_key_starts_so_values_may_hold_spaces():
+    assert split_overrides('train.epochs=5 data.validation_subjects=[1, 2] data.name="a b"') == ["train.epochs=5", "data.validation_subjects=[1, 2]", 'data.name="a b"']
+    assert load_config(None, split_overrides("data.validation_subjects=[1, 3]")).data.validation_subjects == (1, 3)
+    assert split_overrides("  ") == []
+
+
+def test_expected_errors_are_one_line_and_bugs_keep_their_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    def raise_(error: BaseException):
+        def action() -> None:
+            raise error
+
+        return action
+
+    assert cli.run_stage(raise_(DataError("x.csv: bad"))) == 1
+    assert capsys.readouterr().err == "error: x.csv: bad\n"
+    assert cli.run_stage(lambda: (tmp_path / "missing.csv").read_text()) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.csv'}: No such file or directory"
+    for bug in (ValueError("inside Keras"), KeyError("k"), OSError(28, "No space left on device")):
+        with pytest.raises(type(bug)):
+            cli.run_stage(raise_(bug))
+
+
+def test_atomic_files_and_folders_change_all_targets_or_none(tmp_path: Path):
+    first, second = tmp_path / "a.csv", tmp_path / "a.json"
+    first.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_files(first, second) as (temp_first, temp_second):
+            temp_first.write_text("new")
+            raise RuntimeError("crash before the second file is complete")
+    assert first.read_text() == "old" and not second.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+    private, public = tmp_path / "private" / "c", tmp_path / "processed" / "c"
+    with pytest.raises(RuntimeError):
+        with atomic_folders(private, public) as (temp_private, temp_public):
+            (temp_private / "solution.csv").write_text("answers")
+            raise RuntimeError("crash while writing the participant side")
+    assert not private.exists() and not public.exists() and not list((tmp_path / "private").iterdir())
+    with atomic_folders(private, public) as (temp_private, temp_public):
+        (temp_private / "solution.csv").write_text("answers")
+        (temp_public / "datacard.json").write_text("{}")
+    assert (private / "solution.csv").is_file() and (public / "datacard.json").is_file()
+
+
+def fake_run(root: Path, run_id: str, competition: str, score: float, definition: dict) -> None:
+    folder = root / "runs" / run_id
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "run.json").write_text(json.dumps({"competition": competition}))
+    (folder / "metrics.json").write_text(json.dumps({"best_validation": score, "selection": {"definition": definition, "score": score}}))
+
+
+def test_best_run_compares_only_runs_selected_the_same_way(tmp_path: Path):
+    config = load_config(None, [f"paths.root={tmp_path}"])
+    noisy = {"competition": "classroom", "select_on": "noisy", "noise_level": 0.5, "draws": 3, "seed": 1}
+    clean = {**noisy, "select_on": "clean", "noise_level": 0.0, "draws": 1}
+    fake_run(tmp_path, "noisy_a", "classroom", 0.90, noisy)
+    fake_run(tmp_path, "noisy_b", "classroom", 0.92, noisy)
+    fake_run(tmp_path, "clean_c", "classroom", 0.99, clean)  # higher, but on clean series: not comparable
+    fake_run(tmp_path, "raw_d", "raw", 0.995, noisy)  # another competition
+    assert runs.best_run(config, noisy) == "noisy_b"
+    assert runs.best_run(config, clean) == "clean_c"
+    with pytest.raises(DataError, match=r"3 finished run\(s\) were selected on another definition"):
+        runs.best_run(config, {**noisy, "draws": 5})
+
+
+def test_a_config_asking_for_other_data_settings_is_refused(prepared_root: Path):
+    prepared = load_config(None, [f"paths.root={prepared_root}"])
+    assert datasets.open_competition(prepared).activities == (1, 2, 3, 4, 5, 6)
+    for override, expected in (("data.classes=12", "data.classes: prepared 6, config 12"), ("data.noise_profile=sensor-faults", 'data.noise_profile: prepared "gaussian", config "sensor-faults"'), ("data.test_noise=0.8", "data.test_noise: prepared 0.5, config 0.8")):
+        with pytest.raises(DataError) as error:
+            datasets.open_competition(load_config(None, [f"paths.root={prepared_root}", override]))
+        message = str(error.value)
+        assert expected in message and "make prepare COMPETITION=classroom" in message and "\n" not in message
+
+
+def test_a_run_trained_on_other_prepared_data_is_refused(tiny_run: Path, prepared_root: Path):
+    config = load_config(None, [f"paths.root={prepared_root}"])
+    lineage = json.loads((tiny_run / "run.json").read_text())
+    datasets.check_run_data(config, tiny_run.name, lineage)  # the data it was trained on: accepted
+    stale = {**lineage, "data_inputs": {**lineage["data_inputs"], "source_sha256": "0" * 64}}
+    with pytest.raises(DataError, match="train it again"):
+        datasets.check_run_data(config, tiny_run.name, stale)
+
+
+def tiny_competition(root: Path) -> None:
+    """A 3-series competition with an answer key, as prepare would leave it."""
+    rng = np.random.default_rng(0)
+    splits = {"train": Split(rng.normal(size=(4, 3, 2)).astype(np.float32), np.array(["t1", "t2", "t3", "t4"]), np.array([1, 2, 1, 2])), "test": Split(rng.normal(size=(3, 3, 2)).astype(np.float32), np.array(["x1", "x2", "x3"]))}
+    folder = root / "data" / "processed" / "tiny"
+    folder.mkdir(parents=True)
+    write_competition(folder, "csv", ("a", "b"), splits, default_activity=1)
+    (root / "data" / "private" / "tiny").mkdir(parents=True)
+    pd.DataFrame({"file": ["x1", "x2", "x3"], "activity": [1, 2, 2], "Usage": ["Public", "Private", "Private"]}).to_csv(root / "data" / "private" / "tiny" / "solution.csv", index=False)
+
+
+def test_leaderboard_writers_wait_for_the_file_lock(tmp_path: Path):
+    tiny_competition(tmp_path)
+    config = load_config(None, [f"paths.root={tmp_path}", "data.competition=tiny"])
+    files = []
+    for name, answers in (("first.csv", [1, 2, 2]), ("second.csv", [1, 1, 1])):
+        path = tmp_path / "submissions" / name
+        path.parent.mkdir(exist_ok=True)
+        pd.DataFrame({"file": ["x1", "x2", "x3"], "activity": answers}).to_csv(path, index=False)
+        files.append(path)
+    submit.submit_local(config, files[0], "")
+    lock = submit.leaderboard_lock(config)
+    with lock:  # another writer holds the leaderboard
+        writer = threading.Thread(target=submit.submit_local, args=(config, files[1], ""))
+        writer.start()
+        time.sleep(1.5)
+        assert writer.is_alive(), "the second writer must wait for the lock"
+        assert len(submit.read_leaderboard(config)) == 1
+    writer.join(timeout=60)
+    board = submit.read_leaderboard(config)
+    assert sorted(board["file"]) == ["first.csv", "second.csv"]
+    assert board.set_index("file").loc["first.csv", "public_score"] == 1.0
+
+
+def test_unknown_names_in_the_config_are_config_errors():
+    from pipeline import models
+    from pipeline.signals import add_noise
+
+    with pytest.raises(ConfigError, match="unknown model"):
+        models.build_model(load_config(None, ["model.name=nope"]), (5, 9), 3)
+    with pytest.raises(ConfigError, match="unknown noise profile"):
+        add_noise(np.zeros((1, 2, 2)), "nope", 0.5, np.ones(2), 0)
+
+
+def test_folds_keep_whole_subjects_together():
+    subjects = np.repeat(np.arange(10), 7)
+    ids = np.array([f"{k:05d}" for k in np.random.default_rng(0).permutation(70)])
+    assignment = datasets.fold_assignment(ids, subjects, folds=5, gap=4)
+    assert set(assignment) == {0, 1, 2, 3, 4}
+    for subject in range(10):
+        assert len(set(assignment[subjects == subject])) == 1
+    with pytest.raises(DataError, match="cannot fill cv.folds=5"):
+        datasets.fold_assignment(ids[:21], subjects[:21], folds=5, gap=4)
+
+
+def test_blocks_without_subjects_leave_a_gap_so_no_window_is_shared_across_folds():
+    # Series i holds windows i..i+4 (5 consecutive windows, stride 1, as classroom series do).
+    ids = np.array([f"s{k}" for k in range(50)])[np.random.default_rng(1).permutation(50)]
+    windows = {identifier: set(range(int(identifier[1:]), int(identifier[1:]) + 5)) for identifier in ids}
+    assignment = datasets.fold_assignment(ids, None, folds=4, gap=4)
+    for fold in range(4):
+        inside = set().union(*(windows[i] for i in ids[assignment == fold]))
+        outside = set().union(*(windows[i] for i in ids[(assignment != fold) & (assignment >= 0)]))
+        assert not inside & outside, f"fold {fold} shares windows with the others"
+    assert (assignment == -1).sum() == 3 * 4  # the gap after each of the three inner boundaries
+    # Natural order: s9 and s10 are neighbours, whatever the text order says.
+    assert datasets.natural_key("s9") < datasets.natural_key("s10")
+
+
+def test_subject_files_round_trip_and_are_checked(tmp_path: Path):
+    from pipeline.competition import load_competition
+
+    rng = np.random.default_rng(0)
+    splits = {"train": Split(rng.normal(size=(4, 3, 2)).astype(np.float32), np.array(["t1", "t2", "t3", "t4"]), np.array([1, 2, 1, 2]), np.array([7, 7, 8, 9])), "test": Split(rng.normal(size=(2, 3, 2)).astype(np.float32), np.array(["x1", "x2"]))}
+    folder = tmp_path / "comp"
+    folder.mkdir()
+    write_competition(folder, "csv", ("a", "b"), splits, default_activity=1)
+    assert load_competition(folder).train.subjects.tolist() == [7, 7, 8, 9]
+    (folder / "subject_train.csv").write_text("file,subject\nt1,7\nt2,7\n")
+    with pytest.raises(DataError, match=r"subject_train\.csv: no subject for series t3"):
+        load_competition(folder)
+
+
+def test_compare_ranks_by_validation_and_the_test_columns_cannot_change_it():
+    from pipeline import compare
+
+    rng = np.random.default_rng(0)
+    rows = [{"model": model, "cell": cell, "seed": seed, "val@0": rng.random(), "val@0.5": rng.random(), "test@0.5": rng.random()} for model in ("bilstm", "stacked") for cell in ("none", "l2", "dropout") for seed in (1, 2)]
+    table = pd.DataFrame(rows)
+    ranked = compare.summarize(table, 0.5)
+    for _model, group in ranked.groupby("model"):
+        assert group["val@0.5"].is_monotonic_decreasing and list(group["rank"]) == [1, 2, 3]
+    scrambled = table.assign(**{"test@0.5": rng.permutation(table["test@0.5"].to_numpy())})
+    assert ranked[["model", "cell", "rank"]].equals(compare.summarize(scrambled, 0.5)[["model", "cell", "rank"]])
+    assert ranked[["model", "cell", "rank"]].equals(compare.summarize(table.drop(columns="test@0.5"), 0.5)[["model", "cell", "rank"]])
+
+
+def test_the_best_run_is_the_same_with_the_answer_key_removed(tiny_run: Path, prepared_root: Path, tmp_path: Path):
+    """Selection never reads data/private/: hide it and the default run does not change."""
+    config = load_config(None, [f"paths.root={prepared_root}", "train.noise_seeds=1"])  # selected like the tiny runs
+    with_key = runs.resolve_runs(config, [])
+    private = prepared_root / "data" / "private"
+    private.rename(tmp_path / "private")
+    try:
+        assert runs.resolve_runs(config, []) == with_key
+    finally:
+        (tmp_path / "private").rename(private)
