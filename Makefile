@@ -60,8 +60,8 @@ data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path
 prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from HAPT, or a copied one)
 	$(PY) -m pipeline.prepare $(ARGS)
 
-cv: $(STAMP) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs
-	$(PY) -m pipeline.cv --exp $(EXP) $(ARGS)
+cv: $(STAMP) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs; REFIT=1 then trains on all
+	$(PY) -m pipeline.cv --exp $(EXP) $(ARGS) $(if $(REFIT),--refit)
 
 tune: $(STAMP) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
 	$(PY) -m pipeline.tune --exp $(EXP) $(ARGS) $(if $(TRIALS),--set tune.trials=$(TRIALS)) $(if $(STORAGE),--set tune.storage=$(STORAGE)) $(if $(JOBS),--jobs $(JOBS))

@@ -172,6 +172,9 @@ class CvConfig:
     # Without subject ids: series dropped after each block boundary, so that series sharing windows
     # (neighbours in id order; classroom series share 4 of their 5 windows) never sit on both sides
     gap: int = 4
+    # A refit (make cv REFIT=1 sets it): train on every labeled series for a fixed epoch count chosen
+    # by the CV; nothing is held out, so the run has no validation score and is never "the best run"
+    refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -423,5 +426,7 @@ def validate(config: Config) -> None:
         raise ConfigError("tune.trials must be >= 1, tune.startup_trials and tune.warmup_epochs >= 0")
     if config.cv.folds < 2 or not -1 <= config.cv.fold < config.cv.folds or config.cv.gap < 0:
         raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{config.cv.folds - 1}, cv.gap >= 0")
+    if config.cv.refit and (config.cv.fold != -1 or config.train.early_stopping):
+        raise ConfigError("cv.refit trains on every labeled series for a fixed epoch count: it needs cv.fold = -1 and train.early_stopping = false")
     if not 0 < data.public_fraction < 1:
         raise ConfigError(f"data.public_fraction must be in (0, 1), got {data.public_fraction}")

@@ -11,6 +11,9 @@ runs/<competition>_cv<k>_<model>_<regularizers>_<hash>/:
   metrics.json  per noise level the mean and spread over folds of the fold validation scores; the
                 selection score (mean over folds at the selection's noise level) with its definition;
                 the fold models' organizer-side test scores, averaged (a report, never a ranking key)
+`make cv REFIT=1` then trains one more run on every labeled series for the folds' median best
+epoch count, early stopping off (`cv.refit`): the CV chose the epoch count, so the refit needs no
+held-out series; run.json names it (`refit`), and `make predict RUN=<its id>` uses it.
 """
 
 from __future__ import annotations
@@ -72,9 +75,15 @@ def cv_metrics(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
-def cross_validate(config: Config, experiment: str = "", callbacks_for: Any = None) -> Path:
+def refit_config(config: Config, epochs: int) -> Config:
+    """The config of a refit: every labeled series, `epochs` epochs, no early stopping."""
+    return dataclasses.replace(config, cv=dataclasses.replace(config.cv, refit=True), train=dataclasses.replace(config.train, epochs=epochs, early_stopping=False))
+
+
+def cross_validate(config: Config, experiment: str = "", callbacks_for: Any = None, refit: bool = False) -> Path:
     """Train (or reuse) every fold and write the cross-validation's registry entry; returns its folder.
-    `callbacks_for(fold)`: extra Keras callbacks for a fold's training (the tuner's pruning)."""
+    `callbacks_for(fold)`: extra Keras callbacks for a fold's training (the tuner's pruning).
+    `refit`: then train on every labeled series for the folds' median best epoch count."""
     import keras
 
     from pipeline import train
@@ -102,6 +111,9 @@ def cross_validate(config: Config, experiment: str = "", callbacks_for: Any = No
         "folds": [run_dir.name for run_dir in fold_dirs],
         **{key: first[key] for key in ("classes", "channels", "series_shape", "data_inputs")},
     }
+    if refit:
+        print(f"[refit] {metrics['best_epoch']} epochs (the folds' median best) on every labeled series", flush=True)
+        lineage["refit"] = train.train(refit_config(config, metrics["best_epoch"]), experiment=f"cv:{cv_id}:refit").name
     contents = {"config.json": config.to_dict(), LINEAGE: lineage, METRICS: metrics}  # metrics.json last: it marks the entry done
     with atomic_files(*(folder / name for name in contents)) as temps:
         for temp, content in zip(temps, contents.values()):
@@ -110,13 +122,15 @@ def cross_validate(config: Config, experiment: str = "", callbacks_for: Any = No
     levels = "  ".join(f"{level}: {value['mean']:.3f} ± {value['std']:.3f}" for level, value in metrics["validation"].items())
     print(f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} folds "
           f"({selection['definition']['select_on']}, noise {selection['definition']['noise_level']:g}); validation by noise level  {levels}; "
-          f"median best epoch {metrics['best_epoch']}")
+          f"median best epoch {metrics['best_epoch']}" + (f"; refit: {lineage['refit']}" if refit else ""))
     return folder
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser("pipeline.cv", __doc__).parse_args(argv)
-    return run_stage(lambda: cross_validate(load_config(args.exp, overrides(args)), experiment=Path(args.exp).stem if args.exp else ""), keras=True)
+    parser = stage_parser("pipeline.cv", __doc__)
+    parser.add_argument("--refit", action="store_true", help="then train on every labeled series for the CV's median best epoch count (REFIT=1)")
+    args = parser.parse_args(argv)
+    return run_stage(lambda: cross_validate(load_config(args.exp, overrides(args)), experiment=Path(args.exp).stem if args.exp else "", refit=args.refit), keras=True)
 
 
 if __name__ == "__main__":

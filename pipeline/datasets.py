@@ -172,6 +172,11 @@ def load_training_data(config: Config) -> TrainingData:
         train_series, train_labels = train.series, to_indices(train.labels, classes)
         validation_series, validation_labels = competition.validation.series, to_indices(competition.validation.labels, classes)
         validation_ids, validation = competition.validation.ids, "the validation split"
+    if config.cv.refit:  # every labeled series trains; the validation series above are then in-sample, kept only for the epoch log
+        labeled = [train] + ([competition.validation] if competition.validation is not None else [])
+        train_series = np.concatenate([split.series for split in labeled])
+        train_labels = to_indices(np.concatenate([split.labels for split in labeled]), classes)
+        validation = "none: a refit on every labeled series (the logged validation scores are in-sample)"
     std = channel_std(train_series)
     noisy = add_noise(validation_series, config.data.noise_profile, config.data.test_noise, std, config.train.seed + NOISY_VALIDATION_SEED)
     if config.train.max_train_series and len(train_series) > config.train.max_train_series:

@@ -73,8 +73,10 @@ def config_hash(config: Config) -> str:
     content.pop("compare")
     content.pop("transcribe")
     content.pop("tune")
-    if content["cv"]["fold"] == -1:  # selection on the validation split: the run ids made before CV existed
+    if content["cv"]["fold"] == -1 and not content["cv"]["refit"]:  # selection on the validation split: the run ids made before CV existed
         content.pop("cv")
+    elif content["cv"]["refit"]:  # a refit on every labeled series
+        content["cv"] = {"refit": True}
     else:  # a CV fold: which fold of how many, and how blocks are cut
         content["cv"] = {key: content["cv"][key] for key in ("folds", "fold", "gap")}
     content["train"].pop("verbose")
@@ -129,7 +131,7 @@ def best_run(config: Config, selection: dict[str, Any]) -> str:
         lineage = json.loads((metrics_path.parent / LINEAGE).read_text())
         if lineage.get("competition") != config.data.competition:
             continue
-        scored = json.loads(metrics_path.read_text()).get("selection")
+        scored = json.loads(metrics_path.read_text()).get("selection")  # None for a refit: nothing held out
         if scored is None or scored["definition"] != selection:
             other += 1
             continue
@@ -196,7 +198,7 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
     if row["status"] == "complete":
         metrics = json.loads((run_dir / METRICS).read_text())
         row.update({key: metrics[key] for key in ("best_epoch", "epochs_run", "train_seconds", "peak_rss_mb")})
-        if "selection" in metrics:
+        if metrics.get("selection"):
             row["select"] = metrics["selection"]["score"]
         for level, scores in metrics.get("validation", {}).items():  # transcription runs score sequences, not noise levels
             row[f"val@{level}"] = scores["mean"]

@@ -343,6 +343,8 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
         "validation": accuracy_at_noise(best, data.validation_series, data.validation_labels, train.noise_levels, train.noise_seeds, profile, data.train_std, train.seed),
         "selection": selection_score(best, config, data),
     }
+    if config.cv.refit:  # nothing was held out: no validation score, and never a candidate for "the best run"
+        metrics.update(validation={}, selection=None, best_validation=None, note=data.validation)
     host = organizer_side(config, data.competition, data.classes)
     if host is not None:
         metrics["test"] = {
@@ -352,7 +354,7 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
         }
     models.save_model(best, run_dir / MODEL)
     write_json_atomic(run_dir / METRICS, metrics)
-    summary = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
+    summary = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items()) or "none (a refit: nothing held out)"
     print(f"done {run_dir.name} in {seconds:.0f}s, best epoch {metrics['best_epoch']}; validation accuracy by noise level  {summary}")
     if host is not None:
         test = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["test"]["noise_levels"].items())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -141,6 +142,23 @@ def open_study(config: Config, name: str, worker: int = 0) -> Any:
     return optuna.create_study(study_name=name, storage=storage_url(config, name), direction="maximize", load_if_exists=True, pruner=pruner, sampler=sampler)
 
 
+def check_base(study: Any, config: Config, name: str) -> None:
+    """A study's trials are comparable only when they share everything outside the search space:
+    the first worker records that base, and a study reopened with another base is refused."""
+    searched = {parameter.key for parameter in parse_space(config.tune.space)}
+    settings = {key: value for key, value in flatten_config(config).items() if key not in searched and not key.startswith(("paths.", "tune.trials", "tune.storage"))}
+    base = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    recorded = study.user_attrs.get("base")
+    if recorded is None:
+        study.set_user_attr("base", base)
+    elif recorded != base:
+        raise ConfigError(f"study {name} was run with other settings outside its search space; continue it with the same EXP and SET, or start another with SET=tune.study=<new name>")
+
+
+def flatten_config(config: Config) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
+
+
 def pruning_callback(trial: Any, config: Config, fold: int) -> Any:
     """Reports every epoch's selection score of fold `fold` to the trial; stops the run when Optuna's
     pruner says so, marking it pruned (it stays incomplete: a later trial of the same config resumes it)."""
@@ -223,6 +241,7 @@ def tune(config: Config, experiment: str | None, base_overrides: list[str], jobs
     parse_space(config.tune.space)  # a bad space fails before any worker starts
     name = study_name(config, experiment)
     study = open_study(config, name, worker)  # created once here, before the workers load it
+    check_base(study, config, name)
     command = [sys.executable, "-m", "pipeline.tune", *(["--exp", experiment] if experiment else []), *(f"--set={item}" for item in base_overrides)]
     children = [subprocess.Popen([*command, f"--worker={index}"]) for index in range(1, jobs)] if worker == 0 else []
     try:

@@ -76,9 +76,12 @@ def test_best_run_compares_only_runs_selected_the_same_way(tmp_path: Path):
     fake_run(tmp_path, "noisy_b", "classroom", 0.92, noisy)
     fake_run(tmp_path, "clean_c", "classroom", 0.99, clean)  # higher, but on clean series: not comparable
     fake_run(tmp_path, "raw_d", "raw", 0.995, noisy)  # another competition
+    fake_run(tmp_path, "refit_e", "classroom", 1.0, noisy)
+    metrics = tmp_path / "runs" / "refit_e" / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "selection": None}))  # a refit: nothing held out
     assert runs.best_run(config, noisy) == "noisy_b"
     assert runs.best_run(config, clean) == "clean_c"
-    with pytest.raises(DataError, match=r"3 finished run\(s\) were selected on another definition"):
+    with pytest.raises(DataError, match=r"4 finished run\(s\) were selected on another definition"):
         runs.best_run(config, {**noisy, "draws": 5})
 
 

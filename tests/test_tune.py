@@ -92,3 +92,30 @@ def test_a_pruned_trial_is_recorded_as_pruned(prepared_root: Path, tmp_path: Pat
     assert list(table["status"]) == ["pruned"]
     marker = json.loads((Path(table["path"].iloc[0]) / "pruned.json").read_text())
     assert marker == {"study": "pruned", "trial": 0, "fold": 0, "epoch": 1}
+
+
+def test_a_study_reopened_with_other_settings_is_refused(tmp_path: Path):
+    first = load_config(None, [f"paths.root={tmp_path}", "train.epochs=5"])
+    tune.check_base(tune.open_study(first, "s"), first, "s")
+    tune.check_base(tune.open_study(first, "s"), load_config(None, [f"paths.root={tmp_path}", "train.epochs=5", "tune.trials=40"]), "s")  # more trials: the same study
+    other = load_config(None, [f"paths.root={tmp_path}", "train.epochs=9"])
+    with pytest.raises(ConfigError, match="study s was run with other settings"):
+        tune.check_base(tune.open_study(other, "s"), other, "s")
+
+
+@pytest.mark.slow
+def test_cv_refit_trains_on_every_labeled_series_for_the_cv_epoch_count(prepared_root: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data").symlink_to(prepared_root / "data")
+    settings = " ".join([f"paths.root={root}", "model.units=4", "train.epochs=2", "train.noise_seeds=1", "train.verbose=0", "train.max_train_series=0"])
+    result = run_make("cv", "FOLDS=2", "REFIT=1", "EXP=experiments/baseline.toml", f"SET={settings}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (cv_entry,) = [path for path in (root / "runs").glob("classroom_cv2_*") if path.is_dir()]
+    lineage, metrics = (json.loads((cv_entry / name).read_text()) for name in ("run.json", "metrics.json"))
+    assert lineage["kind"] == "cv" and len(lineage["folds"]) == 2 and len(metrics["selection"]["folds"]) == 2
+    refit = root / "runs" / lineage["refit"]
+    refit_lineage, refit_metrics = (json.loads((refit / name).read_text()) for name in ("run.json", "metrics.json"))
+    competition = datasets.open_competition(load_config(None, [f"paths.root={root}"]))
+    assert refit_lineage["train_series"] == len(competition.train) + len(competition.validation)  # nothing held out
+    assert refit_metrics["epochs_run"] == metrics["best_epoch"] and refit_metrics["selection"] is None and refit_metrics["validation"] == {}
