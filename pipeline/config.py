@@ -175,6 +175,9 @@ class CvConfig:
     # A refit (make cv REFIT=1 sets it): train on every labeled series for a fixed epoch count chosen
     # by the CV; nothing is held out, so the run has no validation score and is never "the best run"
     refit: bool = False
+    # A competition whose validation split (or held-out fold) has fewer series than this cannot
+    # choose a checkpoint: `make train` cross-validates it instead, and `make predict` averages the folds
+    min_validation: int = 50
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ training series as given; the organizer drew the test noise in the clean-train s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -183,6 +184,40 @@ def load_training_data(config: Config) -> TrainingData:
         keep = np.sort(np.random.default_rng(config.train.seed).choice(len(train_series), config.train.max_train_series, replace=False))
         train_series, train_labels = train_series[keep], train_labels[keep]
     return TrainingData(competition, classes, train_series, train_labels, validation_series, validation_labels, validation_ids, validation, noisy, std)
+
+
+def fold_config(config: Config, fold: int) -> Config:
+    """The config of fold `fold` of this config's cross-validation."""
+    return dataclasses.replace(config, cv=dataclasses.replace(config.cv, fold=fold))
+
+
+def too_small_to_validate(config: Config, competition: Competition) -> bool:
+    """Whether this config's single run would choose its checkpoint on fewer than cv.min_validation
+    series (a user's small competition): then training cross-validates instead."""
+    if config.cv.fold != -1 or config.cv.refit:
+        return False
+    if competition.validation is not None:
+        return len(competition.validation) < config.cv.min_validation
+    subjects = competition.train.subjects
+    if subjects is not None and len(np.unique(subjects)) < config.cv.folds:
+        return False  # fold_assignment refuses it with its own message
+    if subjects is None and len(competition.train) < config.cv.folds * (config.cv.gap + 2):
+        return True
+    return int((fold_assignment(competition.train.ids, subjects, config.cv.folds, config.cv.gap) == 0).sum()) < config.cv.min_validation
+
+
+def cv_definition(definitions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The selection definition of a cross-validation, from its folds' definitions."""
+    return {
+        **{key: value for key, value in definitions[0].items() if key not in ("validation", "validation_ids")},
+        "validation": f"{len(definitions)}-fold cross-validation: " + definitions[0]["validation"].split(" (", 1)[-1].rstrip(")"),
+        "validation_ids": hashlib.sha256(json.dumps([d["validation_ids"] for d in definitions]).encode()).hexdigest()[:16],
+    }
+
+
+def cv_selection_definition(config: Config) -> dict[str, Any]:
+    """What this config's cross-validation is selected on, without training it."""
+    return cv_definition([selection_definition(fold_config(config, fold), load_training_data(fold_config(config, fold))) for fold in range(config.cv.folds)])
 
 
 def selection_definition(config: Config, data: TrainingData) -> dict[str, Any]:

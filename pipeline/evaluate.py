@@ -200,7 +200,10 @@ def evaluation_key(trained_with: Config, run_dir: Path) -> str:
 def evaluate(config: Config, run_id: str) -> Path:
     from pipeline import baselines, models
 
-    (run_id,) = resolve_runs(config, [run_id] if run_id else [])
+    resolved = resolve_runs(config, [run_id] if run_id else [])
+    if len(resolved) > 1:  # a cross-validation: its folds are separate models
+        print(f"{run_id or 'the chosen run'} is a cross-validation of {len(resolved)} fold runs: evaluating the first, {resolved[0]} (RUN=<fold run id> for another)", flush=True)
+    run_id = resolved[0]
     run_dir = finished_run(config, run_id)
     trained_with = run_config(config, run_dir)
     target = config.path("reports", run_id)

@@ -152,13 +152,15 @@ def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:
     compared only with runs selected the same way); 'experiment' = the run of this config; 'cv' =
     the cross-validation of this config. A cross-validation (`cv` or its id, with or without a `cv:`
     prefix) stands for its fold runs: predicting with it averages the fold models."""
-    if not run_ids:
-        from pipeline.datasets import load_training_data, selection_definition
+    from pipeline.datasets import cv_selection_definition, load_training_data, open_competition, selection_definition, too_small_to_validate
 
-        return [best_run(config, selection_definition(config, load_training_data(config)))]
+    # A competition too small to validate on is trained as a cross-validation (pipeline.train.main): its "run" is the CV.
+    small = (not run_ids or "experiment" in run_ids) and too_small_to_validate(config, open_competition(config))
+    if not run_ids:
+        run_ids = [best_run(config, cv_selection_definition(config) if small else selection_definition(config, load_training_data(config)))]
     resolved = []
     for run_id in run_ids:
-        run_id = run_id_for(config) if run_id == "experiment" else cv_id_for(config) if run_id == "cv" else run_id.removeprefix("cv:")
+        run_id = (cv_id_for(config) if small else run_id_for(config)) if run_id == "experiment" else cv_id_for(config) if run_id == "cv" else run_id.removeprefix("cv:")
         lineage_path = config.path("runs", run_id, LINEAGE)
         lineage = json.loads(lineage_path.read_text()) if lineage_path.is_file() else {}
         resolved += lineage["folds"] if lineage.get("kind") == "cv" else [run_id]

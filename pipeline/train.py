@@ -15,7 +15,9 @@ time, and a killed run resumes from its last finished epoch (BackupAndRestore).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -31,10 +33,10 @@ import pandas as pd
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.datasets import DATACARD, TrainingData, competition_folder, load_training_data, organizer_side, selection_definition
+from pipeline.datasets import DATACARD, TrainingData, competition_folder, cv_definition, fold_config, load_training_data, open_competition, organizer_side, selection_definition, too_small_to_validate
 from pipeline.errors import UserError
-from pipeline.files import write_json_atomic
-from pipeline.runs import CHECKPOINT, HISTORY, LINEAGE, METRICS, MODEL, PRUNED, regularizer_tag, run_id_for
+from pipeline.files import atomic_files, write_json_atomic
+from pipeline.runs import CHECKPOINT, HISTORY, LINEAGE, METRICS, MODEL, PRUNED, cv_id_for, regularizer_tag, run_id_for
 from pipeline.runtime import BackendError, backend_devices, backend_name, require_backend, tensorflow_available
 from pipeline.scoring import accuracy_at_noise, predicted_classes
 
@@ -131,8 +133,21 @@ def environment() -> dict[str, Any]:
 # ---- callbacks -----------------------------------------------------------------------------------
 
 
-def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: str, resumed: tuple[float, int] | None) -> list[Any]:
-    """`resumed`: (best monitored score, epochs since it) of the epochs a killed run already finished."""
+def adapted_schedule(config: Config, train_series: int) -> tuple[int, int]:
+    """(batch size, early-stopping patience) for this much training data. A small competition (fewer
+    than 4 batches an epoch) gets batches of about an eighth of its series (8 at least) and a patience
+    of about 200 optimizer steps, so that an epoch of a few steps is not judged alone; other data
+    keep the configured values."""
+    batch, patience = config.train.batch_size, config.train.patience
+    if train_series < 4 * batch:
+        batch = max(8, train_series // 8)
+        patience = max(patience, math.ceil(200 / math.ceil(train_series / batch)))
+    return batch, patience
+
+
+def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: str, resumed: tuple[float, int] | None, patience: int | None = None) -> list[Any]:
+    """`resumed`: (best monitored score, epochs since it) of the epochs a killed run already finished;
+    `patience`: early stopping's (default: train.patience)."""
     import keras
 
     train = config.train
@@ -204,7 +219,7 @@ def make_callbacks(run_dir: Path, config: Config, data: TrainingData, monitor: s
     else:
         print("no TensorBoard logs: Keras writes them through TensorFlow, which is not installed here", flush=True)
     if train.early_stopping:
-        callbacks.insert(4, resumable(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=train.patience, restore_best_weights=True)))
+        callbacks.insert(4, resumable(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience or train.patience, restore_best_weights=True)))
     return callbacks
 
 
@@ -269,6 +284,7 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
     selection_series = data.noisy_validation_series if config.train.select_on == "noisy" else data.validation_series
     num_classes = len(data.classes)
     flat = data.train_series.reshape(-1, data.train_series.shape[-1])
+    batch_size, patience = adapted_schedule(config, len(train_series))
     scope, replicas = distribution_scope(config)
     with scope():
         model = models.build_model(config, data.train_series.shape[1:], num_classes, flat.mean(0), flat.var(0))
@@ -287,6 +303,8 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
         "data_inputs": json.loads(card_path.read_text()).get("inputs") if card_path.is_file() else None,
         "train_series": int(len(train_series)),
         "parameters": int(model.count_params()),
+        "batch_size": batch_size,
+        "patience": patience,
         "backend": backend_name(),
     }
     write_json_atomic(run_dir / LINEAGE, lineage)
@@ -302,9 +320,9 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
             keras.utils.to_categorical(train_labels, num_classes),
             validation_data=(selection_series, keras.utils.to_categorical(data.validation_labels, num_classes)),
             epochs=config.train.epochs,
-            batch_size=config.train.batch_size,
+            batch_size=batch_size,
             shuffle=True,
-            callbacks=[*make_callbacks(run_dir, config, data, monitor, resume_state(run_dir, monitor)), *callbacks],
+            callbacks=[*make_callbacks(run_dir, config, data, monitor, resume_state(run_dir, monitor), patience), *callbacks],
             verbose=verbose,
         )
     seconds = time.perf_counter() - started
@@ -362,11 +380,108 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
     return run_dir
 
 
+# ---- cross-validation (make cv; make train on a competition too small to validate on) -----------
+
+
+def summarize_levels(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """{level: {mean, std, min, max}} over folds of each fold's mean score."""
+    return {
+        level: {"mean": float(np.mean(values)), "std": float(np.std(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+        for level in tables[0]
+        for values in [[table[level]["mean"] for table in tables]]
+    }
+
+
+def cv_metrics(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """One registry entry's metrics from the folds' metrics.json."""
+    definition = cv_definition([metrics["selection"]["definition"] for metrics in fold_metrics])
+    folds = [metrics["selection"]["score"] for metrics in fold_metrics]
+    metrics: dict[str, Any] = {
+        "monitor": fold_metrics[0]["monitor"],
+        "best_epoch": int(np.median([m["best_epoch"] for m in fold_metrics])),
+        "best_epochs": [m["best_epoch"] for m in fold_metrics],
+        "epochs_run": int(sum(m["epochs_run"] for m in fold_metrics)),
+        "train_seconds": round(float(sum(m["train_seconds"] for m in fold_metrics)), 1),
+        "peak_rss_mb": max(m["peak_rss_mb"] for m in fold_metrics),
+        "validation": summarize_levels([m["validation"] for m in fold_metrics]),
+        "selection": {"definition": definition, "score": float(np.mean(folds)), "std": float(np.std(folds)), "folds": folds},
+    }
+    if all("test" in m for m in fold_metrics):
+        metrics["test"] = {
+            "note": "mean over the fold models of their organizer-side scores; reported, never used for selection",
+            "competition_file": float(np.mean([m["test"]["competition_file"] for m in fold_metrics])),
+            "noise_levels": summarize_levels([m["test"]["noise_levels"] for m in fold_metrics]),
+        }
+    return metrics
+
+
+def refit_config(config: Config, epochs: int) -> Config:
+    """The config of a refit: every labeled series, `epochs` epochs, no early stopping."""
+    return dataclasses.replace(config, cv=dataclasses.replace(config.cv, refit=True), train=dataclasses.replace(config.train, epochs=epochs, early_stopping=False))
+
+
+def cross_validate(config: Config, experiment: str = "", callbacks_for: Any = None, refit: bool = False, force: bool = False) -> Path:
+    """Train (or reuse) every fold and write the cross-validation's registry entry; returns its folder.
+    `callbacks_for(fold)`: extra Keras callbacks for a fold's training (the tuner's pruning).
+    `refit`: then train on every labeled series for the folds' median best epoch count."""
+    import keras
+
+    if config.cv.fold != -1:
+        raise ConfigError(f"cv.fold={config.cv.fold}: make cv sets the fold of each run itself; leave cv.fold at -1")
+    cv_id = cv_id_for(config)
+    folder = config.path("runs", cv_id)
+    fold_dirs = []
+    for fold in range(config.cv.folds):
+        print(f"[fold {fold + 1}/{config.cv.folds}] {cv_id}", flush=True)
+        fold_dirs.append(train(fold_config(config, fold), experiment=f"cv:{cv_id}", force=force, callbacks=tuple(callbacks_for(fold)) if callbacks_for else ()))
+        keras.backend.clear_session()
+    fold_metrics = [json.loads((run_dir / METRICS).read_text()) for run_dir in fold_dirs]
+    metrics = cv_metrics(fold_metrics)
+    first = json.loads((fold_dirs[0] / LINEAGE).read_text())
+    lineage = {
+        "run_id": cv_id,
+        "kind": "cv",
+        "experiment": experiment,
+        "competition": config.data.competition,
+        "model": config.model.name,
+        "regularizer": regularizer_tag(config),
+        "backend": backend_name(),
+        "folds": [run_dir.name for run_dir in fold_dirs],
+        **{key: first[key] for key in ("classes", "channels", "series_shape", "data_inputs")},
+    }
+    if refit:
+        print(f"[refit] {metrics['best_epoch']} epochs (the folds' median best) on every labeled series", flush=True)
+        lineage["refit"] = train(refit_config(config, metrics["best_epoch"]), experiment=f"cv:{cv_id}:refit").name
+    contents = {"config.json": config.to_dict(), LINEAGE: lineage, METRICS: metrics}  # metrics.json last: it marks the entry done
+    with atomic_files(*(folder / name for name in contents)) as temps:
+        for temp, content in zip(temps, contents.values()):
+            temp.write_text(json.dumps(content, indent=2, default=str) + "\n")
+    selection = metrics["selection"]
+    levels = "  ".join(f"{level}: {value['mean']:.3f} ± {value['std']:.3f}" for level, value in metrics["validation"].items())
+    print(f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} folds "
+          f"({selection['definition']['select_on']}, noise {selection['definition']['noise_level']:g}); validation by noise level  {levels}; "
+          f"median best epoch {metrics['best_epoch']}" + (f"; refit: {lineage['refit']}" if refit else ""))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.train", __doc__)
     parser.add_argument("--force", action="store_true", help="train again even if this config already has a finished run")
     args = parser.parse_args(argv)
-    return run_stage(lambda: train(load_config(args.exp, overrides(args)), experiment=Path(args.exp).stem if args.exp else "", force=args.force), keras=True)
+    return run_stage(lambda: train_or_cross_validate(load_config(args.exp, overrides(args)), Path(args.exp).stem if args.exp else "", args.force), keras=True)
+
+
+def train_or_cross_validate(config: Config, experiment: str, force: bool) -> Path:
+    """`make train`: one run, or, for a competition too small to validate on (a validation split or
+    held-out fold under cv.min_validation series), a cross-validation: every labeled series is then
+    validated on once, and `make predict` averages the fold models."""
+    competition = open_competition(config)
+    if too_small_to_validate(config, competition):
+        held_out = len(competition.validation) if competition.validation is not None else "a fold of"
+        print(f"{config.data.competition}: {held_out} validation series are too few to choose a checkpoint on (cv.min_validation={config.cv.min_validation}): "
+              f"cross-validating over {config.cv.folds} folds instead (make predict then averages the fold models)", flush=True)
+        return cross_validate(config, experiment, force=force)
+    return train(config, experiment=experiment, force=force)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -165,7 +165,7 @@ def pruning_callback(trial: Any, config: Config, fold: int) -> Any:
     import keras
     import optuna
 
-    from pipeline.cv import fold_config
+    from pipeline.train import fold_config
 
     monitor = "val_noisy_accuracy" if config.train.select_on == "noisy" else "val_clean_accuracy"
     run_dir = config.path("runs", run_id_for(fold_config(config, fold)))
@@ -187,7 +187,7 @@ def optimize(study: Any, base: Config, experiment: str | None, base_overrides: l
     import optuna
     from optuna.trial import TrialState
 
-    from pipeline.cv import cross_validate
+    from pipeline.train import cross_validate
 
     parameters = parse_space(base.tune.space)
     while len(study.get_trials(deepcopy=False)) < trials:

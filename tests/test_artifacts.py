@@ -211,3 +211,26 @@ def test_the_best_run_is_the_same_with_the_answer_key_removed(tiny_run: Path, pr
         assert runs.resolve_runs(config, []) == with_key
     finally:
         (tmp_path / "private").rename(private)
+
+
+def test_small_training_sets_get_smaller_batches_and_more_patience():
+    from pipeline import train
+
+    config = load_config()
+    assert train.adapted_schedule(config, 4026) == (64, 10) and train.adapted_schedule(config, 300) == (64, 10)  # the competitions as they are
+    assert train.adapted_schedule(config, 48) == (8, 34)  # 6 steps an epoch: about 200 steps of patience
+    assert train.adapted_schedule(load_config(None, ["train.patience=50"]), 48) == (8, 50)
+
+
+def test_a_validation_split_of_a_few_dozen_series_is_too_small_to_choose_on(tmp_path: Path):
+    from pipeline.competition import Competition
+
+    def competition(validation: int, train: int = 400) -> Competition:
+        split = lambda count, prefix: Split(np.zeros((count, 3, 2), np.float32), np.array([f"{prefix}{k}" for k in range(count)]), np.ones(count, int))  # noqa: E731
+        return Competition(tmp_path, "csv", ("a", "b"), split(train, "t"), split(validation, "v") if validation else None, split(3, "x"), pd.DataFrame())
+
+    config = load_config()
+    assert datasets.too_small_to_validate(config, competition(20)) and not datasets.too_small_to_validate(config, competition(60))
+    assert not datasets.too_small_to_validate(config, competition(0, train=400))  # fold 0 of 400 series: 80
+    assert datasets.too_small_to_validate(config, competition(0, train=100))  # fold 0 of 100 series: 20
+    assert not datasets.too_small_to_validate(load_config(None, ["cv.fold=0"]), competition(20))  # a fold run is already a CV's

@@ -60,13 +60,23 @@ def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an
     assert result.returncode == 0, result.stderr
     loaded = load_competition(root / "data" / "processed" / "my-comp")
     assert loaded.series_shape == (7, 4) and len(loaded.test) == 3
+    # 60 labeled series and no validation split: too few to choose a checkpoint on, so make train cross-validates.
     trained = run_make("train", "COMPETITION=my-comp", tiny)
     assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "too few to choose a checkpoint on" in trained.stdout and "cross-validated my-comp_cv5_" in trained.stdout
+    (cv_entry,) = [path for path in (root / "runs").glob("my-comp_cv5_*") if path.is_dir()]
+    folds = json.loads((cv_entry / "run.json").read_text())["folds"]
+    fold = json.loads((root / "runs" / folds[1] / "run.json").read_text())
+    assert fold["train_series"] == 12 + 8 * 3 and fold["batch_size"] == 8 and fold["patience"] >= 25  # blocks of 12, a gap of 4 after each inner boundary; a small competition's schedule
+    predicted = run_make("predict", "COMPETITION=my-comp", tiny)  # the default: the cross-validation, its folds averaged
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    (lineage,) = (root / "submissions").glob("my-comp_ensemble5_*.json")
+    assert json.loads(lineage.read_text())["runs"] == folds
     evaluated = run_make("evaluate", "COMPETITION=my-comp", "RUN=experiment", tiny)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     (report,) = (root / "reports").glob("my-comp_*/evaluation.json")
     evaluation = json.loads(report.read_text())
-    assert evaluation["scored"] == "validation"  # no answer key here: the held-out series are scored
+    assert evaluation["scored"] == "validation" and evaluation["run_id"] == folds[0]  # no answer key here: the first fold's held-out series
     predictions = pd.read_csv(report.parent / "predictions.csv")
     assert len(predictions) == 12 and set(predictions["file"]) <= {f"t{k}" for k in range(60)}
 
