@@ -358,11 +358,12 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
         "best_validation": float(history[monitor].max() if train.early_stopping else history[monitor].iloc[-1]),
         "train_seconds": round(seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "validation": accuracy_at_noise(best, data.validation_series, data.validation_labels, train.noise_levels, train.noise_seeds, profile, data.train_std, train.seed),
-        "selection": selection_score(best, config, data),
     }
     if config.cv.refit:  # nothing was held out: no validation score, and never a candidate for "the best run"
         metrics.update(validation={}, selection=None, best_validation=None, note=data.validation)
+    else:
+        metrics["validation"] = accuracy_at_noise(best, data.validation_series, data.validation_labels, train.noise_levels, train.noise_seeds, profile, data.train_std, train.seed)
+        metrics["selection"] = selection_score(best, config, data)
     host = organizer_side(config, data.competition, data.classes)
     if host is not None:
         metrics["test"] = {
