@@ -1,6 +1,6 @@
 # One target per stage; `make help` lists them. Every target installs what it needs first.
 # Variables (all optional): SOURCE (make data), COMPETITION, NAME, EXP (an experiments/*.toml file),
-# MODEL, RUN (run ids), FILE and MESSAGE (submit), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5"),
+# MODEL, RUN (run ids), FILE and MESSAGE (submit; FILE is the recording of make recording), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5"),
 # BACKEND (the Keras backend: tensorflow, the default, jax or torch; the same as exporting KERAS_BACKEND).
 
 PYTHON ?= python3
@@ -28,7 +28,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare notebooks transcribe runs models bench test clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare notebooks transcribe recording sample-recording export runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -91,6 +91,16 @@ notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> report
 transcribe: $(STAMP) ## seq2seq transcription of continuous recordings: data, both variants, decoding, report
 	$(PY) -m pipeline.transcribe $(EXP_GIVEN) $(ARGS)
 
+recording: $(STAMP) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
+	$(PY) -m pipeline.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") \
+	  $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")
+
+sample-recording: $(STAMP) ## a held-out HAPT recording as a phone app exports it -> data/samples/ (SUBJECT=2, FORMAT=sensorlogger|phyphox|csv)
+	$(PY) -m pipeline.phone_formats $(ARGS) $(if $(SUBJECT),--user $(SUBJECT)) $(if $(FORMAT),--format $(FORMAT))
+
+export: $(STAMP) ## RUN's model (default: the best run) as LiteRT files, parity with Keras checked -> exports/<run_id>/
+	$(PY) -m pipeline.export --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
+
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
 	@$(PY) -m pipeline.runs $(if $(SET),--sets "$$HAR_SET") $(if $(COMPETITION),--competition $(COMPETITION))
 
@@ -115,5 +125,5 @@ gpu-wheels: ## download the wheels the GPU check brings along into .whl/ (for Py
 gpu-check: $(if $(DRY),$(STAMP) $(TORCH_STAMP)) ## the GPU check on a GPU machine (scripts/gpu-check.sh; DRY=1: every step on this CPU) -> reports/gpu_check.md
 	$(if $(DRY),PYTHON=$(PY) ,)bash scripts/gpu-check.sh $(if $(DRY),--dry-run)
 
-clean: ## remove derived data, runs and reports (keeps data/raw and .venv)
-	rm -rf data/processed/* data/private/* runs reports/*
+clean: ## remove derived data, runs, reports and exports (keeps data/raw and .venv)
+	rm -rf data/processed/* data/private/* data/samples runs reports/* exports

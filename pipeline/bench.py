@@ -4,6 +4,9 @@ For each model and series shape (5x9 classroom, 128x9 raw) it measures, each pha
 process so that peak memory (RSS) belongs to that phase alone:
   training    windows per second in steady state (the second and later epochs: tracing excluded)
   inference   latency of one window (batch 1, median) and throughput at batch 512
+  litert      the model exported as make export does (pipeline.export: frozen, fixed (1, T, C)
+              input, builtin ops): file size in MB and mean latency per window through the LiteRT
+              interpreter (one thread), float32 and dynamic-range quantized (TensorFlow backend only)
 Results go to reports/bench.json and reports/bench.md (or `--output`) with the device, backend
 and versions. Synthetic data of the right shape are used: speed does not depend on the values.
 
@@ -34,7 +37,10 @@ from pipeline.files import atomic_file, write_json_atomic
 
 MAIN_MODELS = ("lstm", "bilstm", "attention", "cnn_lstm")
 REFERENCE = "torch_bilstm"  # plain PyTorch, not a Keras model
-MEASURES = ("train_windows_per_second", "step_windows_per_second", "latency_ms_batch1", "inference_windows_per_second_batch512", "peak_rss_mb_train", "peak_rss_mb_infer")
+MEASURES = (
+    "train_windows_per_second", "step_windows_per_second", "latency_ms_batch1", "inference_windows_per_second_batch512", "peak_rss_mb_train", "peak_rss_mb_infer",
+    "litert_mb", "litert_latency_ms", "litert_dynamic_mb", "litert_dynamic_latency_ms",
+)  # fmt: skip
 SHAPES = ((5, 9), (128, 9))
 
 
@@ -95,6 +101,18 @@ def keras_model(phase: str, model_name: str, series: np.ndarray, labels: np.ndar
         result["train_windows_per_second"] = round(len(series) / float(np.median(epoch_seconds[1:])), 1)
         result["train_batch_size"] = config.train.batch_size
         result["kernel_paths"] = "; ".join(f"{row['layer']}: {row['path']}" for row in models.observed_kernel_paths(model, series[:2]))
+    elif phase == "litert":
+        from pipeline.export import convert, frozen_function, interpreter_probabilities
+
+        frozen = frozen_function(model, series.shape[1:])
+        for label, quantization in (("litert", ""), ("litert_dynamic", "dynamic")):
+            model_bytes, select_ops = convert(frozen, quantization)
+            interpreter_probabilities(model_bytes, series[:5])  # warm-up: allocation, delegate set-up
+            _probabilities, seconds, _ops = interpreter_probabilities(model_bytes, series[:200])
+            result[f"{label}_mb"] = round(len(model_bytes) / 1e6, 3)
+            result[f"{label}_latency_ms"] = round(seconds * 1000, 3)
+            if select_ops:
+                result["litert_select_ops"] = ", ".join(select_ops)
     elif phase == "step":
         train.compile_model(model, config)
         result["step_windows_per_second"] = compiled_step_throughput(model, series, labels, config.train.batch_size)
@@ -262,7 +280,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.runtime import import_keras
+    from pipeline.runtime import backend_name, import_keras
 
     import_keras()
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
@@ -271,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=4096, help="synthetic windows per training epoch")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (e.g. train.mixed_precision=true)")
     parser.add_argument("--sets", default="", help="several overrides in one string, as make's SET= passes them")
-    parser.add_argument("--phases", default="train,infer", help="train (fit), infer, step (the compiled training step alone; jax and torch)")
+    parser.add_argument("--phases", default="train,infer,litert", help="train (fit), infer, litert (exported file: size, latency; tensorflow only), step (the compiled training step alone; jax and torch)")
     parser.add_argument("--in-process", action="store_true", help="run every phase in this process (faster; peak memory then covers all phases): for dry runs")
     parser.add_argument("--output", default="", help="path without extension for the .json and .md (default: reports/bench)")
     parser.add_argument("--child", nargs=5, metavar=("PHASE", "MODEL", "T", "C", "WINDOWS"), help=argparse.SUPPRESS)
@@ -290,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             for phase in args.phases.split(","):
                 if phase == "step" and model == REFERENCE:
                     continue  # the reference's training loop is already its bare step
+                if phase == "litert" and (model == REFERENCE or backend_name() != "tensorflow"):
+                    continue  # the LiteRT converter takes TensorFlow graphs
                 measured = measure(phase, model, *shape, args.windows, args.set) if args.in_process else run_child(phase, model, shape, args.windows, args.set)
                 row.update({k: v for k, v in measured.items() if k not in row})
             print(f"{model:12s} {shape[0]}x{shape[1]}: " + ", ".join(f"{key} {row[key]}" for key in MEASURES if key in row), flush=True)

@@ -35,6 +35,7 @@ class PathsConfig:
     runs: str = "runs"
     submissions: str = "submissions"
     reports: str = "reports"
+    exports: str = "exports"  # make export: LiteRT files for phones
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,27 @@ class TranscribeConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    # `make recording FILE=...` (pipeline/recording.py). A plain CSV is read with these (Sensor Logger
+    # and phyphox exports name their columns and units themselves).
+    columns: tuple[str, ...] = ()  # COLUMNS=: time, acc x, y, z, gyro x, y, z column names
+    units: str = ""  # UNITS=: the acceleration's unit, g or m/s2 (with gravity)
+    gyro_units: str = "rad/s"  # GYRO=: rad/s or deg/s
+    time_unit: str = "s"  # s, ms, us or ns
+    # The timeline: probabilities averaged over this many neighbouring windows (1 = off; 5 windows
+    # span 7.7 s, shorter than any activity bout worth reporting)
+    smooth_windows: int = 5
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    # `make export` (pipeline/export.py): LiteRT files for phones
+    parity_windows: int = 0  # test windows on which the LiteRT interpreter must match Keras (0 = all of the test file)
+    tolerance: float = 1e-4  # largest allowed probability difference (float32 file)
+    quantization: str = "dynamic"  # the smaller variant: dynamic (int8 weights) or float16
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -238,6 +260,8 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     transcribe: TranscribeConfig = field(default_factory=TranscribeConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     # ---- paths, anchored at the project root -------------------------------------------
     @property
@@ -431,5 +455,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{config.cv.folds - 1}, cv.gap >= 0")
     if config.cv.refit and (config.cv.fold != -1 or config.train.early_stopping):
         raise ConfigError("cv.refit trains on every labeled series for a fixed epoch count: it needs cv.fold = -1 and train.early_stopping = false")
+    if config.recording.smooth_windows < 1:
+        raise ConfigError("recording.smooth_windows must be >= 1 (1 = no smoothing)")
+    if config.export.quantization not in ("dynamic", "float16") or config.export.parity_windows < 0 or config.export.tolerance <= 0:
+        raise ConfigError("export.quantization must be dynamic or float16, export.parity_windows >= 0, export.tolerance > 0")
     if not 0 < data.public_fraction < 1:
         raise ConfigError(f"data.public_fraction must be in (0, 1), got {data.public_fraction}")

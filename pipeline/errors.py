@@ -17,3 +17,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Input data that cannot be used; the message names the file and the problem."""
+
+
+class ExportError(UserError):
+    """A model whose exported file would not give the model's answers (nothing is written)."""

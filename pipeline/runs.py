@@ -73,6 +73,8 @@ def config_hash(config: Config) -> str:
     content.pop("compare")
     content.pop("transcribe")
     content.pop("tune")
+    content.pop("recording")
+    content.pop("export")
     if content["cv"]["fold"] == -1 and not content["cv"]["refit"]:  # selection on the validation split: the run ids made before CV existed
         content.pop("cv")
     elif content["cv"]["refit"]:  # a refit on every labeled series

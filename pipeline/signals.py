@@ -93,6 +93,11 @@ def window_starts(length: int, window: int, step: int) -> np.ndarray:
     return np.arange(0, length - window + 1, step, dtype=np.int64)
 
 
+def window_step(window: int, overlap: float) -> int:
+    """Samples between window starts (UCI HAR: 128 samples at 50% overlap -> 64)."""
+    return max(1, int(round(window * (1 - overlap))))
+
+
 @dataclass(frozen=True)
 class Windows:
     """Windows cut from one recording: data (n, window, channels), their label, start sample and run index."""
@@ -107,7 +112,7 @@ def window_recording(
     signals: np.ndarray, labels: np.ndarray, window: int, overlap: float, keep_labels: set[int]
 ) -> Windows:
     """Cut windows that lie entirely inside one run of a kept label (UCI HAR: within one activity)."""
-    step = max(1, int(round(window * (1 - overlap))))
+    step = window_step(window, overlap)
     parts, window_labels, starts, runs = [], [], [], []
     for run_index, (start, stop, label) in enumerate(label_runs(labels)):
         if label not in keep_labels:

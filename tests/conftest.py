@@ -64,3 +64,14 @@ def tiny_run(prepared_root: Path) -> Path:
     assert result.returncode == 0, result.stdout + result.stderr
     config = load_config("experiments/baseline.toml", overrides.split())
     return prepared_root / "runs" / runs.run_id_for(config)
+
+
+@pytest.fixture(scope="session")
+def raw_run(prepared_root: Path) -> str:
+    """A small raw-window BiLSTM (16 units, 4 epochs, about 30 s) trained by make train: recordings and exports use it."""
+    from pipeline import runs
+
+    overrides = [f"paths.root={prepared_root}", "data.competition=raw", "model.units=16", "train.epochs=4", "train.noise_seeds=1", "train.verbose=0"]
+    result = run_make("train", f"SET={' '.join(overrides)}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return runs.run_id_for(load_config("experiments/default.toml", overrides))
