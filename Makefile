@@ -28,7 +28,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare notebooks transcribe recording sample-recording export runs models bench test clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare notebooks transcribe recording recording-check sample-recording export runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,6 +94,9 @@ transcribe: $(STAMP) ## seq2seq transcription of continuous recordings: data, bo
 recording: $(STAMP) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
 	$(PY) -m pipeline.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") \
 	  $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")
+
+recording-check: $(STAMP) ## RUN's timeline agreement on every held-out HAPT recording, straight and through a Sensor Logger export -> reports/recordings/
+	$(PY) -m pipeline.recording --held-out --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
 sample-recording: $(STAMP) ## a held-out HAPT recording as a phone app exports it -> data/samples/ (SUBJECT=2, FORMAT=sensorlogger|phyphox|csv)
 	$(PY) -m pipeline.phone_formats $(ARGS) $(if $(SUBJECT),--user $(SUBJECT)) $(if $(FORMAT),--format $(FORMAT))

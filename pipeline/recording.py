@@ -35,7 +35,7 @@ from scipy import signal as scipy_signal
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, DataConfig, load_config
 from pipeline.errors import DataError
-from pipeline.files import atomic_folder
+from pipeline.files import atomic_file, atomic_folder
 from pipeline.phone_formats import PhoneRecording, PlainColumns, Stream, read_recording
 from pipeline.runs import LINEAGE, MODEL, finished_run, resolve_runs, run_config
 from pipeline.signals import ACTIVITY_NAMES, MEAN_FEATURES, RAW_CHANNELS, consecutive_series, label_runs, mean_features, preprocess_recording, window_starts, window_step
@@ -235,6 +235,33 @@ def minutes_per_activity(table: pd.DataFrame) -> dict[str, float]:
     return {name: round(float(value), 2) for name, value in minutes.sort_values(ascending=False).items()}
 
 
+def held_out_agreement(config: Config, predictor: Predictor, folder: Path) -> pd.DataFrame:
+    """Each test subject's first HAPT recording, predicted twice: straight from its 50 Hz rows in
+    data/raw, and after a round trip through a Sensor Logger export as a phone writes it (100 Hz,
+    jittered timestamps, m/s^2, gravity apart, z,y,x order; written into `folder`). One row per
+    recording with the labeled minutes and both agreements, and a last, time-weighted `all` row."""
+    from pipeline.phone_formats import app_like, hapt_experiment, write_sensor_logger
+
+    rows = []
+    for user in config.data.test_subjects:
+        name, values = hapt_experiment(config.raw_dir / "hapt", user, config.data.test_subjects)
+        times = np.arange(len(values)) / config.data.sample_rate_hz
+        labels = values[:, 6].astype(np.int64)
+        direct = PhoneRecording(Path(name), "data/raw", Stream(times, values[:, :3], name), Stream(times, values[:, 3:6], name))
+        app_times, acc_ms2, gyro = app_like(values[:, :3], values[:, 3:6], config.data.sample_rate_hz, 100.0, 0.002, seed=user)
+        write_sensor_logger(folder / f"{name}.zip", app_times, acc_ms2, gyro)
+        row: dict[str, Any] = {"subject": user, "recording": name, "labeled_min": round(np.isin(labels, predictor.classes).sum() / config.data.sample_rate_hz / 60, 2)}
+        for column, source in (("direct", direct), ("sensor_logger", read_recording(folder / f"{name}.zip"))):
+            windows, _notes = predict_windows(source, predictor, config.recording.smooth_windows)
+            row[column] = round(agreement(timeline(windows), times, labels, predictor.classes), 4)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    weights = table["labeled_min"] / table["labeled_min"].sum()
+    overall = {"subject": "all", "recording": f"{len(table)} recordings", "labeled_min": round(float(table["labeled_min"].sum()), 2)}
+    overall.update({column: round(float((table[column] * weights).sum()), 4) for column in ("direct", "sensor_logger")})
+    return pd.concat([table, pd.DataFrame([overall])], ignore_index=True)
+
+
 # ---- the figure -----------------------------------------------------------------------------------
 
 
@@ -339,15 +366,37 @@ def analyse(config: Config, path: Path, run_ids: list[str], labels: Path | None 
     return target
 
 
+def check_held_out(config: Config, run_ids: list[str]) -> Path:
+    """`make recording-check`: held_out_agreement as a markdown table in reports/recordings/."""
+    import tempfile
+
+    predictor = load_predictor(config, run_ids)
+    with tempfile.TemporaryDirectory() as folder:
+        table = held_out_agreement(config, predictor, Path(folder))
+    target = config.path("reports", "recordings", f"held_out_{'+'.join(predictor.run_ids)}.md")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        f"Timeline agreement with HAPT's labels, runs {', '.join(predictor.run_ids)}, smoothing {config.recording.smooth_windows} windows: "
+        "straight from data/raw and through a Sensor Logger export (100 Hz, jitter, m/s^2, gravity apart).\n\n" + table.to_markdown(index=False) + "\n"
+    )
+    with atomic_file(target) as temp:
+        temp.write_text(text)
+    print(text + f"wrote {target}")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.recording", __doc__)
-    parser.add_argument("--file", required=True, help="a Sensor Logger zip or folder, a phyphox export, or a plain CSV (with recording.columns)")
+    parser.add_argument("--held-out", action="store_true", help="instead of --file: the agreement on every test subject's first HAPT recording, straight and through a Sensor Logger export")
+    parser.add_argument("--file", default="", help="a Sensor Logger zip or folder, a phyphox export, or a plain CSV (with recording.columns)")
     parser.add_argument("--run", default="", help="run ids separated by spaces, averaged (default: the best run of the competition)")
     parser.add_argument("--labels", default="", help="optional CSV (time_s, label) of the true activities: the timeline's agreement is reported")
     parser.add_argument("--columns", default="", help="a plain CSV's columns: time,acc x,y,z,gyro x,y,z (recording.columns)")
     parser.add_argument("--units", default="", help="a plain CSV's acceleration unit: g or m/s2 (recording.units)")
     parser.add_argument("--gyro", default="", help="a plain CSV's gyroscope unit: rad/s or deg/s (recording.gyro_units)")
     args = parser.parse_args(argv)
+    if args.held_out:
+        return run_stage(lambda: check_held_out(load_config(args.exp, overrides(args)), args.run.split()), keras=True)
     if not args.file:
         parser.error("give the recording: make recording FILE=<a Sensor Logger zip or folder, a phyphox export or a CSV>")
     extra = [f"recording.columns={json.dumps(args.columns.split(','))}"] if args.columns else []

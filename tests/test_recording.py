@@ -240,28 +240,13 @@ def test_held_out_hapt_recordings_through_an_app_format_agree_with_the_labels(pr
     """Every test subject's first recording, as a Sensor Logger export at 100 Hz with jitter and gravity
     apart: the timeline agrees with HAPT's labels on at least 85% of the labeled time, and within one
     point of predicting the same recording straight from its 50 Hz rows in data/raw."""
-    config = prepared_config
-    predictor = recording.load_predictor(config, [raw_run])
-    labeled_agree, labeled_total = {"app": 0.0, "direct": 0.0}, 0
-    for user in config.data.test_subjects:
-        name, values = formats.hapt_experiment(config.raw_dir / "hapt", user, config.data.test_subjects)
-        times_50 = np.arange(len(values)) / RATE
-        labels = values[:, 6].astype(int)
-        direct = PhoneRecording(Path(name), "direct", Stream(times_50, values[:, :3], name), Stream(times_50, values[:, 3:6], name))
-        app_times, acc_ms2, gyro = formats.app_like(values[:, :3], values[:, 3:6], RATE, 100.0, 0.002, seed=user)
-        formats.write_sensor_logger(tmp_path / f"{name}.zip", app_times, acc_ms2, gyro)
-        app = formats.read_recording(tmp_path / f"{name}.zip")
-        scores = {}
-        for kind, source in (("direct", direct), ("app", app)):
-            windows, _notes = recording.predict_windows(source, predictor, config.recording.smooth_windows)
-            scores[kind] = recording.agreement(recording.timeline(windows), times_50, labels, predictor.classes)
-        assert abs(scores["app"] - scores["direct"]) <= 0.01, (name, scores)
-        weight = int(np.isin(labels, predictor.classes).sum())
-        labeled_total += weight
-        for kind in scores:
-            labeled_agree[kind] += scores[kind] * weight
-    assert labeled_agree["app"] / labeled_total >= 0.85, labeled_agree["app"] / labeled_total
-    assert abs(labeled_agree["app"] - labeled_agree["direct"]) / labeled_total <= 0.01
+    predictor = recording.load_predictor(prepared_config, [raw_run])
+    table = recording.held_out_agreement(prepared_config, predictor, tmp_path)
+    assert len(table) == len(prepared_config.data.test_subjects) + 1 and len(list(tmp_path.glob("*.zip"))) == len(table) - 1
+    assert (abs(table["sensor_logger"] - table["direct"]) <= 0.01).all(), table
+    overall = table.iloc[-1]
+    assert overall["subject"] == "all" and overall["sensor_logger"] >= 0.85, table
+    assert overall["labeled_min"] > 30  # the nine recordings hold well over half an hour of labeled activity
 
 
 def test_make_recording_writes_the_timeline_probabilities_and_figure(prepared_root, raw_run):
@@ -283,6 +268,13 @@ def test_make_recording_writes_the_timeline_probabilities_and_figure(prepared_ro
     assert (folder / "timeline.png").stat().st_size > 10_000
     minutes = ", ".join(f"{name.lower()} {value:.1f}" for name, value in summary["minutes"].items())
     assert f"minutes: {minutes}" in result.stdout and "agreement with" in result.stdout
+    # the same held-out recording as phyphox and as a plain CSV (ms, g, deg/s) gives the same timeline's agreement
+    config = load_config(None, [f"paths.root={prepared_root}", *(f"recording.{key}={json.dumps(value)}" for key, value in
+                                 (("columns", list(formats.PLAIN_SAMPLE.columns)), ("units", "g"), ("gyro_units", "deg/s"), ("time_unit", "ms")))])
+    for fmt in ("phyphox", "csv"):
+        path = formats.write_sample(config.raw_dir / "hapt", samples, 9, fmt, config.data.test_subjects)
+        other = json.loads((recording.analyse(config, path, [raw_run], labels_path) / "summary.json").read_text())
+        assert other["format"] == fmt and abs(other["agreement"] - summary["agreement"]) <= 0.01, (fmt, other["agreement"], summary["agreement"])
 
 
 def test_a_classroom_run_reads_the_same_windows_as_mean_feature_series(prepared_config, tiny_run, tmp_path):
