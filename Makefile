@@ -28,7 +28,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare notebooks transcribe recording recording-check sample-recording export runs models bench test clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare peers notebooks transcribe recording recording-check sample-recording export runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -84,6 +84,9 @@ evaluate: $(STAMP) ## report on RUN (default: the best run): confusion, per-clas
 compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> reports/compare/<competition>/
 	$(PY) -m pipeline.compare $(EXP_GIVEN) $(ARGS)
 
+peers: $(STAMP) ## logistic regression, random forest and MiniRocket, with and without noised copies, beside the best run -> reports/peers/<competition>/
+	$(PY) -m pipeline.peers --exp $(EXP) $(ARGS)
+
 notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> reports/notebooks/
 	@mkdir -p reports/notebooks
 	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar --log-output || exit 1; done
@@ -92,8 +95,7 @@ transcribe: $(STAMP) ## seq2seq transcription of continuous recordings: data, bo
 	$(PY) -m pipeline.transcribe $(EXP_GIVEN) $(ARGS)
 
 recording: $(STAMP) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
-	$(PY) -m pipeline.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") \
-	  $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")
+	$(PY) -m pipeline.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")
 
 recording-check: $(STAMP) ## RUN's timeline agreement on every held-out HAPT recording, straight and through a Sensor Logger export -> reports/recordings/
 	$(PY) -m pipeline.recording --held-out --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")

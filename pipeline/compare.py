@@ -24,7 +24,6 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.datasets import load_training_data, organizer_side
 from pipeline.errors import DataError
 from pipeline.files import atomic_files
-from pipeline.scoring import accuracy_at_noise
 
 # Regularizer cells: name -> config overrides. Strengths are the usual ones for HAR; noise levels
 # are in units of each feature's std, like the test noise.
@@ -99,12 +98,7 @@ def baseline_rows(config: Config) -> pd.DataFrame:
     rows = []
     for name, model in fitted.items():
         row: dict[str, object] = {"model": "baselines", "cell": name, "seed": config.train.seed, "run_id": "", "epochs": 0}
-        levels, seeds, profile = config.train.noise_levels, config.train.noise_seeds, config.data.noise_profile
-        validation = accuracy_at_noise(model, data.validation_series, data.validation_labels, levels, seeds, profile, data.train_std, config.train.seed)
-        row.update({f"val@{level}": value["mean"] for level, value in validation.items()})
-        if host is not None:
-            test = accuracy_at_noise(model, host.clean_series, host.labels, levels, seeds, profile, host.noise_unit, config.train.seed + 99)
-            row.update({f"test@{level}": value["mean"] for level, value in test.items()})
+        row.update({key: value for key, value in baselines.noise_scores(model, data, host, config).items() if key != "test file"})
         rows.append(row)
     return pd.DataFrame(rows)
 

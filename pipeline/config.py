@@ -228,6 +228,13 @@ class TranscribeConfig:
 
 
 @dataclass(frozen=True)
+class PeersConfig:
+    # `make peers` (pipeline/peers.py): what a user would run instead, on the same splits and noise
+    models: tuple[str, ...] = ("logistic_regression", "random_forest", "minirocket")
+    noised_copies: int = 1  # each peer is also fitted with this many noised copies of the training set
+
+
+@dataclass(frozen=True)
 class RecordingConfig:
     # `make recording FILE=...` (pipeline/recording.py). A plain CSV is read with these (Sensor Logger
     # and phyphox exports name their columns and units themselves).
@@ -260,6 +267,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     transcribe: TranscribeConfig = field(default_factory=TranscribeConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
@@ -455,6 +463,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{config.cv.folds - 1}, cv.gap >= 0")
     if config.cv.refit and (config.cv.fold != -1 or config.train.early_stopping):
         raise ConfigError("cv.refit trains on every labeled series for a fixed epoch count: it needs cv.fold = -1 and train.early_stopping = false")
+    if config.peers.noised_copies < 0:
+        raise ConfigError("peers.noised_copies cannot be negative")
     if config.recording.smooth_windows < 1:
         raise ConfigError("recording.smooth_windows must be >= 1 (1 = no smoothing)")
     if config.export.quantization not in ("dynamic", "float16") or config.export.parity_windows < 0 or config.export.tolerance <= 0:

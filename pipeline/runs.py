@@ -74,6 +74,7 @@ def config_hash(config: Config) -> str:
     content.pop("transcribe")
     content.pop("tune")
     content.pop("recording")
+    content.pop("peers")
     content.pop("export")
     if content["cv"]["fold"] == -1 and not content["cv"]["refit"]:  # selection on the validation split: the run ids made before CV existed
         content.pop("cv")
