@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import baselines
-from tests.conftest import run_make
+from tests.conftest import run_make, run_module
 
 
 def test_minirocket_reads_series_shorter_than_its_kernels_zero_padded():
@@ -35,5 +35,5 @@ def test_make_peers_scores_every_peer_with_and_without_noised_copies(prepared_ro
 
 
 def test_an_unknown_peer_is_one_line(prepared_root):
-    result = run_make("peers", f"SET=paths.root={prepared_root} peers.models=[\"svm\"]")
-    assert result.returncode == 1 and "error: peers.models: unknown peer 'svm'" in result.stderr
+    result = run_module("pipeline.peers", "--set", f"paths.root={prepared_root}", "--set", 'peers.models=["svm"]')
+    assert result.returncode == 1 and result.stderr.strip() == "error: peers.models: unknown peer 'svm' (known: logistic_regression, random_forest, minirocket)"
