@@ -170,7 +170,10 @@ def gravity_included(acc: Stream) -> Stream:
 
 def read_sensor_logger(path: Path, tables: dict[str, pd.DataFrame]) -> PhoneRecording:
     by_sensor = {Path(origin.split(":")[-1]).stem.lower(): (origin, table) for origin, table in tables.items() if SENSOR_LOGGER_COLUMNS <= set(table.columns)}
-    origin_time = min(int(pd.to_numeric(table["time"], errors="coerce").min()) for _o, table in by_sensor.values())
+    # one time origin for every sensor (their own first samples differ); a missing time is reported per file below
+    origin_time = np.nanmin([pd.to_numeric(table["time"], errors="coerce").min() for _o, table in by_sensor.values()])
+    if not np.isfinite(origin_time):
+        raise DataError(f"{path}: no numeric time in any Sensor Logger file")
 
     def stream(name: str, scale: float) -> Stream | None:
         if name not in by_sensor:

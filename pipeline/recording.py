@@ -273,8 +273,9 @@ def plot(recording: PhoneRecording, windows: pd.DataFrame, table: pd.DataFrame, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted(set(table["activity"]), key=lambda name: list(ACTIVITY_NAMES.values()).index(name) if name in ACTIVITY_NAMES.values() else 99)
-    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(sorted(ACTIVITY_NAMES.values(), key=list(ACTIVITY_NAMES.values()).index))}
+    order = list(ACTIVITY_NAMES.values())
+    names = sorted(set(table["activity"]), key=lambda name: order.index(name) if name in order else len(order))
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(order)}
     rows = 4 if labels is not None else 3
     figure, axes = plt.subplots(rows, 1, figsize=(12, 6.5 + 0.6 * (rows - 3)), sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.4, 0.5][:rows]})
     for axis, stream, unit in ((axes[0], recording.acc, "acceleration (g)"), (axes[1], recording.gyro, "rotation (rad/s)")):
