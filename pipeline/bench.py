@@ -108,7 +108,7 @@ def keras_model(phase: str, model_name: str, series: np.ndarray, labels: np.ndar
         for label, quantization in (("litert", ""), ("litert_dynamic", "dynamic")):
             model_bytes, select_ops = convert(frozen, quantization)
             interpreter_probabilities(model_bytes, series[:5])  # warm-up: allocation, delegate set-up
-            _probabilities, seconds, _ops = interpreter_probabilities(model_bytes, series[:200])
+            _probabilities, seconds = interpreter_probabilities(model_bytes, series[:200])
             result[f"{label}_mb"] = round(len(model_bytes) / 1e6, 3)
             result[f"{label}_latency_ms"] = round(seconds * 1000, 3)
             if select_ops:

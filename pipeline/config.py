@@ -68,6 +68,11 @@ class DataConfig:
     seed: int = 2017  # the year of the original competition; any fixed value makes data reproducible
 
 
+# The data settings a model's inputs depend on (the UCI HAR chain and the windowing): runs averaged
+# over one recording must agree on them, and an exported model's contract lists them.
+PREPROCESSING = ("sample_rate_hz", "median_kernel", "lowpass_hz", "lowpass_order", "gravity_hz", "window", "overlap", "series_length")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     # A name from pipeline.models.MODELS (`python -m pipeline.models` lists them).

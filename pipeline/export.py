@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, DataConfig, load_config
+from pipeline.config import PREPROCESSING, Config, DataConfig, load_config
 from pipeline.datasets import open_competition, organizer_side
 from pipeline.errors import ConfigError, ExportError
 from pipeline.files import atomic_folder
@@ -81,8 +81,8 @@ def convert(frozen: Any, quantization: str = "") -> tuple[bytes, list[str]]:
         return converter([tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]).convert(), [op.strip() for op in select[1].split(",")]
 
 
-def interpreter_probabilities(model_bytes: bytes, windows: np.ndarray) -> tuple[np.ndarray, float, list[str]]:
-    """Run the file window by window through LiteRT's interpreter: (probabilities, seconds per window, op names)."""
+def interpreter_probabilities(model_bytes: bytes, windows: np.ndarray) -> tuple[np.ndarray, float]:
+    """Run the file window by window through LiteRT's interpreter: (probabilities, seconds per window)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model_bytes, num_threads=1)
@@ -95,7 +95,7 @@ def interpreter_probabilities(model_bytes: bytes, windows: np.ndarray) -> tuple[
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(target)[0].copy())
     seconds = (time.perf_counter() - started) / max(len(windows), 1)
-    return np.array(outputs), seconds, file_ops(model_bytes)
+    return np.array(outputs), seconds
 
 
 def file_ops(model_bytes: bytes) -> list[str]:
@@ -138,7 +138,7 @@ def contract(run_id: str, lineage: dict[str, Any], data: DataConfig, files: dict
         "window": data.window,
         "hop": hop,
         "preprocessing": chain,
-        "preprocessing_parameters": {key: getattr(data, key) for key in ("sample_rate_hz", "median_kernel", "lowpass_hz", "lowpass_order", "gravity_hz", "window", "overlap", "series_length")},
+        "preprocessing_parameters": {key: getattr(data, key) for key in PREPROCESSING},
         "output": {"shape": [1, len(lineage["classes"])], "meaning": "class probabilities (softmax), in the order of classes"},
         "classes": lineage["classes"],
         "class_names": [ACTIVITY_NAMES.get(int(c), str(c)) for c in lineage["classes"]],
@@ -195,8 +195,9 @@ def export(config: Config, run_ids: list[str]) -> Path:
         if len(windows) < 500 and len(competition.test) >= 500:
             print(f"note: parity on {len(windows)} windows (export.parity_windows); 500 or more is the usual check")
         reference = model.predict(windows, batch_size=512, verbose=0)
-        float_probabilities, float_seconds, ops = interpreter_probabilities(float_bytes, windows)
-        small_probabilities, small_seconds, _ = interpreter_probabilities(small_bytes, windows)
+        float_probabilities, float_seconds = interpreter_probabilities(float_bytes, windows)
+        small_probabilities, small_seconds = interpreter_probabilities(small_bytes, windows)
+        ops = file_ops(float_bytes)
         float_parity, small_parity = compare(reference, float_probabilities), compare(reference, small_probabilities)
         if float_parity["max_abs_difference"] > config.export.tolerance or float_parity["class_differs"]:
             raise ExportError(

@@ -47,9 +47,10 @@ def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
 def peer_table(config: Config) -> pd.DataFrame:
     from pipeline import augment, baselines
 
-    unknown = sorted(set(config.peers.models) - set(baselines.make_peers()))
+    known = baselines.make_peers(config.train.seed)
+    unknown = sorted(set(config.peers.models) - set(known))
     if unknown:
-        raise ConfigError(f"peers.models: unknown peer {unknown[0]!r} (known: {', '.join(baselines.make_peers())})")
+        raise ConfigError(f"peers.models: unknown peer {unknown[0]!r} (known: {', '.join(known)})")
     data = load_training_data(config)
     host = organizer_side(config, data.competition, data.classes)
     rows = []
@@ -57,10 +58,11 @@ def peer_table(config: Config) -> pd.DataFrame:
         series, labels = augment.noised_copies(
             data.train_series, data.train_labels, copies, config.augment.noised_copies_level, config.data.noise_profile, data.train_std, config.train.seed
         )
+        unfitted = baselines.make_peers(config.train.seed)  # fresh estimators for each training set
         for name in config.peers.models:
             print(f"  {name}, {copies} noised cop{'y' if copies == 1 else 'ies'}: fitting on {len(series)} series ...", flush=True)
             started = time.perf_counter()
-            model = baselines.ProbabilityModel(baselines.make_peers(config.train.seed)[name].fit(series, labels), len(data.classes))
+            model = baselines.ProbabilityModel(unfitted[name].fit(series, labels), len(data.classes))
             row: dict[str, object] = {"peer": name, "noised copies": copies, "fit seconds": round(time.perf_counter() - started, 1)}
             row.update(baselines.noise_scores(model, data, host, config))
             rows.append(row)
@@ -75,8 +77,8 @@ def peers(config: Config) -> Path:
     folder = config.path("reports", "peers", config.data.competition)
     folder.mkdir(parents=True, exist_ok=True)
     header = (
-        f"Peers on {config.data.competition}: fitted on the training split (validation: {len(table)} rows scored on the same "
-        f"validation series and noise draws as the runs; test columns are reports, never choices).\n\n"
+        f"Peers on {config.data.competition}: fitted on the training split, scored on the same validation series and "
+        f"noise draws as the runs; the test columns are reports, never choices.\n\n"
     )
     with atomic_files(folder / "peers.csv", folder / "peers.md") as (csv_path, markdown_path):
         table.to_csv(csv_path, index=False, float_format="%.4f")

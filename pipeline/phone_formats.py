@@ -135,8 +135,7 @@ def numeric(table: pd.DataFrame, columns: list[str], origin: str) -> np.ndarray:
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise DataError(f"{origin}: no column {missing[0]!r} (columns: {', '.join(map(str, table.columns))})")
-    values = table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    return values
+    return table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
 
 
 def unit_factor(unit: str, units: dict[str, float], what: str, origin: str) -> float:

@@ -33,15 +33,13 @@ from scipy import ndimage
 from scipy import signal as scipy_signal
 
 from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, DataConfig, load_config
+from pipeline.config import PREPROCESSING, Config, DataConfig, load_config
 from pipeline.errors import DataError
 from pipeline.files import atomic_file, atomic_folder
 from pipeline.phone_formats import PhoneRecording, PlainColumns, Stream, read_recording
 from pipeline.runs import LINEAGE, MODEL, finished_run, resolve_runs, run_config
 from pipeline.signals import ACTIVITY_NAMES, MEAN_FEATURES, RAW_CHANNELS, consecutive_series, label_runs, mean_features, preprocess_recording, window_starts, window_step
 
-# The data settings a run's inputs depend on: runs averaged together must agree on them.
-PREPROCESSING = ("sample_rate_hz", "median_kernel", "lowpass_hz", "lowpass_order", "gravity_hz", "window", "overlap", "series_length")
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,8 @@ def segments(recording: PhoneRecording, data: DataConfig) -> tuple[list[Segment]
     window_s = data.window / data.sample_rate_hz
     notes = []
     for stream in (recording.acc, recording.gyro):
-        for before, after in zip(stream.time_s[:-1][np.diff(stream.time_s) > window_s], stream.time_s[1:][np.diff(stream.time_s) > window_s]):
+        gaps = np.flatnonzero(np.diff(stream.time_s) > window_s)
+        for before, after in zip(stream.time_s[gaps], stream.time_s[gaps + 1]):
             notes.append(f"{stream.origin}: no samples from {before:.1f} s to {after:.1f} s (a gap longer than one window): split there")
     parts = []
     for start, stop in stretches(recording, window_s):

@@ -107,6 +107,6 @@ def test_every_registered_model_exports_with_builtin_ops_and_matches_keras():
     for name in models.MODELS:
         model = models.build_model(load_config(None, [f"model.name={name}", "model.units=4", "model.attention_units=4", "model.decoder_units=4"]), (5, 9), 6)
         model_bytes, select_ops = export.convert(export.frozen_function(model, (5, 9)))
-        probabilities, _seconds, _ops = export.interpreter_probabilities(model_bytes, inputs)
+        probabilities, _seconds = export.interpreter_probabilities(model_bytes, inputs)
         assert select_ops == [], name
         np.testing.assert_allclose(probabilities, model.predict(inputs, verbose=0), atol=1e-5, err_msg=name)
