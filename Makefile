@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/n
 TORCH_STAMP := $(VENV)/.torch-$(shell cat requirements-torch.txt 2>/dev/null | sha256sum | cut -c1-16)
 
 EXP ?= experiments/default.toml
+comma := ,
+space := $(subst ,, )
 TEST_WORKERS ?= 2
 # compare and transcribe have their own default experiment: EXP reaches them only when it is given
 EXP_GIVEN := $(if $(filter-out file default,$(origin EXP)),--exp $(EXP))
@@ -91,8 +93,8 @@ notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> report
 	@mkdir -p reports/notebooks
 	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar --log-output || exit 1; done
 
-transcribe: $(STAMP) ## seq2seq transcription of continuous recordings: data, both variants, decoding, report
-	$(PY) -m pipeline.transcribe $(EXP_GIVEN) $(ARGS)
+transcribe: $(STAMP) ## seq2seq transcription, recorded and shuffled activity order: data, both variants, decoding, report (SEEDS="1 2 42")
+	$(PY) -m pipeline.transcribe $(EXP_GIVEN) $(ARGS) $(if $(SEEDS),--set "transcribe.seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]")
 
 recording: $(STAMP) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
 	$(PY) -m pipeline.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")

@@ -216,6 +216,9 @@ class CompareConfig:
     seeds: int = 2  # seeds per cell: the spread across seeds is shown
 
 
+TRANSCRIBE_TASKS = ("recorded", "shuffled")
+
+
 @dataclass(frozen=True)
 class TranscribeConfig:
     # `make transcribe` (pipeline/transcribe.py): continuous HAPT recordings -> the ordered list of activities.
@@ -228,8 +231,17 @@ class TranscribeConfig:
     patience: int = 5  # early stopping on validation loss
     learning_rate: float = 0.002
     beam_width: int = 4
-    beam_segments: int = 60  # beam search (one segment at a time, slow) scores this many test segments per length
+    beam_segments: int = 60  # beam search (one segment at a time, slow) scores this many test segments per length, first seed only
     max_train_segments: int = 0  # cap for quick trials and tests (0 = all)
+    # Seeds to train every variant with (empty: train.seed alone); conclusions are drawn across them.
+    seeds: tuple[int, ...] = ()
+    # recorded: segments cut from the recordings (HAPT's protocol fixes the order of activities);
+    # shuffled: bouts of randomly ordered activities stitched together, an order that cannot be memorized.
+    tasks: tuple[str, ...] = ("recorded", "shuffled")
+    shuffled_lengths_seconds: tuple[float, ...] = (60.0, 120.0, 240.0, 360.0)
+    shuffled_min_bout_seconds: float = 8.0  # each stitched bout lasts between these two
+    shuffled_max_bout_seconds: float = 30.0
+    shuffled_segments_per_subject: int = 24  # stitched segments per subject and length
 
 
 @dataclass(frozen=True)
@@ -468,6 +480,11 @@ def validate(config: Config) -> None:
         raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{config.cv.folds - 1}, cv.gap >= 0")
     if config.cv.refit and (config.cv.fold != -1 or config.train.early_stopping):
         raise ConfigError("cv.refit trains on every labeled series for a fixed epoch count: it needs cv.fold = -1 and train.early_stopping = false")
+    task = config.transcribe
+    if not task.tasks or set(task.tasks) - set(TRANSCRIBE_TASKS) or len(set(task.seeds)) != len(task.seeds):
+        raise ConfigError(f"transcribe.tasks must name some of {', '.join(TRANSCRIBE_TASKS)}; transcribe.seeds must not repeat")
+    if not 0 < task.shuffled_min_bout_seconds <= task.shuffled_max_bout_seconds or task.shuffled_segments_per_subject < 1:
+        raise ConfigError("need 0 < transcribe.shuffled_min_bout_seconds <= shuffled_max_bout_seconds and shuffled_segments_per_subject >= 1")
     if config.peers.noised_copies < 0:
         raise ConfigError("peers.noised_copies cannot be negative")
     if config.recording.smooth_windows < 1:

@@ -1,21 +1,26 @@
 """`make transcribe`: seq2seq activity transcription of continuous recordings, with attention alignments.
 
 The HAPT recordings are continuous: activities and postural transitions follow one another. This
-task reads a long stretch of signal (30 s to 3 min) and writes the ordered list of activities in
+task reads a long stretch of signal (30 s to 6 min) and writes the ordered list of activities in
 it, as speech recognition writes words; it asks the lecture's question: does attention beat a
 fixed context vector C on long inputs?
 
-Data (data/processed/transcribe/, built from data/raw/hapt):
-  input    one step per `frame_seconds` (2 s): mean and std of the 9 UCI HAR channels (18 features)
-  target   the activities in the segment, in order, all 12 HAPT classes (transitions included);
-           unlabeled stretches are skipped, labeled stretches shorter than `min_activity_seconds`
-           (slivers cut by the segment's edges) are dropped, and consecutive repeats are merged
-  splits   UCI HAR's test subjects and the usual validation subjects; the test inputs are scored
-           clean and under the test noise profile (data.noise_profile at data.test_noise)
+Two tasks (transcribe.tasks), each in data/processed/<task folder>/, built from data/raw/hapt:
+  recorded  segments cut from the recordings (30 s to 3 min); HAPT's protocol repeats one order
+            of activities, so a decoder can learn much of a target from the order alone
+  shuffled  bouts of the six activities (8 to 30 s, one subject) stitched in random order into
+            segments of 1 to 6 minutes: an order that cannot be memorized
+  input     one step per `frame_seconds` (2 s): mean and std of the 9 UCI HAR channels (18 features)
+  target    the activities in the segment, in order; unlabeled stretches are skipped, labeled
+            stretches shorter than `min_activity_seconds` (slivers cut by the segment's edges) are
+            dropped, and consecutive repeats are merged
+  splits    UCI HAR's test subjects and the usual validation subjects; the test inputs are scored
+            clean and under the test noise profile (data.noise_profile at data.test_noise)
 Training: `build_seq2seq` with teacher forcing, for the Bahdanau-attention and the fixed-context
-variants. Decoding: greedy and beam search (start and end tokens, a maximum length).
+variants, once per seed (transcribe.seeds). Decoding: greedy (every seed) and beam search (first seed).
 Report (reports/transcribe/): activity error rate (edit distance / reference length) and exact
-sequence accuracy by input length, clean and noisy; alignment plots; comparison.md.
+sequence accuracy by task and input length, clean and noisy, mean and spread over seeds, the
+per-seed difference between the variants and whether its sign holds in every seed; alignment plots.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from pipeline.runtime import backend_name
 from pipeline.signals import ACTIVITY_NAMES, add_noise, channel_std, label_runs, preprocess_recording, window_starts
 
 FOLDER = "transcribe"
+TASK_FOLDERS = {"recorded": FOLDER, "shuffled": f"{FOLDER}_shuffled"}
+BASIC_ACTIVITIES = (1, 2, 3, 4, 5, 6)  # the shuffled task stitches these (a transition needs its neighbours)
 VARIANTS = {"attention": True, "fixed_context": False}
 # The seq2seq decoders' token ids (one home: pipeline.models)
 PAD, START, END, FIRST = PAD_TOKEN, START_TOKEN, END_TOKEN, FIRST_CLASS_TOKEN
@@ -99,14 +106,20 @@ def exact_accuracy(references: list[list[int]], hypotheses: list[list[int]]) -> 
 # ---- data --------------------------------------------------------------------------------------------
 
 
+def _preprocessed(values: np.ndarray, config: Config) -> np.ndarray:
+    data = config.data
+    return preprocess_recording(values[:, 0:3], values[:, 3:6], data.sample_rate_hz, data.median_kernel, data.lowpass_hz, data.lowpass_order, data.gravity_hz)
+
+
 def build_segments(recordings: list[tuple[int, np.ndarray]], config: Config) -> pd.DataFrame:
-    """Every segment of every length: subject, seconds, features (steps, 18), frame labels, target sequence."""
-    data, task = config.data, config.transcribe
-    rate = data.sample_rate_hz
+    """The recorded task: every segment of every length, cut from the recordings as they are.
+    Columns: subject, seconds, features (steps, 18), frames (frame labels), target."""
+    task = config.transcribe
+    rate = config.data.sample_rate_hz
     frame = int(round(task.frame_seconds * rate))
     rows = []
-    for number, (user, values) in enumerate(recordings):
-        signals = preprocess_recording(values[:, 0:3], values[:, 3:6], rate, data.median_kernel, data.lowpass_hz, data.lowpass_order, data.gravity_hz)
+    for user, values in recordings:
+        signals = _preprocessed(values, config)
         labels = values[:, 6].astype(np.int64)
         for seconds in task.lengths_seconds:
             length = int(round(seconds * rate)) // frame * frame
@@ -114,27 +127,92 @@ def build_segments(recordings: list[tuple[int, np.ndarray]], config: Config) -> 
                 piece = slice(start, start + length)
                 sequence = activity_sequence(labels[piece], int(round(task.min_activity_seconds * rate)))
                 if sequence:
-                    rows.append({"recording": number, "subject": user, "seconds": seconds, "start": int(start), "features": frame_features(signals[piece], frame), "frames": frame_labels(labels[piece], frame), "target": sequence})
+                    rows.append({"subject": user, "seconds": seconds, "features": frame_features(signals[piece], frame), "frames": frame_labels(labels[piece], frame), "target": sequence})
     return pd.DataFrame(rows)
 
 
-def prepare_transcription(config: Config) -> Path:
-    """data/raw/hapt -> data/processed/transcribe/{train,validation,test}.npz and datacard.json (skipped when up to date)."""
+def activity_bouts(recordings: list[tuple[int, np.ndarray]], config: Config) -> dict[int, dict[int, list[np.ndarray]]]:
+    """subject -> activity -> frame features of each labeled bout of a basic activity (frames wholly
+    inside the bout), for bouts of at least `shuffled_min_bout_seconds`."""
+    task = config.transcribe
+    rate = config.data.sample_rate_hz
+    frame = int(round(task.frame_seconds * rate))
+    shortest = int(round(task.shuffled_min_bout_seconds / task.frame_seconds))
+    bouts: dict[int, dict[int, list[np.ndarray]]] = {}
+    for user, values in recordings:
+        signals = _preprocessed(values, config)
+        for start, stop, label in label_runs(values[:, 6].astype(np.int64)):
+            features = frame_features(signals[start:stop], frame)
+            if label in BASIC_ACTIVITIES and len(features) >= shortest:
+                bouts.setdefault(user, {}).setdefault(label, []).append(features)
+    return bouts
+
+
+def stitch(bouts: dict[int, list[np.ndarray]], steps: int, shortest: int, longest: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """One shuffled segment of `steps` frames from one subject's bouts: activities drawn at random
+    (never the same twice in a row), each a random stretch of `shortest`..`longest` frames of one of
+    its bouts; the last is cut at `steps`. Returns (features, frame labels, target)."""
+    activities = sorted(bouts)
+    if len(activities) < 2:
+        raise ValueError("stitching needs bouts of at least two activities")
+    pieces, labels, target = [], [], []
+    filled = 0
+    while filled < steps:
+        activity = int(rng.choice([a for a in activities if not target or a != target[-1]]))
+        bout = bouts[activity][rng.integers(len(bouts[activity]))]
+        length = min(int(rng.integers(shortest, longest + 1)), len(bout), steps - filled)
+        offset = int(rng.integers(len(bout) - length + 1))
+        pieces.append(bout[offset : offset + length])
+        labels.append(np.full(length, activity))
+        target.append(activity)
+        filled += length
+    return np.concatenate(pieces), np.concatenate(labels), target
+
+
+def shuffled_segments(bouts: dict[int, dict[int, list[np.ndarray]]], config: Config) -> pd.DataFrame:
+    """The shuffled task: `shuffled_segments_per_subject` stitched segments per subject and length."""
+    task = config.transcribe
+    rng = np.random.default_rng(config.data.seed)
+    shortest = max(1, int(round(task.shuffled_min_bout_seconds / task.frame_seconds)))
+    longest = max(shortest, int(round(task.shuffled_max_bout_seconds / task.frame_seconds)))
+    rows = []
+    for user in sorted(bouts):
+        if len(bouts[user]) < 2:
+            continue
+        for seconds in task.shuffled_lengths_seconds:
+            steps = max(1, int(round(seconds / task.frame_seconds)))
+            for _ in range(task.shuffled_segments_per_subject):
+                features, frames, target = stitch(bouts[user], steps, shortest, longest, rng)
+                rows.append({"subject": user, "seconds": seconds, "features": features, "frames": frames, "target": target})
+    return pd.DataFrame(rows)
+
+
+def task_data_settings(config: Config, task: str) -> dict[str, Any]:
+    """The settings a task's data depend on (not the seeds, the decoding or the training budget)."""
+    t = config.transcribe
+    shared = {"task": task, "frame_seconds": t.frame_seconds}
+    if task == "recorded":
+        return {**shared, "lengths_seconds": list(t.lengths_seconds), "stride_seconds": t.stride_seconds, "min_activity_seconds": t.min_activity_seconds}
+    return {**shared, "lengths_seconds": list(t.shuffled_lengths_seconds), "min_bout_seconds": t.shuffled_min_bout_seconds, "max_bout_seconds": t.shuffled_max_bout_seconds, "segments_per_subject": t.shuffled_segments_per_subject}
+
+
+def prepare_transcription(config: Config, task: str = "recorded") -> Path:
+    """data/raw/hapt -> data/processed/<task folder>/{train,validation,test}.npz and datacard.json (skipped when up to date)."""
     from pipeline.prepare import read_hapt, split_of_subjects
 
-    folder = config.processed_dir / FOLDER
-    inputs = {"data": config.section_hash("data"), "transcribe": config.section_hash("transcribe")}
+    folder = config.processed_dir / TASK_FOLDERS[task]
+    inputs = {"data": config.section_hash("data"), "task": task_data_settings(config, task)}
     card_path = folder / "datacard.json"
     if card_path.is_file() and json.loads(card_path.read_text()).get("inputs") == inputs:
         print(f"{folder}: up to date")
         return folder
     _manifest, recordings = read_hapt(config.raw_dir / "hapt")
-    segments = build_segments(recordings, config)
+    segments = build_segments(recordings, config) if task == "recorded" else shuffled_segments(activity_bouts(recordings, config), config)
     segments["split"] = split_of_subjects(segments["subject"].to_numpy(), config)
     max_steps = max(len(f) for f in segments["features"])
     max_length = max(len(t) for t in segments["target"])
     std = channel_std(np.concatenate(list(segments.loc[segments["split"] == "train", "features"])) [None])
-    card: dict[str, Any] = {"inputs": inputs, "features": 18, "frame_seconds": config.transcribe.frame_seconds, "max_steps": int(max_steps), "max_target_length": int(max_length), "feature_std": std.tolist(), "splits": {}}
+    card: dict[str, Any] = {"inputs": inputs, "task": task, "features": 18, "frame_seconds": config.transcribe.frame_seconds, "max_steps": int(max_steps), "max_target_length": int(max_length), "feature_std": std.tolist(), "splits": {}}
     with atomic_folder(folder) as temp:
         for split in ("train", "validation", "test"):
             part = segments[segments["split"] == split].reset_index(drop=True)
@@ -222,23 +300,33 @@ def batches(segments: Segments, max_length: int, batch_size: int, seed: int, shu
     return Batches()
 
 
-def train_variant(config: Config, variant: str, folder: Path, card: dict) -> Path:
-    """Train one seq2seq variant (reused when its config already has a model)."""
+def run_name(config: Config, variant: str, task: str) -> str:
+    """transcribe[_shuffled]_<variant>_<hash of everything the model depends on>."""
     import hashlib
 
+    model_config = dataclasses.replace(config.model, seq2seq_attention=VARIANTS[variant])
+    t = config.transcribe
+    # The data, the model and its regularizers, the task's data and training budget, the seed: not the
+    # other tasks, the list of seeds or the decoding, which do not change this model.
+    content = {k: v for k, v in config.to_dict().items() if k in ("data", "regularization", "augment")}
+    content["model"] = dataclasses.asdict(model_config)
+    content["task"] = task_data_settings(config, task)
+    content["budget"] = {"epochs": t.epochs, "batch_size": t.batch_size, "patience": t.patience, "learning_rate": t.learning_rate, "max_train_segments": t.max_train_segments}
+    content["seed"] = config.train.seed
+    if backend_name() != "tensorflow":
+        content["backend"] = backend_name()
+    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()[:8]
+    return f"{TASK_FOLDERS[task]}_{variant}_{fingerprint}"
+
+
+def train_variant(config: Config, variant: str, task: str, folder: Path, card: dict) -> Path:
+    """Train one seq2seq variant of one task with config.train.seed (reused when already trained)."""
     import keras
 
     from pipeline import models
 
-    attention = VARIANTS[variant]
-    model_config = dataclasses.replace(config, model=dataclasses.replace(config.model, seq2seq_attention=attention))
-    # Everything the model depends on: the data, the model and its regularizers, the training seed, the task's own budget.
-    content = {k: v for k, v in model_config.to_dict().items() if k in ("data", "model", "regularization", "augment", "transcribe")}
-    content["seed"] = config.train.seed
-    if backend_name() != "tensorflow":
-        content["backend"] = backend_name()
-    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
-    run_dir = config.path("runs", f"transcribe_{variant}_{fingerprint}")
+    model_config = dataclasses.replace(config, model=dataclasses.replace(config.model, seq2seq_attention=VARIANTS[variant]))
+    run_dir = config.path("runs", run_name(config, variant, task))
     if (run_dir / METRICS).is_file():
         print(f"{run_dir}: already trained")
         return run_dir
@@ -260,7 +348,7 @@ def train_variant(config: Config, variant: str, folder: Path, card: dict) -> Pat
         callbacks=[
             keras.callbacks.EarlyStopping(patience=config.transcribe.patience, restore_best_weights=True),
             keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
-            keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(f"  {variant} epoch {epoch + 1}/{config.transcribe.epochs}: loss {logs['loss']:.4f}, validation loss {logs['val_loss']:.4f}", flush=True)),
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(f"  {task} {variant} seed {config.train.seed} epoch {epoch + 1}/{config.transcribe.epochs}: loss {logs['loss']:.4f}, validation loss {logs['val_loss']:.4f}", flush=True)),
         ],
         verbose=0 if not sys.stdout.isatty() else 1,
     )
@@ -269,7 +357,7 @@ def train_variant(config: Config, variant: str, folder: Path, card: dict) -> Pat
     models.save_model(model, run_dir / MODEL)
     losses = history.history["val_loss"]
     # The registry's files (`make runs` lists the run as complete); metrics.json last: it marks the run done.
-    write_json_atomic(run_dir / LINEAGE, {"run_id": run_dir.name, "experiment": "transcribe", "competition": FOLDER, "model": f"seq2seq_{variant}", "regularizer": regularizer_tag(config), "backend": backend_name()})
+    write_json_atomic(run_dir / LINEAGE, {"run_id": run_dir.name, "experiment": "transcribe", "competition": TASK_FOLDERS[task], "model": f"seq2seq_{variant}", "seed": config.train.seed, "regularizer": regularizer_tag(config), "backend": backend_name()})
     metrics = {"monitor": "val_loss", "best_epoch": int(np.argmin(losses)) + 1, "epochs_run": len(losses), "best_validation_loss": float(min(losses)), "train_seconds": round(seconds, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json_atomic(run_dir / METRICS, metrics)
     print(f"trained {run_dir.name}: {len(losses)} epochs, best validation loss {min(losses):.4f}, {seconds:.0f}s", flush=True)
@@ -279,20 +367,25 @@ def train_variant(config: Config, variant: str, folder: Path, card: dict) -> Pat
 # ---- decoding and the report -----------------------------------------------------------------------------
 
 
-def decode(decoder: Any, features: list[np.ndarray], max_length: int, beam_width: int = 0) -> list[Any]:
-    """Decode every segment (grouped by input length, since a batch shares one length)."""
+def decode(decoder: Any, features: list[np.ndarray], max_length: int, beam_width: int = 0, label: str = "") -> list[Any]:
+    """Decode every segment (grouped by input length, since a batch shares one length), saying how far it is."""
     results: list[Any] = [None] * len(features)
     lengths = np.array([len(f) for f in features])
+    started, done = time.perf_counter(), 0
     for steps in np.unique(lengths):
         members = np.flatnonzero(lengths == steps)
         batch = np.stack([features[m] for m in members])
         decoded = decoder.beam(batch, max_length, beam_width) if beam_width else decoder.greedy(batch, max_length)
         for member, result in zip(members, decoded):
             results[member] = result
+        done += len(members)
+        if label:
+            print(f"    {label}: {done} of {len(features)} segments (inputs of {steps} steps done), {time.perf_counter() - started:.0f}s", flush=True)
     return results
 
 
-def score_variant(run_dir: Path, test: Segments, noisy: list[np.ndarray], card: dict, config: Config) -> tuple[pd.DataFrame, list[Any]]:
+def score_variant(run_dir: Path, test: Segments, noisy: list[np.ndarray], card: dict, config: Config, beam: bool) -> tuple[pd.DataFrame, list[Any]]:
+    """Greedy decoding of every test segment, clean and noisy; beam search on `beam_segments` per length when `beam`."""
     from pipeline import models
 
     decoder = models.Seq2SeqDecoder(models.load_model(str(run_dir / MODEL)))
@@ -300,11 +393,11 @@ def score_variant(run_dir: Path, test: Segments, noisy: list[np.ndarray], card: 
     rows, kept = [], []
     # Beam search decodes one segment at a time: it scores the first `beam_segments` of each length.
     beam_subset = np.concatenate([np.flatnonzero(test.seconds == s)[: config.transcribe.beam_segments] for s in np.unique(test.seconds)])
+    methods = (("greedy", 0), ("beam", config.transcribe.beam_width)) if beam else (("greedy", 0),)
     for condition, features in (("clean", test.features), ("noisy", noisy)):
-        for method, width in (("greedy", 0), ("beam", config.transcribe.beam_width)):
-            print(f"  decoding {run_dir.name}: {condition} test, {method}", flush=True)
+        for method, width in methods:
             subset = np.arange(len(features)) if method == "greedy" else beam_subset
-            decoded = decode(decoder, [features[i] for i in subset], max_length, width)
+            decoded = decode(decoder, [features[i] for i in subset], max_length, width, label=f"decoding {run_dir.name}, {condition} test, {method}")
             hypotheses = dict(zip(subset.tolist(), (decode_tokens(result.tokens) for result in decoded)))
             if condition == "clean" and method == "greedy":
                 kept = decoded
@@ -314,6 +407,28 @@ def score_variant(run_dir: Path, test: Segments, noisy: list[np.ndarray], card: 
                 chosen = [hypotheses[m] for m in members]
                 rows.append({"condition": condition, "decoding": method, "seconds": float(seconds), "segments": len(members), "activity_error_rate": activity_error_rate(references, chosen), "exact_accuracy": exact_accuracy(references, chosen)})
     return pd.DataFrame(rows), kept
+
+
+def across_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """Greedy activity error rate per task, condition and length: mean ± std over seeds for each
+    variant, the per-seed difference (attention - fixed context), and whether its sign holds in every seed."""
+    greedy = table[table["decoding"] == "greedy"]
+    wide = greedy.pivot_table(index=["task", "condition", "seconds", "seed"], columns="variant", values="activity_error_rate").reset_index()
+    rows = []
+    for (task, condition, seconds), group in wide.groupby(["task", "condition", "seconds"], sort=False):
+        difference = (group["attention"] - group["fixed_context"]).to_numpy()
+        if len(difference) > 1 and (difference < 0).all():
+            verdict = "attention lower in every seed"
+        elif len(difference) > 1 and (difference > 0).all():
+            verdict = "fixed context lower in every seed"
+        else:
+            verdict = "mixed" if len(difference) > 1 else "one seed: no conclusion"
+        spread = lambda values: f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"  # noqa: E731
+        rows.append({
+            "task": task, "condition": condition, "input": f"{seconds:g} s", "attention": spread(group["attention"]), "fixed context": spread(group["fixed_context"]),
+            "per seed (attention - fixed)": ", ".join(f"{d:+.3f}" for d in difference), "across seeds": verdict,
+        })
+    return pd.DataFrame(rows)
 
 
 def plot_alignment(path: Path, alignment: np.ndarray, decoded: list[int], frames: np.ndarray, truth: list[int], frame_seconds: float, title: str) -> None:
@@ -336,62 +451,87 @@ def plot_alignment(path: Path, alignment: np.ndarray, decoded: list[int], frames
 
 
 def plot_error_vs_length(path: Path, table: pd.DataFrame) -> None:
+    """Greedy activity error rate against input length, one panel per task: mean over seeds, min-max band."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 4.2), dpi=110)
-    axes = figure.subplots(1, 2)
-    for axis, metric, label in ((axes[0], "activity_error_rate", "activity error rate (edit distance / reference length)"), (axes[1], "exact_accuracy", "exact-sequence accuracy")):
-        for (variant, condition), rows in table[table["decoding"] == "greedy"].groupby(["variant", "condition"]):
-            axis.plot(rows["seconds"], rows[metric], marker="o", linestyle="-" if condition == "clean" else "--", label=f"{variant}, {condition} test")
-        axis.set(xlabel="input length (s)", ylabel=label)
+    greedy = table[table["decoding"] == "greedy"]
+    tasks = list(dict.fromkeys(greedy["task"]))
+    figure = Figure(figsize=(5.5 * len(tasks), 4.2), dpi=110)
+    axes = np.atleast_1d(figure.subplots(1, len(tasks)))
+    for axis, task in zip(axes, tasks):
+        for (variant, condition), rows in greedy[greedy["task"] == task].groupby(["variant", "condition"]):
+            by_length = rows.groupby("seconds")["activity_error_rate"].agg(["mean", "min", "max"])
+            line = axis.plot(by_length.index, by_length["mean"], marker="o", linestyle="-" if condition == "clean" else "--", label=f"{variant}, {condition} test")[0]
+            axis.fill_between(by_length.index, by_length["min"], by_length["max"], color=line.get_color(), alpha=0.15)
+        axis.set(xlabel="input length (s)", ylabel="activity error rate", title=f"{task} task")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    figure.suptitle("fixed context C against Bahdanau attention, by input length (greedy decoding)")
+    seeds = greedy["seed"].nunique()
+    figure.suptitle(f"fixed context C against Bahdanau attention (greedy; mean over {seeds} seed(s), band: min to max)")
     figure.tight_layout()
     figure.savefig(path, format="png")
 
 
 def transcribe(config: Config) -> Path:
-    folder = prepare_transcription(config)
-    card = json.loads((folder / "datacard.json").read_text())
-    test = load_segments(folder, "test")
-    std = np.array(card["feature_std"])
-    noisy = [add_noise(f[None], config.data.noise_profile, config.data.test_noise, std, config.train.seed + i)[0] for i, f in enumerate(test.features)]
-    tables, examples = [], {}
-    for variant in VARIANTS:
-        run_dir = train_variant(config, variant, folder, card)
-        table, decoded = score_variant(run_dir, test, noisy, card, config)
-        tables.append(table.assign(variant=variant))
-        examples[variant] = decoded
+    seeds = config.transcribe.seeds or (config.train.seed,)
+    tasks = config.transcribe.tasks
+    print(f"transcribe: {len(tasks)} task(s) x {len(seeds)} seed(s) x {len(VARIANTS)} variants = {len(tasks) * len(seeds) * len(VARIANTS)} models; greedy decoding for every one, beam search for seed {seeds[0]}", flush=True)
+    started = time.perf_counter()
+    tables, examples, cards = [], {}, {}
+    for task in tasks:
+        folder = prepare_transcription(config, task)
+        card = cards[task] = json.loads((folder / "datacard.json").read_text())
+        test = load_segments(folder, "test")
+        std = np.array(card["feature_std"])
+        # One noise draw per test segment, the same for every seed: the seeds vary the training only.
+        noisy = [add_noise(f[None], config.data.noise_profile, config.data.test_noise, std, config.train.seed + i)[0] for i, f in enumerate(test.features)]
+        for number, seed in enumerate(seeds):
+            seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+            for variant in VARIANTS:
+                run_dir = train_variant(seeded, variant, task, folder, card)
+                table, decoded = score_variant(run_dir, test, noisy, card, config, beam=number == 0)
+                tables.append(table.assign(task=task, seed=seed, variant=variant))
+                if number == 0 and variant == "attention":
+                    examples[task] = (test, decoded)
+                print(f"  {task}, seed {seed}, {variant}: done ({time.perf_counter() - started:.0f}s since the start)", flush=True)
     table = pd.concat(tables, ignore_index=True)
+    summary = across_seeds(table)
     report = config.path("reports", FOLDER)
     with atomic_folder(report) as temp:
         table.to_csv(temp / "metrics.csv", index=False)
+        summary.to_csv(temp / "across_seeds.csv", index=False)
         plot_error_vs_length(temp / "error_vs_length.png", table)
-        longest = np.flatnonzero(test.seconds == test.seconds.max())[:3]
-        for rank, index in enumerate(longest):
-            result = examples["attention"][index]
-            if result.alignment is not None:
-                plot_alignment(temp / f"alignment_{rank + 1}.png", result.alignment, decode_tokens(result.tokens), test.frames[index], test.targets[index], config.transcribe.frame_seconds, f"test segment {index}: {test.seconds[index]:g} s, attention variant")
-        wide = table[table["decoding"] == "greedy"].pivot_table(index=["condition", "seconds"], columns="variant", values="activity_error_rate")
-        text = (
-            "# Activity transcription: fixed context against attention\n\n"
-            f"Test segments per length: {', '.join(f'{k} s: {v}' for k, v in card['splits']['test']['segments_by_seconds'].items())}; "
-            f"mean target length by segment length: {card['splits']['test']['mean_target_length_by_seconds']}.\n\n"
-            "Activity error rate (greedy decoding; lower is better):\n\n" + wide.to_markdown(floatfmt=".3f") + "\n\n"
-            "All metrics (greedy and beam, clean and noisy test):\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
-        )
+        for task, (test, decoded) in examples.items():
+            longest = np.flatnonzero(test.seconds == test.seconds.max())[:3]
+            for rank, index in enumerate(longest):
+                result = decoded[index]
+                if result.alignment is not None:
+                    plot_alignment(temp / f"alignment_{task}_{rank + 1}.png", result.alignment, decode_tokens(result.tokens), test.frames[index], test.targets[index], config.transcribe.frame_seconds, f"{task} task, test segment {index}: {test.seconds[index]:g} s, attention variant, seed {seeds[0]}")
+        text = "# Activity transcription: fixed context against attention\n\n"
+        for task in tasks:
+            test_card = cards[task]["splits"]["test"]
+            text += (
+                f"## {task} task\n\nTest segments per length: {', '.join(f'{k} s: {v}' for k, v in test_card['segments_by_seconds'].items())}; "
+                f"mean target length by segment length: {test_card['mean_target_length_by_seconds']}.\n\n"
+                f"Greedy activity error rate (lower is better), mean ± std over seeds {', '.join(map(str, seeds))}:\n\n"
+                + summary[summary["task"] == task].drop(columns="task").to_markdown(index=False) + "\n\n"
+            )
+        text += "## All metrics (greedy every seed, beam the first; clean and noisy test)\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
         (temp / "comparison.md").write_text(text)
-    print(text)
-    print(f"wrote {report}/comparison.md, metrics.csv, error_vs_length.png, alignment_*.png")
+    print(summary.to_markdown(index=False))
+    print(f"wrote {report}/comparison.md, metrics.csv, across_seeds.csv, error_vs_length.png, alignment_*.png ({time.perf_counter() - started:.0f}s)")
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.transcribe", __doc__)
-    parser.add_argument("--prepare-only", action="store_true", help="build data/processed/transcribe and stop")
+    parser.add_argument("--prepare-only", action="store_true", help="build the tasks' data in data/processed/ and stop")
     args = parser.parse_args(argv)
-    action = prepare_transcription if args.prepare_only else transcribe
+
+    def prepare_tasks(config: Config) -> list[Path]:
+        return [prepare_transcription(config, task) for task in config.transcribe.tasks]
+
+    action = prepare_tasks if args.prepare_only else transcribe
     return run_stage(lambda: action(load_config(args.exp, overrides(args))), keras=True)
 
 if __name__ == "__main__":
