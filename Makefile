@@ -30,7 +30,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare peers notebooks transcribe recording recording-check sample-recording export runs models bench test clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -95,6 +95,14 @@ notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> report
 
 transcribe: $(STAMP) ## seq2seq transcription, recorded and shuffled activity order: data, both variants, decoding, report (SEEDS="1 2 42")
 	$(PY) -m pipeline.transcribe $(EXP_GIVEN) $(ARGS) $(if $(SEEDS),--set "transcribe.seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]")
+
+small-competition: $(STAMP) ## BasicMotions (bundled with aeon: 40 + 40 series, 6 channels, 4 classes) as a user's competition in the original layout, noisy test: data, prepare, train, predict, scored beside MiniRocket
+	$(PY) -m pipeline.basic_motions write $(ARGS)
+	@$(MAKE) --no-print-directory data SOURCE=local:data/external/basicmotions
+	@$(MAKE) --no-print-directory prepare COMPETITION=basicmotions
+	@$(MAKE) --no-print-directory train COMPETITION=basicmotions
+	@$(MAKE) --no-print-directory predict COMPETITION=basicmotions
+	$(PY) -m pipeline.basic_motions score $(ARGS)
 
 recording: $(STAMP) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
 	$(PY) -m pipeline.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")
