@@ -97,6 +97,9 @@ class ModelConfig:
     conv_filters: int = 64  # cnn_lstm: filters per 1-D convolution (DeepConvLSTM uses 64)
     conv_kernel: int = 5  # cnn_lstm: kernel length in time steps
     conv_layers: int = 2  # cnn_lstm: convolutions before the recurrent layers
+    # How bilstm, stacked, deep_input/output and cnn_lstm read their last recurrent layer: "last" (its
+    # final state), or a pooling of its output at every step: "average", "max", "average-max" (both).
+    pooling: str = "last"
     decoder_units: int = 64  # seq2seq: decoder LSTM size
     embedding_dim: int = 16  # seq2seq: size of the previous-token embedding fed to the decoder
     seq2seq_attention: bool = True  # seq2seq: Bahdanau attention at every decoder step; false = fixed context C only
@@ -449,6 +452,8 @@ def validate(config: Config) -> None:
     for name in ("cell", "backward_cell"):
         if getattr(model, name) not in ("lstm", "gru", "rnn", "") or (name == "cell" and not model.cell):
             raise ConfigError(f"model.{name} must be lstm, gru or rnn, got {getattr(model, name)!r}")
+    if model.pooling not in ("last", "average", "max", "average-max"):
+        raise ConfigError(f"model.pooling must be last, average, max or average-max, got {model.pooling!r}")
     if model.merge_mode not in ("concat", "sum", "ave", "mul"):
         raise ConfigError(f"model.merge_mode must be concat, sum, ave or mul, got {model.merge_mode!r}")
     for name in ("input_dropout", "dropout", "recurrent_dropout"):

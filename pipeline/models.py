@@ -327,6 +327,21 @@ def recurrent_stack(x: Any, config: Config, return_sequences: bool, prefix: str 
     return x
 
 
+def pooled_stack(x: Any, config: Config, prefix: str = "recurrent", heterogeneous: bool = False) -> Any:
+    """The recurrent stack read out per model.pooling: its final state, or a pooling of its output at
+    every step (which weighs the whole window, not what the last steps left in the state)."""
+    pooling = config.model.pooling
+    if pooling == "last":
+        return recurrent_stack(x, config, return_sequences=False, prefix=prefix, heterogeneous=heterogeneous)
+    sequences = recurrent_stack(x, config, return_sequences=True, prefix=prefix, heterogeneous=heterogeneous)
+    pooled = []
+    if pooling in ("average", "average-max"):
+        pooled.append(layers.GlobalAveragePooling1D(name="average_pooling")(sequences))
+    if pooling in ("max", "average-max"):
+        pooled.append(layers.GlobalMaxPooling1D(name="max_pooling")(sequences))
+    return pooled[0] if len(pooled) == 1 else layers.Concatenate(name="pooling")(pooled)
+
+
 def input_block(config: Config, input_shape: tuple[int, int], mean: np.ndarray | None, variance: np.ndarray | None) -> tuple[Any, Any]:
     """Input -> rotation -> Normalization (training statistics) -> augmentation -> GaussianNoise
     -> input dropout -> deep input MLP. Augmentation and noise act only in training."""
@@ -375,11 +390,11 @@ def _single(cell: str) -> Callable[[Config, Any], Any]:
 
 
 def _bilstm(config: Config, x: Any) -> Any:
-    return recurrent_stack(x, replace_model(config, bidirectional=True), return_sequences=False, prefix="bidirectional", heterogeneous=True)
+    return pooled_stack(x, replace_model(config, bidirectional=True), prefix="bidirectional", heterogeneous=True)
 
 
 def _stacked(config: Config, x: Any) -> Any:
-    return recurrent_stack(x, config, return_sequences=False)
+    return pooled_stack(x, config)
 
 
 def _deep_transition(config: Config, x: Any) -> Any:
@@ -408,7 +423,7 @@ def _cnn_lstm(config: Config, x: Any) -> Any:
     model = config.model
     for index in range(model.conv_layers):
         x = layers.Conv1D(model.conv_filters, model.conv_kernel, padding="same", activation="relu", name=f"conv_{index + 1}", **dense_options(config.regularization))(x)
-    return recurrent_stack(x, config, return_sequences=False)
+    return pooled_stack(x, config)
 
 
 # Token ids of every seq2seq decoder: classes (or activities) start at FIRST_CLASS_TOKEN.

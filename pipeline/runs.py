@@ -86,13 +86,20 @@ def config_hash(config: Config) -> str:
     content["train"].pop("steps_per_execution")  # how many steps per compiled call: speed, not the result
     if content["model"]["use_cudnn"]:  # the default keeps the run ids made before the option existed
         content["model"].pop("use_cudnn")
+    if content["model"]["pooling"] == "last":  # likewise
+        content["model"].pop("pooling")
     if backend_name() != "tensorflow":  # the same config on another backend is another run (TensorFlow ids stay as they were)
         content["backend"] = backend_name()
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def model_tag(config: Config) -> str:
+    """The model's name, and its pooling when it is not the final state: bilstm, bilstm-average."""
+    return config.model.name if config.model.pooling == "last" else f"{config.model.name}-{config.model.pooling}"
+
+
 def run_id_for(config: Config) -> str:
-    return f"{config.data.competition}_{config.model.name}_{regularizer_tag(config)}_{config_hash(config)}"
+    return f"{config.data.competition}_{model_tag(config)}_{regularizer_tag(config)}_{config_hash(config)}"
 
 
 def finished_run(config: Config, run_id: str) -> Path:
@@ -147,7 +154,7 @@ def best_run(config: Config, selection: dict[str, Any]) -> str:
 
 def cv_id_for(config: Config) -> str:
     """The id of the cross-validation of this config (`make cv`): its fold runs are ordinary runs."""
-    return f"{config.data.competition}_cv{config.cv.folds}_{config.model.name}_{regularizer_tag(config)}_{config_hash(config)}"
+    return f"{config.data.competition}_cv{config.cv.folds}_{model_tag(config)}_{regularizer_tag(config)}_{config_hash(config)}"
 
 
 def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:

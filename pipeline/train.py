@@ -36,7 +36,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.datasets import DATACARD, TrainingData, competition_folder, cv_definition, fold_config, load_training_data, open_competition, organizer_side, selection_definition, too_small_to_validate
 from pipeline.errors import UserError
 from pipeline.files import atomic_files, write_json_atomic
-from pipeline.runs import CHECKPOINT, HISTORY, LINEAGE, METRICS, MODEL, PRUNED, cv_id_for, regularizer_tag, run_id_for
+from pipeline.runs import CHECKPOINT, HISTORY, LINEAGE, METRICS, MODEL, PRUNED, cv_id_for, model_tag, regularizer_tag, run_id_for
 from pipeline.runtime import BackendError, backend_devices, backend_name, require_backend, tensorflow_available
 from pipeline.scoring import accuracy_at_noise, predicted_classes
 
@@ -294,7 +294,7 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
         "run_id": run_id,
         "experiment": experiment,
         "competition": config.data.competition,
-        "model": config.model.name,
+        "model": model_tag(config),
         "regularizer": regularizer_tag(config),
         "classes": list(data.classes),
         "channels": list(data.competition.channels),
@@ -444,7 +444,7 @@ def cross_validate(config: Config, experiment: str = "", callbacks_for: Any = No
         "kind": "cv",
         "experiment": experiment,
         "competition": config.data.competition,
-        "model": config.model.name,
+        "model": model_tag(config),
         "regularizer": regularizer_tag(config),
         "backend": backend_name(),
         "folds": [run_dir.name for run_dir in fold_dirs],

@@ -15,6 +15,7 @@ import pytest
 
 from pipeline import models
 from pipeline.config import load_config
+from pipeline.errors import ConfigError
 
 # HAR_TEST_SHAPES=128x9 narrows the per-shape tests (the rerun on another backend uses it to save time).
 SHAPES = [tuple(int(size) for size in text.split("x")) for text in os.environ.get("HAR_TEST_SHAPES", "5x9,128x9").split(",")]
@@ -300,3 +301,24 @@ def test_stacked_layers_can_each_be_bidirectional_or_not():
     assert "recurrent_2_shortcut" in [layer.name for layer in model.layers]  # 16 -> 8: the shortcut is projected
     with pytest.raises(ValueError, match="3 layers"):
         models.build_model(config_for("stacked", "model.layers=3", "model.bidirectional_layers=[true]"), (5, 9), 3)
+
+
+def test_pooling_reads_every_step_and_keeps_run_ids_of_the_final_state():
+    from pipeline.runs import run_id_for
+
+    series = np.random.default_rng(0).normal(size=(4, 12, 9)).astype(np.float32)
+    last = models.build_model(config_for("bilstm"), (12, 9), 3)
+    for pooling, width in (("average", 16), ("max", 16), ("average-max", 32)):
+        config = config_for("bilstm", f"model.pooling={pooling}")
+        model = models.build_model(config, (12, 9), 3)
+        assert model.get_layer("bidirectional_2").output.shape[1:] == (12, 16)  # the last layer returns every step
+        assert model.get_layer("probabilities").input.shape[-1] == width
+        assert np.allclose(model.predict(series, verbose=0).sum(-1), 1, atol=1e-5)
+        assert run_id_for(config).split("_")[1] == f"bilstm-{pooling}"
+    assert last.get_layer("bidirectional_2").output.shape[1:] == (16,)
+    # The default leaves the hash (and so every run id made before the option) unchanged.
+    assert run_id_for(config_for("bilstm", "model.pooling=last")) == run_id_for(config_for("bilstm"))
+    cnn = models.build_model(config_for("cnn_lstm", "model.pooling=average"), (12, 9), 3)
+    assert "average_pooling" in [layer.name for layer in cnn.layers]
+    with pytest.raises(ConfigError, match="pooling"):
+        config_for("bilstm", "model.pooling=mean")
