@@ -7,7 +7,7 @@ layout (`train/a01..a04/<id>.csv`, `test/<id>.csv`, `sample_submission.csv`), it
 noised like the classroom competition's (data.noise_profile at data.test_noise x the clean-train
 std of each channel). The answer key stays outside the folder. The make target then runs the
 real stages on it (`make data SOURCE=local:...`, prepare, train, predict) and `score` scores the
-submission against the key, beside MiniRocket (aeon) fitted on the same training series with and
+newest submission against the key, beside MiniRocket (aeon) fitted on the same training series with and
 without one noised copy: what a user would run instead.
 
   write   data/external/basicmotions/ (the competition) and data/external/basicmotions_solution.csv
@@ -107,13 +107,13 @@ def score(config: Config) -> Path:
         model = make_minirocket(config.train.seed).fit(series, labels)
         predicted = model.predict(test.series)
         references[label] = accuracy(pd.DataFrame({"file": test.ids, "activity": predicted}), solution)
-    summary = {"competition": NAME, "test_series": len(solution), "test_noise": config.data.test_noise, "default_flow": {"submission": submission_path.name, "accuracy": round(default, 4)}, "peers": {k: round(v, 4) for k, v in references.items()}}
+    summary = {"competition": NAME, "test_series": len(solution), "test_noise": config.data.test_noise, "submission": {"file": submission_path.name, "accuracy": round(default, 4)}, "peers": {k: round(v, 4) for k, v in references.items()}}
     report = config.path("reports") / NAME
     report.mkdir(parents=True, exist_ok=True)
     write_json_atomic(report / "summary.json", summary)
-    lines = [f"| {name} | {value:.3f} |" for name, value in (("default flow (`make train` + `make predict`)", default), *references.items())]
+    lines = [f"| {name} | {value:.3f} |" for name, value in ((f"recurrent: the newest submission, {submission_path.name}", default), *references.items())]
     (report / "summary.md").write_text(f"# {NAME}: noisy test accuracy ({len(solution)} series)\n\n| model | accuracy |\n|:--|--:|\n" + "\n".join(lines) + "\n")
-    print(f"{NAME}: default flow {default:.3f} ({submission_path.name}); " + ", ".join(f"{k} {v:.3f}" for k, v in references.items()) + f" -> {report}/summary.md")
+    print(f"{NAME}: {submission_path.name} {default:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in references.items()) + f" -> {report}/summary.md")
     return report
 
 

@@ -37,7 +37,7 @@ def test_written_competition_is_the_original_layout_with_a_noisy_test_and_a_key_
     result = run_module("pipeline.basic_motions", "score", "--set", f"paths.root={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "reports" / "basicmotions" / "summary.json").read_text())
-    assert summary["default_flow"]["accuracy"] == 0.75
+    assert summary["submission"] == {"file": "basicmotions_test.csv", "accuracy": 0.75}
     assert set(summary["peers"]) == {"MiniRocket", "MiniRocket + 1 noised copy"} and all(0.25 <= v <= 1 for v in summary["peers"].values())
 
 
