@@ -29,6 +29,7 @@ import dataclasses
 import json
 import resource
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -434,7 +435,7 @@ def across_seeds(table: pd.DataFrame) -> pd.DataFrame:
 def plot_alignment(path: Path, alignment: np.ndarray, decoded: list[int], frames: np.ndarray, truth: list[int], frame_seconds: float, title: str) -> None:
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 3.6), dpi=110)
+    figure = Figure(figsize=(11, 4.0), dpi=110)
     axis = figure.subplots()
     image = axis.imshow(alignment, aspect="auto", cmap="viridis", extent=(0, alignment.shape[1] * frame_seconds, alignment.shape[0] - 0.5, -0.5))
     changes = np.flatnonzero(np.diff(frames)) + 1
@@ -444,7 +445,7 @@ def plot_alignment(path: Path, alignment: np.ndarray, decoded: list[int], frames
     axis.set_yticks(range(len(labels)), labels[: alignment.shape[0]], fontsize=7)
     axis.set_xlabel("input time (s); dashed lines: true activity boundaries")
     axis.set_ylabel("decoder step (output)")
-    axis.set_title(f"{title}\ntruth: {' > '.join(ACTIVITY_NAMES[a] for a in truth)}", fontsize=8)
+    axis.set_title(title + "\n" + textwrap.fill("truth: " + " > ".join(ACTIVITY_NAMES[a] for a in truth), 150), fontsize=7)
     figure.colorbar(image, ax=axis, label="attention weight")
     figure.tight_layout()
     figure.savefig(path, format="png")
