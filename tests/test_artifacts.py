@@ -95,6 +95,14 @@ def test_a_config_asking_for_other_data_settings_is_refused(prepared_root: Path)
         assert expected in message and "make prepare COMPETITION=classroom" in message and "\n" not in message
 
 
+def test_a_folder_prepared_before_settings_were_stamped_is_refused_and_a_copied_one_accepted():
+    config = load_config(None, [])
+    old_card = {"inputs": {"source": "data/raw/hapt", "source_sha256": "0" * 64, "data_config": "161ce08e6ff5f2a4"}}
+    assert datasets.settings_mismatch(config, old_card) == ["prepared by an older version of make prepare, with no data settings stamped"]
+    copied = {"inputs": {"kind": "competition", "origin": "local:/somewhere", "digest": "abc"}}
+    assert datasets.settings_mismatch(config, copied) == []
+
+
 def test_a_run_trained_on_other_prepared_data_is_refused(tiny_run: Path, prepared_root: Path):
     config = load_config(None, [f"paths.root={prepared_root}"])
     lineage = json.loads((tiny_run / "run.json").read_text())
