@@ -33,7 +33,7 @@ import pandas as pd
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.datasets import DATACARD, TrainingData, competition_folder, cv_definition, fold_config, load_training_data, open_competition, organizer_side, selection_definition, too_small_to_validate
+from pipeline.datasets import DATACARD, TrainingData, competition_folder, cv_definition, fold_config, load_training_data, open_competition, organizer_side, read_datacard, selection_definition, too_small_to_validate
 from pipeline.errors import UserError
 from pipeline.files import atomic_files, write_json_atomic
 from pipeline.runs import CHECKPOINT, HISTORY, LINEAGE, METRICS, MODEL, PRUNED, cv_id_for, model_tag, regularizer_tag, run_id_for
@@ -257,14 +257,23 @@ def resume_state(run_dir: Path, monitor: str) -> tuple[float, int] | None:
 # ---- the stage -------------------------------------------------------------------------------------
 
 
+def trained_on_current_data(run_dir: Path, config: Config) -> bool:
+    """Whether a finished run was trained on the competition folder as it is prepared now."""
+    return json.loads((run_dir / LINEAGE).read_text()).get("data_inputs") == read_datacard(config).get("inputs")
+
+
 def train(config: Config, experiment: str = "", force: bool = False, callbacks: tuple[Any, ...] = ()) -> Path:
     """Train the configured model; returns the run folder (an existing finished run is reused).
     `callbacks`: extra Keras callbacks (the tuner's pruning), after the run's own."""
     run_id = run_id_for(config)
     run_dir = config.path("runs", run_id)
     if (run_dir / METRICS).is_file() and not force:
-        print(f"{run_dir}: already trained with this config (use FORCE=1 to train again)")
-        return run_dir
+        if trained_on_current_data(run_dir, config):
+            print(f"{run_dir}: already trained with this config (use FORCE=1 to train again)")
+            return run_dir
+        # The same config on data prepared again since: the old run no longer describes this data.
+        print(f"{run_dir}: trained on {competition_folder(config)} as it was prepared before; training it again")
+        force = True
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     resuming = (run_dir / "backup").exists()

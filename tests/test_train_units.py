@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -103,3 +105,19 @@ def test_the_cuda_initialization_line_is_hidden_only_without_an_nvidia_driver():
     assert is_start_up_noise(line, driver_present=False)  # a CPU machine: noise
     assert not is_start_up_noise(line, driver_present=True)  # a GPU machine: the reason for a CPU fallback
     assert not is_start_up_noise("E0000 00:00:1 some_kernel.cc:12] Out of memory", driver_present=False)
+
+
+def test_a_finished_run_is_reused_only_on_the_data_it_was_trained_on(tmp_path):
+    from pipeline.train import trained_on_current_data
+
+    config = load_config(None, [f"paths.root={tmp_path}", "data.competition=tiny"])
+    folder = tmp_path / "data" / "processed" / "tiny"
+    folder.mkdir(parents=True)
+    run_dir = tmp_path / "runs" / "tiny_run"
+    run_dir.mkdir(parents=True)
+    inputs = {"source": "data/raw/hapt", "data_settings": {"classes": 6}}
+    (folder / "datacard.json").write_text(json.dumps({"inputs": inputs}))
+    (run_dir / "run.json").write_text(json.dumps({"data_inputs": inputs}))
+    assert trained_on_current_data(run_dir, config)
+    (folder / "datacard.json").write_text(json.dumps({"inputs": {**inputs, "source_sha256": "1" * 64}}))  # prepared again since
+    assert not trained_on_current_data(run_dir, config)
