@@ -66,10 +66,9 @@ def settings_mismatch(config: Config, card: dict[str, Any]) -> list[str]:
     inputs = card.get("inputs", {})
     stamped = inputs.get("data_settings")
     if stamped is None:
-        if inputs.get("kind") == "competition":  # a copied competition: built elsewhere, none of our data settings made it
-            return []
-        # Emulated by a version of `make prepare` that stamped no settings: what it holds is unknown.
-        return ["prepared by an older version of make prepare, with no data settings stamped"]
+        if "source_sha256" in inputs:  # emulated by a version of `make prepare` that stamped no settings: what it holds is unknown
+            return ["prepared by an older version of make prepare, with no data settings stamped"]
+        return []  # a copied competition: built elsewhere, none of our data settings made it
     wanted = data_settings(config)
     return [f"data.{key}: prepared {json.dumps(stamped.get(key))}, config {json.dumps(value)}" for key, value in wanted.items() if stamped.get(key) != value]
 
