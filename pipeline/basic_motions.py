@@ -91,7 +91,6 @@ def newest_submission(config: Config) -> Path:
 
 def score(config: Config) -> Path:
     from pipeline.baselines import make_minirocket
-    from pipeline.competition import load_competition
 
     folder, key = external(config)
     if not key.is_file():
@@ -99,7 +98,7 @@ def score(config: Config) -> Path:
     solution = pd.read_csv(key, dtype={"file": str})
     submission_path = newest_submission(config)
     default = accuracy(comp.read_submission(submission_path), solution)
-    loaded = load_competition(folder)
+    loaded = comp.load_competition(folder)
     train, test = loaded.train, loaded.test
     copy = add_noise(train.series, config.data.noise_profile, config.data.test_noise, channel_std(train.series), config.data.seed)
     references = {}
@@ -109,10 +108,10 @@ def score(config: Config) -> Path:
         references[label] = accuracy(pd.DataFrame({"file": test.ids, "activity": predicted}), solution)
     summary = {"competition": NAME, "test_series": len(solution), "test_noise": config.data.test_noise, "submission": {"file": submission_path.name, "accuracy": round(default, 4)}, "peers": {k: round(v, 4) for k, v in references.items()}}
     report = config.path("reports") / NAME
-    report.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(report / "summary.json", summary)
     lines = [f"| {name} | {value:.3f} |" for name, value in ((f"recurrent: the newest submission, {submission_path.name}", default), *references.items())]
-    (report / "summary.md").write_text(f"# {NAME}: noisy test accuracy ({len(solution)} series)\n\n| model | accuracy |\n|:--|--:|\n" + "\n".join(lines) + "\n")
+    with atomic_folder(report) as temp:  # both files or neither
+        write_json_atomic(temp / "summary.json", summary)
+        (temp / "summary.md").write_text(f"# {NAME}: noisy test accuracy ({len(solution)} series)\n\n| model | accuracy |\n|:--|--:|\n" + "\n".join(lines) + "\n")
     print(f"{NAME}: {submission_path.name} {default:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in references.items()) + f" -> {report}/summary.md")
     return report
 
