@@ -30,7 +30,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,76 +57,84 @@ all: data prepare train ## the main job end to end on the embedded data: data to
 	@$(MAKE) --no-print-directory evaluate RUN=experiment
 
 data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path>)
-	$(PY) -m pipeline.download $(ARGS)
+	$(PY) -m pipeline.stages.download $(ARGS)
 
 prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from HAPT, or a copied one)
-	$(PY) -m pipeline.prepare $(ARGS)
+	$(PY) -m pipeline.stages.prepare $(ARGS)
 
 cv: $(STAMP) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs; REFIT=1 then trains on all
-	$(PY) -m pipeline.cv --exp $(EXP) $(ARGS) $(if $(REFIT),--refit)
+	$(PY) -m pipeline.stages.cv --exp $(EXP) $(ARGS) $(if $(REFIT),--refit)
 
 tune: $(STAMP) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
-	$(PY) -m pipeline.tune --exp $(EXP) $(ARGS) $(if $(TRIALS),--set tune.trials=$(TRIALS)) $(if $(STORAGE),--set tune.storage=$(STORAGE)) $(if $(JOBS),--jobs $(JOBS))
+	$(PY) -m pipeline.studies.tune --exp $(EXP) $(ARGS) $(if $(TRIALS),--set tune.trials=$(TRIALS)) $(if $(STORAGE),--set tune.storage=$(STORAGE)) $(if $(JOBS),--jobs $(JOBS))
 
 train: $(STAMP) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
-	$(PY) -m pipeline.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
+	$(PY) -m pipeline.stages.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
 
 predict: $(STAMP) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble; experiment = EXP's run)
-	$(PY) -m pipeline.predict --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
+	$(PY) -m pipeline.stages.predict --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
 submit: $(STAMP) ## score FILE (default: the newest submission) on the local leaderboard, or upload it to Kaggle
-	$(PY) -m pipeline.submit --exp $(EXP) $(ARGS) $(if $(FILE),--file "$(FILE)") $(if $(MESSAGE),--message "$(MESSAGE)")
+	$(PY) -m pipeline.stages.submit --exp $(EXP) $(ARGS) $(if $(FILE),--file "$(FILE)") $(if $(MESSAGE),--message "$(MESSAGE)")
 
 leaderboard: $(STAMP) ## the local leaderboard: public and private scores, best first, edited files flagged
-	@$(PY) -m pipeline.submit --leaderboard --exp $(EXP) $(ARGS)
+	@$(PY) -m pipeline.stages.submit --leaderboard --exp $(EXP) $(ARGS)
 
 evaluate: $(STAMP) ## report on RUN (default: the best run): confusion, per-class scores, noise curve, attention, gradients
-	$(PY) -m pipeline.evaluate --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
+	$(PY) -m pipeline.stages.evaluate --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
 compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> reports/compare/<competition>/
-	$(PY) -m pipeline.compare $(EXP_GIVEN) $(ARGS)
+	$(PY) -m pipeline.studies.compare $(EXP_GIVEN) $(ARGS)
 
 peers: $(STAMP) ## logistic regression, random forest and MiniRocket, with and without noised copies, beside the best run -> reports/peers/<competition>/
-	$(PY) -m pipeline.peers --exp $(EXP) $(ARGS)
+	$(PY) -m pipeline.studies.peers --exp $(EXP) $(ARGS)
 
 notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> reports/notebooks/
 	@mkdir -p reports/notebooks
 	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar --log-output || exit 1; done
 
 transcribe: $(STAMP) ## seq2seq transcription, recorded and shuffled activity order: data, both variants, decoding, report (SEEDS="1 2 42")
-	$(PY) -m pipeline.transcribe $(EXP_GIVEN) $(ARGS) $(if $(SEEDS),--set "transcribe.seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]")
+	$(PY) -m pipeline.studies.transcribe $(EXP_GIVEN) $(ARGS) $(if $(SEEDS),--set "transcribe.seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]")
 
 small-competition: $(STAMP) ## BasicMotions (bundled with aeon: 40 + 40 series, 6 channels, 4 classes) as a user's competition in the original layout, noisy test: data, prepare, train, predict, scored beside MiniRocket
-	$(PY) -m pipeline.basic_motions write $(ARGS)
+	$(PY) -m pipeline.studies.small_competition write $(ARGS)
 	@$(MAKE) --no-print-directory data SOURCE=local:data/external/basicmotions
 	@$(MAKE) --no-print-directory prepare COMPETITION=basicmotions
 	@$(MAKE) --no-print-directory train COMPETITION=basicmotions
 	@$(MAKE) --no-print-directory predict COMPETITION=basicmotions
-	$(PY) -m pipeline.basic_motions score $(ARGS)
+	$(PY) -m pipeline.studies.small_competition score $(ARGS)
 
 recording: $(STAMP) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
-	$(PY) -m pipeline.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")
+	$(PY) -m pipeline.phone.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")
 
 recording-check: $(STAMP) ## RUN's timeline agreement on every held-out HAPT recording, straight and through a Sensor Logger export -> reports/recordings/
-	$(PY) -m pipeline.recording --held-out --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
+	$(PY) -m pipeline.phone.recording --held-out --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
 sample-recording: $(STAMP) ## a held-out HAPT recording as a phone app exports it -> data/samples/ (SUBJECT=2, FORMAT=sensorlogger|phyphox|csv)
-	$(PY) -m pipeline.phone_formats $(ARGS) $(if $(SUBJECT),--user $(SUBJECT)) $(if $(FORMAT),--format $(FORMAT))
+	$(PY) -m pipeline.phone.sample_recording $(ARGS) $(if $(SUBJECT),--user $(SUBJECT)) $(if $(FORMAT),--format $(FORMAT))
 
 export: $(STAMP) ## RUN's model (default: the best run) as LiteRT files, parity with Keras checked -> exports/<run_id>/
-	$(PY) -m pipeline.export --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
+	$(PY) -m pipeline.phone.export --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
-	@$(PY) -m pipeline.runs $(if $(SET),--sets "$$HAR_SET") $(if $(COMPETITION),--competition $(COMPETITION))
+	@$(PY) -m pipeline.stages.runs $(if $(SET),--sets "$$HAR_SET") $(if $(COMPETITION),--competition $(COMPETITION))
 
 models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
 	@$(PY) -m pipeline.models
 
 bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
-	$(PY) -m pipeline.bench $(if $(SET),--sets "$$HAR_SET")
+	$(PY) -m pipeline.perf.bench $(if $(SET),--sets "$$HAR_SET")
 
-test: $(STAMP) $(TORCH_STAMP) ## run the test suite (TEST_WORKERS=2 processes, a test file each at a time)
+test: lint $(TORCH_STAMP) ## lint, then the test suite (TEST_WORKERS=2 processes, a test file each at a time)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+lint: $(STAMP) ## ruff check and ruff format --check (rules and line length: pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## rewrite the code in the project's format and fix what ruff can fix safely
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 # Wheels for a GPU machine without network (GUIDE section 7: Python 3.12, CUDA JAX and PyTorch, no keras):
 # keras at this project's pin and the two small packages it needs that such a machine lacks.

@@ -23,8 +23,19 @@ FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, Permiss
 def stage_parser(module: str, doc: str, default_experiment: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.strip().splitlines()[0])
     parser.add_argument("--exp", default=default_experiment, help="experiment TOML file (experiments/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. regularization.l2=1e-3 (repeatable)")
-    parser.add_argument("--sets", default="", metavar="'KEY=VALUE KEY=VALUE'", help="several overrides in one string, as make's SET= passes them (values may hold spaces: data.validation_subjects=[1, 2])")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. regularization.l2=1e-3 (repeatable)",
+    )
+    parser.add_argument(
+        "--sets",
+        default="",
+        metavar="'KEY=VALUE KEY=VALUE'",
+        help="several overrides in one string, as make's SET= passes them (values may hold spaces: data.validation_subjects=[1, 2])",
+    )
     return parser
 
 

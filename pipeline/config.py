@@ -60,17 +60,43 @@ class DataConfig:
     test_subjects: tuple[int, ...] = UCI_TEST_SUBJECTS
     # Four whole training subjects (about a fifth of training) score early stopping and checkpoints.
     validation_subjects: tuple[int, ...] = (3, 11, 21, 27)
-    # Named, seeded noise: see pipeline.signals.NOISE_PROFILES.
+    # Named, seeded noise: see pipeline.data.signals.NOISE_PROFILES.
     noise_profile: str = "gaussian"
     train_noise: float = 0.05  # the competition's clean-ish train and validation series
     test_noise: float = 0.5  # and its very noisy test series (x clean-train std per feature)
     public_fraction: float = 0.3  # Kaggle's usual public/private leaderboard split of the test rows
     seed: int = 2017  # the year of the original competition; any fixed value makes data reproducible
 
+    def __post_init__(self) -> None:
+        """Range checks that a type alone cannot express (each section checks its own fields)."""
+        if self.classes not in (6, 12):
+            raise ConfigError(f"data.classes must be 6 or 12, got {self.classes}")
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"data.overlap must be in [0, 1), got {self.overlap}")
+        if self.window < 8 or self.series_length < 1 or self.series_stride < 1:
+            raise ConfigError("data.window must be >= 8, series_length and series_stride >= 1")
+        if not 0 < self.gravity_hz < self.lowpass_hz < self.sample_rate_hz / 2:
+            raise ConfigError("need 0 < data.gravity_hz < data.lowpass_hz < half the sample rate")
+        if set(self.test_subjects) & set(self.validation_subjects):
+            raise ConfigError("a subject cannot be in both data.test_subjects and data.validation_subjects")
+        if self.train_noise < 0 or self.test_noise < 0:
+            raise ConfigError("noise levels cannot be negative")
+        if not 0 < self.public_fraction < 1:
+            raise ConfigError(f"data.public_fraction must be in (0, 1), got {self.public_fraction}")
+
 
 # The data settings a model's inputs depend on (the UCI HAR chain and the windowing): runs averaged
 # over one recording must agree on them, and an exported model's contract lists them.
-PREPROCESSING = ("sample_rate_hz", "median_kernel", "lowpass_hz", "lowpass_order", "gravity_hz", "window", "overlap", "series_length")
+PREPROCESSING = (
+    "sample_rate_hz",
+    "median_kernel",
+    "lowpass_hz",
+    "lowpass_order",
+    "gravity_hz",
+    "window",
+    "overlap",
+    "series_length",
+)
 
 
 @dataclass(frozen=True)
@@ -81,18 +107,28 @@ class ModelConfig:
     layers: int = 2  # stacked recurrent layers; two is the usual sweet spot for HAR
     cell: str = "lstm"  # lstm | gru | rnn: the recurrent cell (the forward one in bidirectional layers)
     bidirectional: bool = True  # read each series both ways (stacked, deep_*, attention, cnn_lstm, seq2seq encoder)
-    bidirectional_layers: tuple[bool, ...] = ()  # one flag per stacked layer (e.g. [true, false]); empty = `bidirectional` for all
-    backward_cell: str = ""  # bilstm: the backward cell type; empty = same as `cell` (the lecture allows them to differ)
+    bidirectional_layers: tuple[
+        bool, ...
+    ] = ()  # one flag per stacked layer (e.g. [true, false]); empty = `bidirectional` for all
+    backward_cell: str = (
+        ""  # bilstm: the backward cell type; empty = same as `cell` (the lecture allows them to differ)
+    )
     # LSTM/GRU layers take the backend's fused cuDNN kernel where eligible (on a GPU); false forces
     # Keras' step-by-step loop (to compare them, or where the fused kernel is slower)
     use_cudnn: bool = True
     backward_units: int = 0  # bilstm: the backward size; 0 = same as `units`; output size is the sum of both
-    merge_mode: str = "concat"  # how bidirectional halves combine: concat | sum | ave | mul (the last three need equal sizes)
+    merge_mode: str = (
+        "concat"  # how bidirectional halves combine: concat | sum | ave | mul (the last three need equal sizes)
+    )
     residual: bool = False  # shortcut connections between stacked recurrent layers
-    input_mlp: tuple[int, ...] = ()  # deep input-to-hidden: Dense sizes applied at every time step before the recurrence
+    input_mlp: tuple[
+        int, ...
+    ] = ()  # deep input-to-hidden: Dense sizes applied at every time step before the recurrence
     output_mlp: tuple[int, ...] = ()  # deep hidden-to-output: Dense sizes between the recurrence and the softmax
     transition_layers: int = 2  # deep transition: L layers of the MLP between h(t-1) and h(t)
-    transition_shortcut: bool = True  # deep transition: a linear shortcut from h(t-1) to h(t) eases training (Pascanu et al.)
+    transition_shortcut: bool = (
+        True  # deep transition: a linear shortcut from h(t-1) to h(t) eases training (Pascanu et al.)
+    )
     attention_units: int = 64  # size of the additive attention's hidden layer (W and v)
     conv_filters: int = 64  # cnn_lstm: filters per 1-D convolution (DeepConvLSTM uses 64)
     conv_kernel: int = 5  # cnn_lstm: kernel length in time steps
@@ -103,6 +139,17 @@ class ModelConfig:
     decoder_units: int = 64  # seq2seq: decoder LSTM size
     embedding_dim: int = 16  # seq2seq: size of the previous-token embedding fed to the decoder
     seq2seq_attention: bool = True  # seq2seq: Bahdanau attention at every decoder step; false = fixed context C only
+
+    def __post_init__(self) -> None:
+        if self.units < 1 or self.layers < 1 or self.transition_layers < 1 or self.conv_layers < 0:
+            raise ConfigError("model.units, model.layers and model.transition_layers must be >= 1")
+        for name in ("cell", "backward_cell"):
+            if getattr(self, name) not in ("lstm", "gru", "rnn", "") or (name == "cell" and not self.cell):
+                raise ConfigError(f"model.{name} must be lstm, gru or rnn, got {getattr(self, name)!r}")
+        if self.pooling not in ("last", "average", "max", "average-max"):
+            raise ConfigError(f"model.pooling must be last, average, max or average-max, got {self.pooling!r}")
+        if self.merge_mode not in ("concat", "sum", "ave", "mul"):
+            raise ConfigError(f"model.merge_mode must be concat, sum, ave or mul, got {self.merge_mode!r}")
 
 
 @dataclass(frozen=True)
@@ -121,10 +168,18 @@ class RegularizationConfig:
     gaussian_noise: float = 0.0  # std of a GaussianNoise input layer, in units of each feature's std (train only)
     max_norm: float = 0.0  # max-norm constraint on every kernel and recurrent kernel (0 = off)
 
+    def __post_init__(self) -> None:
+        for name in ("input_dropout", "dropout", "recurrent_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"regularization.{name} must be in [0, 1)")
+        for name in ("l1", "l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "gaussian_noise", "max_norm"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"regularization.{name} cannot be negative")
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    # Training-only augmentation layers (pipeline/augment.py); 0 = off. Strengths are in units of
+    # Training-only augmentation layers (pipeline/models/augment.py); 0 = off. Strengths are in units of
     # each channel's training std, except rotation (degrees) and permutation (segments).
     jitter: float = 0.0  # additive Gaussian noise
     scaling: float = 0.0  # per-series, per-channel gain ~ N(1, scaling)
@@ -137,6 +192,22 @@ class AugmentConfig:
     # The course's advice: add k noised copies of the training set (fixed noise, data.noise_profile).
     noised_copies: int = 0
     noised_copies_level: float = 0.5  # their noise level, x the clean-train std
+
+    def __post_init__(self) -> None:
+        for name in (
+            "jitter",
+            "scaling",
+            "magnitude_warp",
+            "time_warp",
+            "rotation_degrees",
+            "channel_dropout",
+            "noised_copies",
+            "noised_copies_level",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"augment.{name} cannot be negative")
+        if self.channel_dropout >= 1:
+            raise ConfigError("augment.channel_dropout must be below 1")
 
 
 @dataclass(frozen=True)
@@ -155,7 +226,12 @@ class TrainConfig:
     # Model selection: "noisy" scores the validation subjects under the test noise profile (the
     # competition's real difficulty); "clean" uses them as given.
     select_on: str = "noisy"
-    noise_levels: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)  # validation (and host-side test) accuracy is reported at each
+    noise_levels: tuple[float, ...] = (
+        0.0,
+        0.25,
+        0.5,
+        1.0,
+    )  # validation (and host-side test) accuracy is reported at each
     noise_seeds: int = 3  # noise draws per level; the spread is reported
     max_train_series: int = 0  # cap on training series (0 = all): for quick trials and tests
     seed: int = 42
@@ -168,8 +244,26 @@ class TrainConfig:
     # none | mirrored (TensorFlow's MirroredStrategy) | data_parallel (keras.distribution.DataParallel, JAX):
     # data parallelism over every visible device, the batch size staying global
     distribute: str = "none"
-    cpu_devices: int = 0  # split the CPU into this many logical devices (to test multi-device training on CPU); 0 = leave
+    cpu_devices: int = (
+        0  # split the CPU into this many logical devices (to test multi-device training on CPU); 0 = leave
+    )
     verbose: int = -1  # Keras progress bar: 0 off, 1 bar, 2 line; -1 = bar on a terminal, off otherwise
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ConfigError(f"train.optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
+        if self.select_on not in ("noisy", "clean"):
+            raise ConfigError(f"train.select_on must be noisy or clean, got {self.select_on!r}")
+        if self.distribute not in ("none", "mirrored", "data_parallel"):
+            raise ConfigError(
+                f"train.distribute must be none, mirrored (TensorFlow) or data_parallel (JAX), got {self.distribute!r}"
+            )
+        if self.steps_per_execution < 1:
+            raise ConfigError(f"train.steps_per_execution must be >= 1, got {self.steps_per_execution}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0 or not 0 <= self.label_smoothing < 1:
+            raise ConfigError(
+                "train.epochs and train.batch_size must be >= 1, learning_rate > 0, label_smoothing in [0, 1)"
+            )
 
 
 @dataclass(frozen=True)
@@ -188,10 +282,14 @@ class CvConfig:
     # choose a checkpoint: `make train` cross-validates it instead, and `make predict` averages the folds
     min_validation: int = 50
 
+    def __post_init__(self) -> None:
+        if self.folds < 2 or not -1 <= self.fold < self.folds or self.gap < 0:
+            raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{self.folds - 1}, cv.gap >= 0")
+
 
 @dataclass(frozen=True)
 class TuneConfig:
-    # `make tune` (pipeline/tune.py): an Optuna study; every trial is a cross-validation (cv.folds)
+    # `make tune` (pipeline/studies/tune.py): an Optuna study; every trial is a cross-validation (cv.folds)
     # scored at the competition's noise, so the tuner chooses on validation folds only.
     trials: int = 20  # trials of the study, all workers together
     # The search space, one entry per config key: "key=low..high" (an int or float range, as the
@@ -204,15 +302,21 @@ class TuneConfig:
         "train.learning_rate=log:5e-4..5e-3",
     )
     study: str = ""  # empty = <competition>_<experiment name>
-    storage: str = ""  # empty = an SQLite file runs/tune/<study>.db; any SQLAlchemy URL shares one study across machines
+    storage: str = (
+        ""  # empty = an SQLite file runs/tune/<study>.db; any SQLAlchemy URL shares one study across machines
+    )
     seed: int = 0  # the TPE sampler's seed (each worker offsets it by its number)
     startup_trials: int = 3  # finished trials before the median pruner stops any trial
     warmup_epochs: int = 3  # epochs of each fold before the pruner judges it
 
+    def __post_init__(self) -> None:
+        if self.trials < 1 or self.startup_trials < 0 or self.warmup_epochs < 0:
+            raise ConfigError("tune.trials must be >= 1, tune.startup_trials and tune.warmup_epochs >= 0")
+
 
 @dataclass(frozen=True)
 class CompareConfig:
-    # `make compare`: every cell of pipeline.compare.GRID for every model, several seeds; each cell
+    # `make compare`: every cell of pipeline.studies.compare.GRID for every model, several seeds; each cell
     # is an ordinary run. The budget comes from [train] (experiments/compare.toml keeps it small).
     models: tuple[str, ...] = ("bilstm", "stacked")
     cells: tuple[str, ...] = ()  # empty = the whole grid
@@ -224,7 +328,7 @@ TRANSCRIBE_TASKS = ("recorded", "shuffled")
 
 @dataclass(frozen=True)
 class TranscribeConfig:
-    # `make transcribe` (pipeline/transcribe.py): continuous HAPT recordings -> the ordered list of activities.
+    # `make transcribe` (pipeline/studies/transcribe.py): continuous HAPT recordings -> the ordered list of activities.
     lengths_seconds: tuple[float, ...] = (30.0, 60.0, 120.0, 180.0)  # segment lengths: short to long inputs
     stride_seconds: float = 15.0  # segments of one length start this far apart (they overlap)
     frame_seconds: float = 2.0  # one input step: mean and std of the 9 channels over 2 s
@@ -234,7 +338,9 @@ class TranscribeConfig:
     patience: int = 5  # early stopping on validation loss
     learning_rate: float = 0.002
     beam_width: int = 4
-    beam_segments: int = 20  # beam search (one segment at a time, slow) scores this many test segments per length, first seed only
+    beam_segments: int = (
+        20  # beam search (one segment at a time, slow) scores this many test segments per length, first seed only
+    )
     max_train_segments: int = 0  # cap for quick trials and tests (0 = all)
     # Seeds to train every variant with (empty: train.seed alone); conclusions are drawn across them.
     seeds: tuple[int, ...] = ()
@@ -246,17 +352,34 @@ class TranscribeConfig:
     shuffled_max_bout_seconds: float = 30.0
     shuffled_segments_per_subject: int = 24  # stitched segments per subject and length
 
+    def __post_init__(self) -> None:
+        if not self.tasks or set(self.tasks) - set(TRANSCRIBE_TASKS) or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(
+                f"transcribe.tasks must name some of {', '.join(TRANSCRIBE_TASKS)}; transcribe.seeds must not repeat"
+            )
+        if (
+            not 0 < self.shuffled_min_bout_seconds <= self.shuffled_max_bout_seconds
+            or self.shuffled_segments_per_subject < 1
+        ):
+            raise ConfigError(
+                "need 0 < transcribe.shuffled_min_bout_seconds <= shuffled_max_bout_seconds and shuffled_segments_per_subject >= 1"
+            )
+
 
 @dataclass(frozen=True)
 class PeersConfig:
-    # `make peers` (pipeline/peers.py): what a user would run instead, on the same splits and noise
+    # `make peers` (pipeline/studies/peers.py): what a user would run instead, on the same splits and noise
     models: tuple[str, ...] = ("logistic_regression", "random_forest", "minirocket")
     noised_copies: int = 1  # each peer is also fitted with this many noised copies of the training set
+
+    def __post_init__(self) -> None:
+        if self.noised_copies < 0:
+            raise ConfigError("peers.noised_copies cannot be negative")
 
 
 @dataclass(frozen=True)
 class RecordingConfig:
-    # `make recording FILE=...` (pipeline/recording.py). A plain CSV is read with these (Sensor Logger
+    # `make recording FILE=...` (pipeline/phone/recording.py). A plain CSV is read with these (Sensor Logger
     # and phyphox exports name their columns and units themselves).
     columns: tuple[str, ...] = ()  # COLUMNS=: time, acc x, y, z, gyro x, y, z column names
     units: str = ""  # UNITS=: the acceleration's unit, g or m/s2 (with gravity)
@@ -266,13 +389,23 @@ class RecordingConfig:
     # span 7.7 s, shorter than any activity bout worth reporting)
     smooth_windows: int = 5
 
+    def __post_init__(self) -> None:
+        if self.smooth_windows < 1:
+            raise ConfigError("recording.smooth_windows must be >= 1 (1 = no smoothing)")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
-    # `make export` (pipeline/export.py): LiteRT files for phones
+    # `make export` (pipeline/phone/export.py): LiteRT files for phones
     parity_windows: int = 0  # test windows on which the LiteRT interpreter must match Keras (0 = all of the test file)
     tolerance: float = 1e-4  # largest allowed probability difference (float32 file)
     quantization: str = "dynamic"  # the smaller variant: dynamic (int8 weights) or float16
+
+    def __post_init__(self) -> None:
+        if self.quantization not in ("dynamic", "float16") or self.parity_windows < 0 or self.tolerance <= 0:
+            raise ConfigError(
+                "export.quantization must be dynamic or float16, export.parity_windows >= 0, export.tolerance > 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -320,7 +453,9 @@ class Config:
 
     def section_hash(self, section: str, leave_out: tuple[str, ...] = ()) -> str:
         """A short stable hash of one section (less the fields `leave_out`), used to tell whether an artifact is up to date."""
-        content = {key: value for key, value in dataclasses.asdict(getattr(self, section)).items() if key not in leave_out}
+        content = {
+            key: value for key, value in dataclasses.asdict(getattr(self, section)).items() if key not in leave_out
+        }
         text = json.dumps(content, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -432,69 +567,8 @@ def load_config(experiment: str | Path | None = None, overrides: typing.Sequence
 
 
 def validate(config: Config) -> None:
-    """Range checks that a type alone cannot express."""
-    data = config.data
-    if data.classes not in (6, 12):
-        raise ConfigError(f"data.classes must be 6 or 12, got {data.classes}")
-    if not 0 <= data.overlap < 1:
-        raise ConfigError(f"data.overlap must be in [0, 1), got {data.overlap}")
-    if data.window < 8 or data.series_length < 1 or data.series_stride < 1:
-        raise ConfigError("data.window must be >= 8, series_length and series_stride >= 1")
-    if not 0 < data.gravity_hz < data.lowpass_hz < data.sample_rate_hz / 2:
-        raise ConfigError("need 0 < data.gravity_hz < data.lowpass_hz < half the sample rate")
-    if set(data.test_subjects) & set(data.validation_subjects):
-        raise ConfigError("a subject cannot be in both data.test_subjects and data.validation_subjects")
-    if data.train_noise < 0 or data.test_noise < 0:
-        raise ConfigError("noise levels cannot be negative")
-    model, regularization = config.model, config.regularization
-    if model.units < 1 or model.layers < 1 or model.transition_layers < 1 or model.conv_layers < 0:
-        raise ConfigError("model.units, model.layers and model.transition_layers must be >= 1")
-    for name in ("cell", "backward_cell"):
-        if getattr(model, name) not in ("lstm", "gru", "rnn", "") or (name == "cell" and not model.cell):
-            raise ConfigError(f"model.{name} must be lstm, gru or rnn, got {getattr(model, name)!r}")
-    if model.pooling not in ("last", "average", "max", "average-max"):
-        raise ConfigError(f"model.pooling must be last, average, max or average-max, got {model.pooling!r}")
-    if model.merge_mode not in ("concat", "sum", "ave", "mul"):
-        raise ConfigError(f"model.merge_mode must be concat, sum, ave or mul, got {model.merge_mode!r}")
-    for name in ("input_dropout", "dropout", "recurrent_dropout"):
-        if not 0 <= getattr(regularization, name) < 1:
-            raise ConfigError(f"regularization.{name} must be in [0, 1)")
-    penalties = ("l1", "l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "gaussian_noise", "max_norm")
-    for name in penalties:
-        if getattr(regularization, name) < 0:
-            raise ConfigError(f"regularization.{name} cannot be negative")
-    augment, train = config.augment, config.train
-    for name in ("jitter", "scaling", "magnitude_warp", "time_warp", "rotation_degrees", "channel_dropout", "noised_copies", "noised_copies_level"):
-        if getattr(augment, name) < 0:
-            raise ConfigError(f"augment.{name} cannot be negative")
-    if augment.channel_dropout >= 1:
-        raise ConfigError("augment.channel_dropout must be below 1")
-    if train.optimizer not in ("adam", "adamw", "sgd"):
-        raise ConfigError(f"train.optimizer must be adam, adamw or sgd, got {train.optimizer!r}")
-    if train.select_on not in ("noisy", "clean"):
-        raise ConfigError(f"train.select_on must be noisy or clean, got {train.select_on!r}")
-    if train.distribute not in ("none", "mirrored", "data_parallel"):
-        raise ConfigError(f"train.distribute must be none, mirrored (TensorFlow) or data_parallel (JAX), got {train.distribute!r}")
-    if train.steps_per_execution < 1:
-        raise ConfigError(f"train.steps_per_execution must be >= 1, got {train.steps_per_execution}")
-    if train.epochs < 1 or train.batch_size < 1 or train.learning_rate <= 0 or not 0 <= train.label_smoothing < 1:
-        raise ConfigError("train.epochs and train.batch_size must be >= 1, learning_rate > 0, label_smoothing in [0, 1)")
-    if config.tune.trials < 1 or config.tune.startup_trials < 0 or config.tune.warmup_epochs < 0:
-        raise ConfigError("tune.trials must be >= 1, tune.startup_trials and tune.warmup_epochs >= 0")
-    if config.cv.folds < 2 or not -1 <= config.cv.fold < config.cv.folds or config.cv.gap < 0:
-        raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{config.cv.folds - 1}, cv.gap >= 0")
+    """The rules that join two sections; each section checks its own fields as it is built (__post_init__)."""
     if config.cv.refit and (config.cv.fold != -1 or config.train.early_stopping):
-        raise ConfigError("cv.refit trains on every labeled series for a fixed epoch count: it needs cv.fold = -1 and train.early_stopping = false")
-    task = config.transcribe
-    if not task.tasks or set(task.tasks) - set(TRANSCRIBE_TASKS) or len(set(task.seeds)) != len(task.seeds):
-        raise ConfigError(f"transcribe.tasks must name some of {', '.join(TRANSCRIBE_TASKS)}; transcribe.seeds must not repeat")
-    if not 0 < task.shuffled_min_bout_seconds <= task.shuffled_max_bout_seconds or task.shuffled_segments_per_subject < 1:
-        raise ConfigError("need 0 < transcribe.shuffled_min_bout_seconds <= shuffled_max_bout_seconds and shuffled_segments_per_subject >= 1")
-    if config.peers.noised_copies < 0:
-        raise ConfigError("peers.noised_copies cannot be negative")
-    if config.recording.smooth_windows < 1:
-        raise ConfigError("recording.smooth_windows must be >= 1 (1 = no smoothing)")
-    if config.export.quantization not in ("dynamic", "float16") or config.export.parity_windows < 0 or config.export.tolerance <= 0:
-        raise ConfigError("export.quantization must be dynamic or float16, export.parity_windows >= 0, export.tolerance > 0")
-    if not 0 < data.public_fraction < 1:
-        raise ConfigError(f"data.public_fraction must be in (0, 1), got {data.public_fraction}")
+        raise ConfigError(
+            "cv.refit trains on every labeled series for a fixed epoch count: it needs cv.fold = -1 and train.early_stopping = false"
+        )

@@ -11,11 +11,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+
+def short_hash(content: Any, length: int = 8, default: Callable[[Any], Any] | None = None) -> str:
+    """The first `length` hex digits of the SHA-256 of `content` as sorted JSON: the short, stable
+    fingerprint of a config in run ids, selection definitions and study bases."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=default).encode()).hexdigest()[:length]
 
 
 def sha256_file(path: Path) -> str:

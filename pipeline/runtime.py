@@ -14,13 +14,19 @@ it is installed; where it is not (the GPU check machine), the JAX and PyTorch ba
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import re
 import sys
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -32,6 +38,13 @@ BOILERPLATE = re.compile(
 # "failed call to cuInit" is noise on a machine without an NVIDIA driver, and the one line that
 # explains a CPU fallback on a machine with one: it is hidden only where no driver is present.
 CUDA_INIT = re.compile(r"^E0000 .*cuInit.*$")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def nvidia_driver_present() -> bool:
@@ -132,5 +145,110 @@ def backend_devices() -> dict[str, Any]:
         }
     import torch
 
-    gpus = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {"backend": name, "backend_version": torch.__version__, "devices": ["cpu", *(f"cuda:{i}" for i in range(len(gpus)))], "gpus": gpus}
+    gpus = (
+        [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
+    return {
+        "backend": name,
+        "backend_version": torch.__version__,
+        "devices": ["cpu", *(f"cuda:{i}" for i in range(len(gpus)))],
+        "gpus": gpus,
+    }
+
+
+# ---- devices, determinism and what a run ran on (the device set-up of `make train`) ----------------
+
+
+def split_cpu(devices: int) -> None:
+    """Split the CPU into `devices` logical devices (to test multi-device training without a GPU).
+
+    It must happen before the backend initializes its devices; a process where that already
+    happened with another count is refused rather than silently trained on one replica."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        cpus = tf.config.list_physical_devices("CPU")
+        try:
+            tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * devices)
+        except RuntimeError:
+            pass  # initialized earlier in this process: fine if it already has the wanted split (checked below)
+        found = len(tf.config.list_logical_devices("CPU"))
+    elif backend == "jax":
+        import jax
+
+        try:
+            jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:
+            pass  # backends already initialized: checked below
+        found = len(jax.devices("cpu"))
+    else:
+        raise BackendError(
+            f"train.cpu_devices needs KERAS_BACKEND=tensorflow or jax; this process runs KERAS_BACKEND={backend}"
+        )
+    if found != devices:
+        raise ConfigError(
+            f"train.cpu_devices={devices} cannot take effect: this process already set up {found} CPU device(s); run the stage in a fresh process"
+        )
+
+
+def setup_devices(config: Config) -> None:
+    """Split the CPU if asked (before any backend op), seed everything, set the precision policy."""
+    import keras
+
+    train = config.train
+    if train.cpu_devices > 1:
+        split_cpu(train.cpu_devices)
+    keras.utils.set_random_seed(train.seed)
+    if train.deterministic:
+        require_backend("train.deterministic (TensorFlow's op determinism)", "tensorflow")
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("mixed_float16" if train.mixed_precision else "float32")
+
+
+def distribution_scope(config: Config) -> tuple[Callable[[], Any], int]:
+    """(a function giving the context to build, compile and fit in, replicas): data parallelism over the visible devices.
+
+    `mirrored` is TensorFlow's MirroredStrategy; `data_parallel` is Keras' own distribution API
+    (`keras.distribution.DataParallel`, JAX backend). The batch size stays global in both."""
+    distribute = config.train.distribute
+    if distribute == "mirrored":
+        require_backend("train.distribute=mirrored (tf.distribute.MirroredStrategy)", "tensorflow")
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        return strategy.scope, strategy.num_replicas_in_sync
+    if distribute == "data_parallel":
+        require_backend("train.distribute=data_parallel (keras.distribution.DataParallel)", "jax")
+        import keras
+
+        distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+        return distribution.scope, len(distribution.device_mesh.devices.flatten())
+    return contextlib.nullcontext, 1
+
+
+def environment() -> dict[str, Any]:
+    import keras
+    import numpy as np
+    import pandas as pd
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "versions": {
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+        **backend_devices(),
+        "precision_policy": keras.mixed_precision.global_policy().name,
+    }

@@ -17,12 +17,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def run_make(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a real make target in the project root; output is captured for assertions."""
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python -m pipeline.<module>` in a fresh process, as make does."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -57,7 +61,7 @@ TINY_RUN_OVERRIDES = [*TINY, "regularization.gaussian_noise=0.5", "regularizatio
 @pytest.fixture(scope="session")
 def tiny_run(prepared_root: Path) -> Path:
     """One finished run made by `make train` (baseline experiment + a noise layer and L2)."""
-    from pipeline import runs
+    from pipeline.stages import runs
 
     overrides = " ".join([f"paths.root={prepared_root}", *TINY_RUN_OVERRIDES])
     result = run_make("train", "EXP=experiments/baseline.toml", f"SET={overrides}")
@@ -69,9 +73,16 @@ def tiny_run(prepared_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def raw_run(prepared_root: Path) -> str:
     """A small raw-window BiLSTM (16 units, 4 epochs, about 30 s) trained by make train: recordings and exports use it."""
-    from pipeline import runs
+    from pipeline.stages import runs
 
-    overrides = [f"paths.root={prepared_root}", "data.competition=raw", "model.units=16", "train.epochs=4", "train.noise_seeds=1", "train.verbose=0"]
+    overrides = [
+        f"paths.root={prepared_root}",
+        "data.competition=raw",
+        "model.units=16",
+        "train.epochs=4",
+        "train.noise_seeds=1",
+        "train.verbose=0",
+    ]
     result = run_make("train", f"SET={' '.join(overrides)}")
     assert result.returncode == 0, result.stdout + result.stderr
     return runs.run_id_for(load_config("experiments/default.toml", overrides))

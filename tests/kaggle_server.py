@@ -48,11 +48,22 @@ class KaggleTestServer:
 
             def _record(self) -> Recorded:
                 length = int(self.headers.get("Content-Length") or 0)
-                recorded = Recorded(self.command, urlsplit(self.path).path, dict(self.headers.items()), self.rfile.read(length) if length else b"")
+                recorded = Recorded(
+                    self.command,
+                    urlsplit(self.path).path,
+                    dict(self.headers.items()),
+                    self.rfile.read(length) if length else b"",
+                )
                 server_state.requests.append(recorded)
                 return recorded
 
-            def _send(self, status: int, body: bytes = b"", content_type: str = "application/json", headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self,
+                status: int,
+                body: bytes = b"",
+                content_type: str = "application/json",
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -68,7 +79,12 @@ class KaggleTestServer:
                 recorded = self._record()
                 name = recorded.path.removeprefix("/files/")
                 if recorded.path.startswith("/files/") and name in server_state.files:
-                    self._send(200, server_state.files[name], "application/zip", {"Last-Modified": "Mon, 02 Nov 2026 10:00:00 GMT"})
+                    self._send(
+                        200,
+                        server_state.files[name],
+                        "application/zip",
+                        {"Last-Modified": "Mon, 02 Nov 2026 10:00:00 GMT"},
+                    )
                 else:
                     self._send(404, b"not found", "text/plain")
 
@@ -88,23 +104,49 @@ class KaggleTestServer:
                 method = recorded.path.rsplit("/", 1)[-1]
                 body = recorded.json()
                 if method in server_state.fail:
-                    self._json({"code": server_state.fail[method], "message": f"{method} refused by the test server"}, server_state.fail[method])
+                    self._json(
+                        {"code": server_state.fail[method], "message": f"{method} refused by the test server"},
+                        server_state.fail[method],
+                    )
                     return
                 if method == "DownloadDataFiles":
                     self._send(302, headers={"Location": f"http://localhost/files/{body['competitionName']}.zip"})
                 elif method == "DownloadDataset":
                     self._send(302, headers={"Location": f"http://localhost/files/{body['datasetSlug']}.zip"})
                 elif method == "GetDatasetMetadata":
-                    self._json({"info": {"ownerSlug": body.get("ownerSlug"), "datasetSlug": body.get("datasetSlug"), "licenses": [{"name": "CC0-1.0"}]}})
+                    self._json(
+                        {
+                            "info": {
+                                "ownerSlug": body.get("ownerSlug"),
+                                "datasetSlug": body.get("datasetSlug"),
+                                "licenses": [{"name": "CC0-1.0"}],
+                            }
+                        }
+                    )
                 elif method == "StartSubmissionUpload":
                     token = f"token{len(server_state.uploads) + len(server_state.submissions) + 1}"
                     self._json({"token": token, "createUrl": f"http://localhost/upload/{token}"})
                 elif method == "CreateSubmission":
                     ref = 1000 + len(server_state.submissions)
-                    server_state.submissions.insert(0, {"ref": ref, "description": body.get("submissionDescription", ""), "token": body.get("blobFileTokens")})
+                    server_state.submissions.insert(
+                        0,
+                        {
+                            "ref": ref,
+                            "description": body.get("submissionDescription", ""),
+                            "token": body.get("blobFileTokens"),
+                        },
+                    )
                     self._json({"message": "Successfully submitted to the test competition", "ref": ref})
                 elif method == "ListSubmissions":
-                    listed = [{"ref": s["ref"], "description": s["description"], "status": "COMPLETE", "publicScore": server_state.public_score} for s in server_state.submissions]
+                    listed = [
+                        {
+                            "ref": s["ref"],
+                            "description": s["description"],
+                            "status": "COMPLETE",
+                            "publicScore": server_state.public_score,
+                        }
+                        for s in server_state.submissions
+                    ]
                     self._json({"submissions": listed})
                 elif method == "GetSubmissionLimits":
                     self._json({})

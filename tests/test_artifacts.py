@@ -11,15 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import cli, datasets, runs, submit
-from pipeline.competition import Split, write_competition
+from pipeline import cli
 from pipeline.config import load_config, split_overrides
+from pipeline.data import datasets
+from pipeline.data.competition import Split, write_competition
 from pipeline.errors import ConfigError, DataError
 from pipeline.files import atomic_files, atomic_folders
+from pipeline.stages import runs, submit
 
 
 def test_overrides_split_where_a_new_key_starts_so_values_may_hold_spaces():
-    assert split_overrides('train.epochs=5 data.validation_subjects=[1, 2] data.name="a b"') == ["train.epochs=5", "data.validation_subjects=[1, 2]", 'data.name="a b"']
+    assert split_overrides('train.epochs=5 data.validation_subjects=[1, 2] data.name="a b"') == [
+        "train.epochs=5",
+        "data.validation_subjects=[1, 2]",
+        'data.name="a b"',
+    ]
     assert load_config(None, split_overrides("data.validation_subjects=[1, 3]")).data.validation_subjects == (1, 3)
     assert split_overrides("  ") == []
 
@@ -47,7 +53,9 @@ def test_atomic_files_and_folders_change_all_targets_or_none(tmp_path: Path):
         with atomic_files(first, second) as (temp_first, temp_second):
             temp_first.write_text("new")
             raise RuntimeError("crash before the second file is complete")
-    assert first.read_text() == "old" and not second.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+    assert (
+        first.read_text() == "old" and not second.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+    )
     private, public = tmp_path / "private" / "c", tmp_path / "processed" / "c"
     with pytest.raises(RuntimeError):
         with atomic_folders(private, public) as (temp_private, temp_public):
@@ -65,7 +73,9 @@ def fake_run(root: Path, run_id: str, competition: str, score: float, definition
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     (folder / "run.json").write_text(json.dumps({"competition": competition}))
-    (folder / "metrics.json").write_text(json.dumps({"best_validation": score, "selection": {"definition": definition, "score": score}}))
+    (folder / "metrics.json").write_text(
+        json.dumps({"best_validation": score, "selection": {"definition": definition, "score": score}})
+    )
 
 
 def test_best_run_compares_only_runs_selected_the_same_way(tmp_path: Path):
@@ -88,7 +98,11 @@ def test_best_run_compares_only_runs_selected_the_same_way(tmp_path: Path):
 def test_a_config_asking_for_other_data_settings_is_refused(prepared_root: Path):
     prepared = load_config(None, [f"paths.root={prepared_root}"])
     assert datasets.open_competition(prepared).activities == (1, 2, 3, 4, 5, 6)
-    for override, expected in (("data.classes=12", "data.classes: prepared 6, config 12"), ("data.noise_profile=sensor-faults", 'data.noise_profile: prepared "gaussian", config "sensor-faults"'), ("data.test_noise=0.8", "data.test_noise: prepared 0.5, config 0.8")):
+    for override, expected in (
+        ("data.classes=12", "data.classes: prepared 6, config 12"),
+        ("data.noise_profile=sensor-faults", 'data.noise_profile: prepared "gaussian", config "sensor-faults"'),
+        ("data.test_noise=0.8", "data.test_noise: prepared 0.5, config 0.8"),
+    ):
         with pytest.raises(DataError) as error:
             datasets.open_competition(load_config(None, [f"paths.root={prepared_root}", override]))
         message = str(error.value)
@@ -98,7 +112,9 @@ def test_a_config_asking_for_other_data_settings_is_refused(prepared_root: Path)
 def test_a_folder_prepared_before_settings_were_stamped_is_refused_and_a_copied_one_accepted():
     config = load_config(None, [])
     old_card = {"inputs": {"source": "data/raw/hapt", "source_sha256": "0" * 64, "data_config": "161ce08e6ff5f2a4"}}
-    assert datasets.settings_mismatch(config, old_card) == ["prepared by an older version of make prepare, with no data settings stamped"]
+    assert datasets.settings_mismatch(config, old_card) == [
+        "prepared by an older version of make prepare, with no data settings stamped"
+    ]
     copied = {"inputs": {"kind": "competition", "origin": "local:/somewhere", "digest": "abc"}}
     assert datasets.settings_mismatch(config, copied) == []
 
@@ -115,12 +131,19 @@ def test_a_run_trained_on_other_prepared_data_is_refused(tiny_run: Path, prepare
 def tiny_competition(root: Path) -> None:
     """A 3-series competition with an answer key, as prepare would leave it."""
     rng = np.random.default_rng(0)
-    splits = {"train": Split(rng.normal(size=(4, 3, 2)).astype(np.float32), np.array(["t1", "t2", "t3", "t4"]), np.array([1, 2, 1, 2])), "test": Split(rng.normal(size=(3, 3, 2)).astype(np.float32), np.array(["x1", "x2", "x3"]))}
+    splits = {
+        "train": Split(
+            rng.normal(size=(4, 3, 2)).astype(np.float32), np.array(["t1", "t2", "t3", "t4"]), np.array([1, 2, 1, 2])
+        ),
+        "test": Split(rng.normal(size=(3, 3, 2)).astype(np.float32), np.array(["x1", "x2", "x3"])),
+    }
     folder = root / "data" / "processed" / "tiny"
     folder.mkdir(parents=True)
     write_competition(folder, "csv", ("a", "b"), splits, default_activity=1)
     (root / "data" / "private" / "tiny").mkdir(parents=True)
-    pd.DataFrame({"file": ["x1", "x2", "x3"], "activity": [1, 2, 2], "Usage": ["Public", "Private", "Private"]}).to_csv(root / "data" / "private" / "tiny" / "solution.csv", index=False)
+    pd.DataFrame({"file": ["x1", "x2", "x3"], "activity": [1, 2, 2], "Usage": ["Public", "Private", "Private"]}).to_csv(
+        root / "data" / "private" / "tiny" / "solution.csv", index=False
+    )
 
 
 def test_leaderboard_writers_wait_for_the_file_lock(tmp_path: Path):
@@ -148,7 +171,7 @@ def test_leaderboard_writers_wait_for_the_file_lock(tmp_path: Path):
 
 def test_unknown_names_in_the_config_are_config_errors():
     from pipeline import models
-    from pipeline.signals import add_noise
+    from pipeline.data.signals import add_noise
 
     with pytest.raises(ConfigError, match="unknown model"):
         models.build_model(load_config(None, ["model.name=nope"]), (5, 9), 3)
@@ -182,10 +205,18 @@ def test_blocks_without_subjects_leave_a_gap_so_no_window_is_shared_across_folds
 
 
 def test_subject_files_round_trip_and_are_checked(tmp_path: Path):
-    from pipeline.competition import load_competition
+    from pipeline.data.competition import load_competition
 
     rng = np.random.default_rng(0)
-    splits = {"train": Split(rng.normal(size=(4, 3, 2)).astype(np.float32), np.array(["t1", "t2", "t3", "t4"]), np.array([1, 2, 1, 2]), np.array([7, 7, 8, 9])), "test": Split(rng.normal(size=(2, 3, 2)).astype(np.float32), np.array(["x1", "x2"]))}
+    splits = {
+        "train": Split(
+            rng.normal(size=(4, 3, 2)).astype(np.float32),
+            np.array(["t1", "t2", "t3", "t4"]),
+            np.array([1, 2, 1, 2]),
+            np.array([7, 7, 8, 9]),
+        ),
+        "test": Split(rng.normal(size=(2, 3, 2)).astype(np.float32), np.array(["x1", "x2"])),
+    }
     folder = tmp_path / "comp"
     folder.mkdir()
     write_competition(folder, "csv", ("a", "b"), splits, default_activity=1)
@@ -196,17 +227,31 @@ def test_subject_files_round_trip_and_are_checked(tmp_path: Path):
 
 
 def test_compare_ranks_by_validation_and_the_test_columns_cannot_change_it():
-    from pipeline import compare
+    from pipeline.studies import compare
 
     rng = np.random.default_rng(0)
-    rows = [{"model": model, "cell": cell, "seed": seed, "val@0": rng.random(), "val@0.5": rng.random(), "test@0.5": rng.random()} for model in ("bilstm", "stacked") for cell in ("none", "l2", "dropout") for seed in (1, 2)]
+    rows = [
+        {
+            "model": model,
+            "cell": cell,
+            "seed": seed,
+            "val@0": rng.random(),
+            "val@0.5": rng.random(),
+            "test@0.5": rng.random(),
+        }
+        for model in ("bilstm", "stacked")
+        for cell in ("none", "l2", "dropout")
+        for seed in (1, 2)
+    ]
     table = pd.DataFrame(rows)
     ranked = compare.summarize(table, 0.5)
     for _model, group in ranked.groupby("model"):
         assert group["val@0.5"].is_monotonic_decreasing and list(group["rank"]) == [1, 2, 3]
     scrambled = table.assign(**{"test@0.5": rng.permutation(table["test@0.5"].to_numpy())})
     assert ranked[["model", "cell", "rank"]].equals(compare.summarize(scrambled, 0.5)[["model", "cell", "rank"]])
-    assert ranked[["model", "cell", "rank"]].equals(compare.summarize(table.drop(columns="test@0.5"), 0.5)[["model", "cell", "rank"]])
+    assert ranked[["model", "cell", "rank"]].equals(
+        compare.summarize(table.drop(columns="test@0.5"), 0.5)[["model", "cell", "rank"]]
+    )
 
 
 def test_the_best_run_is_the_same_with_the_answer_key_removed(tiny_run: Path, prepared_root: Path, tmp_path: Path):
@@ -222,23 +267,44 @@ def test_the_best_run_is_the_same_with_the_answer_key_removed(tiny_run: Path, pr
 
 
 def test_small_training_sets_get_smaller_batches_and_more_patience():
-    from pipeline import train
+    from pipeline.stages import train
 
     config = load_config()
-    assert train.adapted_schedule(config, 4026) == (64, 10) and train.adapted_schedule(config, 300) == (64, 10)  # the competitions as they are
+    assert train.adapted_schedule(config, 4026) == (64, 10) and train.adapted_schedule(config, 300) == (
+        64,
+        10,
+    )  # the competitions as they are
     assert train.adapted_schedule(config, 48) == (8, 34)  # 6 steps an epoch: about 200 steps of patience
     assert train.adapted_schedule(load_config(None, ["train.patience=50"]), 48) == (8, 50)
 
 
 def test_a_validation_split_of_a_few_dozen_series_is_too_small_to_choose_on(tmp_path: Path):
-    from pipeline.competition import Competition
+    from pipeline.data.competition import Competition
 
     def competition(validation: int, train: int = 400) -> Competition:
-        split = lambda count, prefix: Split(np.zeros((count, 3, 2), np.float32), np.array([f"{prefix}{k}" for k in range(count)]), np.ones(count, int))  # noqa: E731
-        return Competition(tmp_path, "csv", ("a", "b"), split(train, "t"), split(validation, "v") if validation else None, split(3, "x"), pd.DataFrame())
+        def split(count, prefix):
+            return Split(
+                np.zeros((count, 3, 2), np.float32),
+                np.array([f"{prefix}{k}" for k in range(count)]),
+                np.ones(count, int),
+            )  # noqa: E731
+
+        return Competition(
+            tmp_path,
+            "csv",
+            ("a", "b"),
+            split(train, "t"),
+            split(validation, "v") if validation else None,
+            split(3, "x"),
+            pd.DataFrame(),
+        )
 
     config = load_config()
-    assert datasets.too_small_to_validate(config, competition(20)) and not datasets.too_small_to_validate(config, competition(60))
+    assert datasets.too_small_to_validate(config, competition(20)) and not datasets.too_small_to_validate(
+        config, competition(60)
+    )
     assert not datasets.too_small_to_validate(config, competition(0, train=400))  # fold 0 of 400 series: 80
     assert datasets.too_small_to_validate(config, competition(0, train=100))  # fold 0 of 100 series: 20
-    assert not datasets.too_small_to_validate(load_config(None, ["cv.fold=0"]), competition(20))  # a fold run is already a CV's
+    assert not datasets.too_small_to_validate(
+        load_config(None, ["cv.fold=0"]), competition(20)
+    )  # a fold run is already a CV's

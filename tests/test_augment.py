@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import augment
+from pipeline.models import augment
 
 RNG = np.random.default_rng(0)
 SERIES = RNG.normal(size=(64, 40, 9)).astype(np.float32)
@@ -71,10 +71,16 @@ def test_time_warp_keeps_length_endpoints_and_order():
 
 def test_rotation_keeps_each_triplets_norm_and_is_shared_by_the_triplets():
     rotated = run(augment.TripletRotation(180.0, seed=6), SERIES)
-    norms = lambda x: np.linalg.norm(x.reshape(*x.shape[:2], 3, 3), axis=-1)
+
+    def norms(x):
+        return np.linalg.norm(x.reshape(*x.shape[:2], 3, 3), axis=-1)
+
     np.testing.assert_allclose(norms(rotated), norms(SERIES), rtol=1e-4, atol=1e-5)
+
     # The same rotation acts on every triplet of a series: the angle between two triplets is kept.
-    dot = lambda x: (x[..., 0:3] * x[..., 3:6]).sum(-1)
+    def dot(x):
+        return (x[..., 0:3] * x[..., 3:6]).sum(-1)
+
     np.testing.assert_allclose(dot(rotated), dot(SERIES), rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="triplets"):
         augment.TripletRotation(10.0)(np.zeros((1, 5, 4), np.float32), training=True)
@@ -100,11 +106,15 @@ def test_channel_dropout_zeroes_whole_channels():
 def test_noised_copies_add_k_noisy_versions():
     series, labels = SERIES[:10], np.arange(10)
     std = np.full(9, 2.0)
-    more, more_labels = augment.noised_copies(series, labels, copies=3, level=0.5, profile="gaussian", channel_std=std, seed=0)
+    more, more_labels = augment.noised_copies(
+        series, labels, copies=3, level=0.5, profile="gaussian", channel_std=std, seed=0
+    )
     assert more.shape == (40, 40, 9) and (more_labels == np.tile(labels, 4)).all()
     np.testing.assert_array_equal(more[:10], series)
     assert (more[10:20] - series).std() == pytest.approx(1.0, rel=0.05)
-    same, same_labels = augment.noised_copies(series, labels, copies=0, level=0.5, profile="gaussian", channel_std=std, seed=0)
+    same, same_labels = augment.noised_copies(
+        series, labels, copies=0, level=0.5, profile="gaussian", channel_std=std, seed=0
+    )
     assert same is series and same_labels is labels
 
 
@@ -114,7 +124,17 @@ def test_augmented_model_saves_and_reloads_with_its_augmentations_active(tmp_pat
     from pipeline import models
     from pipeline.config import load_config
 
-    config = load_config(None, ["model.units=8", "augment.jitter=0.2", "augment.time_warp=0.2", "augment.rotation_degrees=20", "augment.permutation_segments=2", "augment.scaling=0.1"])
+    config = load_config(
+        None,
+        [
+            "model.units=8",
+            "augment.jitter=0.2",
+            "augment.time_warp=0.2",
+            "augment.rotation_degrees=20",
+            "augment.permutation_segments=2",
+            "augment.scaling=0.1",
+        ],
+    )
     model = models.build_model(config, (16, 9), 3)
     model.save(tmp_path / "m.keras")  # before any call: both seed generators start from the same state
     reloaded = keras.models.load_model(tmp_path / "m.keras")
@@ -126,4 +146,8 @@ def test_augmented_model_saves_and_reloads_with_its_augmentations_active(tmp_pat
         again = keras.ops.convert_to_numpy(reloaded.get_layer(name)(SERIES[:8, :16], training=True))
         np.testing.assert_allclose(again, original, rtol=1e-5, atol=1e-6)
         assert not np.allclose(again, SERIES[:8, :16])  # it really augments after the reload
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(SERIES[:4, :16])), keras.ops.convert_to_numpy(model(SERIES[:4, :16])), rtol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(reloaded(SERIES[:4, :16])),
+        keras.ops.convert_to_numpy(model(SERIES[:4, :16])),
+        rtol=1e-5,
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import train
+from pipeline import runtime
 from pipeline.config import ConfigError
 from pipeline.runtime import BackendError
 from tests.conftest import PROJECT_ROOT, TINY, run_make
@@ -23,19 +23,37 @@ pytestmark = pytest.mark.slow
 
 def on_backend(backend: str, *command: str, timeout: int = 600, **variables: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "KERAS_BACKEND": backend, **variables}
-    return subprocess.run(list(command), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
+    return subprocess.run(
+        list(command), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=environment
+    )
 
 
 def tiny_sets(root: Path, *overrides: str) -> str:
     return " ".join([f"paths.root={root}", *TINY, *overrides])
 
 
-@pytest.mark.parametrize(("backend", "files"), [("jax", ["tests/test_models.py", "tests/test_augment.py"]), ("torch", ["tests/test_augment.py"])])
+@pytest.mark.parametrize(
+    ("backend", "files"),
+    [("jax", ["tests/test_models.py", "tests/test_augment.py"]), ("torch", ["tests/test_augment.py"])],
+)
 def test_the_model_and_augmentation_tests_pass_on_another_backend(backend: str, files: list[str]):
     """The model tests (each model learns, saves, reloads in a fresh process) run again on JAX, on the
     128x9 windows and the models with layers or cells of their own (the others are Keras' own LSTM,
     GRU and Dense stacks); the augmentation layers on JAX and PyTorch (PyTorch's model path is covered below)."""
-    result = on_backend(backend, sys.executable, "-m", "pytest", *files, "-q", "-x", "-p", "no:cacheprovider", timeout=900, HAR_TEST_SHAPES="128x9", HAR_TEST_MODELS="bilstm,deep_transition,attention,seq2seq,cnn_lstm")
+    result = on_backend(
+        backend,
+        sys.executable,
+        "-m",
+        "pytest",
+        *files,
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        timeout=900,
+        HAR_TEST_SHAPES="128x9",
+        HAR_TEST_MODELS="bilstm,deep_transition,attention,seq2seq,cnn_lstm",
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout.strip().splitlines()[-1] and " failed" not in result.stdout
 
@@ -63,12 +81,14 @@ def test_training_predicting_and_evaluating_on_jax_is_a_run_of_its_own(prepared_
     assert "## Gradient through time" in (prepared_root / "reports" / run_id / "report.md").read_text()
 
 
-def test_a_model_saved_on_tensorflow_predicts_and_differentiates_the_same_on_jax_and_torch(tiny_run: Path, prepared_config, tmp_path: Path):
+def test_a_model_saved_on_tensorflow_predicts_and_differentiates_the_same_on_jax_and_torch(
+    tiny_run: Path, prepared_config, tmp_path: Path
+):
     """Predictions and input gradients (each backend's own autodiff) of one .keras file agree."""
     import keras
 
     from pipeline import models
-    from pipeline.competition import load_competition
+    from pipeline.data.competition import load_competition
 
     series = load_competition(prepared_config.processed_dir / "classroom").test.series[:64].astype(np.float32)
     targets = keras.utils.to_categorical(np.arange(64) % 6, 6)
@@ -87,20 +107,36 @@ def test_a_model_saved_on_tensorflow_predicts_and_differentiates_the_same_on_jax
     )
     for backend in ("jax", "torch"):
         probabilities, gradients = tmp_path / f"{backend}_p.npy", tmp_path / f"{backend}_g.npy"
-        result = on_backend(backend, sys.executable, "-c", script, str(tiny_run / "model.keras"), str(tmp_path / "series.npy"), str(tmp_path / "targets.npy"), str(probabilities), str(gradients))
+        result = on_backend(
+            backend,
+            sys.executable,
+            "-c",
+            script,
+            str(tiny_run / "model.keras"),
+            str(tmp_path / "series.npy"),
+            str(tmp_path / "targets.npy"),
+            str(probabilities),
+            str(gradients),
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         np.testing.assert_allclose(np.load(probabilities), expected_probabilities, atol=1e-5, err_msg=backend)
         np.testing.assert_allclose(np.load(gradients), expected_gradients, rtol=1e-3, atol=1e-6, err_msg=backend)
 
 
 def test_data_parallel_on_two_jax_cpu_devices(prepared_root: Path):
-    overrides = tiny_sets(prepared_root, "train.distribute=data_parallel", "train.cpu_devices=2", "train.epochs=1", "train.batch_size=32")
+    overrides = tiny_sets(
+        prepared_root, "train.distribute=data_parallel", "train.cpu_devices=2", "train.epochs=1", "train.batch_size=32"
+    )
     result = run_make("train", "BACKEND=jax", f"SET={overrides}")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "2 replica(s)" in result.stdout
     run_id = next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("done "))
     environment = json.loads((prepared_root / "runs" / run_id / "environment.json").read_text())
-    assert environment["replicas"] == 2 and environment["distribute"] == "data_parallel" and len(environment["devices"]) == 2
+    assert (
+        environment["replicas"] == 2
+        and environment["distribute"] == "data_parallel"
+        and len(environment["devices"]) == 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,8 +148,16 @@ def test_data_parallel_on_two_jax_cpu_devices(prepared_root: Path):
         ("torch", "train.cpu_devices=2", "KERAS_BACKEND=tensorflow or jax"),
     ],
 )
-def test_a_feature_of_another_backend_is_refused_in_one_line(prepared_root: Path, backend: str, override: str, named: str):
-    result = on_backend(backend, sys.executable, "-m", "pipeline.train", *(f"--set={item}" for item in tiny_sets(prepared_root, override).split()))
+def test_a_feature_of_another_backend_is_refused_in_one_line(
+    prepared_root: Path, backend: str, override: str, named: str
+):
+    result = on_backend(
+        backend,
+        sys.executable,
+        "-m",
+        "pipeline.stages.train",
+        *(f"--set={item}" for item in tiny_sets(prepared_root, override).split()),
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and named in errors[0] and f"KERAS_BACKEND={backend}" in errors[0], result.stderr[-2000:]
@@ -125,7 +169,7 @@ def test_cpu_devices_that_cannot_take_effect_are_refused():
     tf.config.list_logical_devices()  # this process's devices are set up now
     already = len(tf.config.list_logical_devices("CPU"))
     with pytest.raises(ConfigError, match="cannot take effect"):
-        train.split_cpu(already + 1)
+        runtime.split_cpu(already + 1)
 
 
 def test_backend_refusal_names_both_backends():
@@ -140,14 +184,48 @@ def test_the_gpu_check_dry_run_exercises_every_step(prepared_root: Path, tmp_pat
     package = tmp_path / "probe"
     (package / "gpu_check_probe").mkdir(parents=True)
     (package / "gpu_check_probe" / "__init__.py").write_text("VALUE = 42\n")
-    (package / "pyproject.toml").write_text('[project]\nname = "gpu-check-probe"\nversion = "1.0"\n[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n')
+    (package / "pyproject.toml").write_text(
+        '[project]\nname = "gpu-check-probe"\nversion = "1.0"\n[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+    )
     wheels = tmp_path / "wheels"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(package)], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(package),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
     output = tmp_path / "gpu_check"
     environment = {**os.environ, "PYTHON": sys.executable, "WHEELS": str(wheels)}
-    result = subprocess.run(["bash", "scripts/gpu-check.sh", "--dry-run", "--root", str(prepared_root), "--windows", "32", "--output", str(output)],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900, env=environment)
+    result = subprocess.run(
+        [
+            "bash",
+            "scripts/gpu-check.sh",
+            "--dry-run",
+            "--root",
+            str(prepared_root),
+            "--windows",
+            "32",
+            "--output",
+            str(output),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=environment,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "installed 1 wheel(s)" in result.stdout
     report = json.loads(output.with_suffix(".json").read_text())
@@ -155,9 +233,21 @@ def test_the_gpu_check_dry_run_exercises_every_step(prepared_root: Path, tmp_pat
     assert {report["device"][backend]["backend"] for backend in ("jax", "torch")} == {"jax", "torch"}
     rows = report["bench"]
     measured = {(row["backend"], row["precision"]) for row in rows}
-    assert {(backend, precision) for backend in ("jax", "torch", "plain PyTorch") for precision in ("float32", "mixed_float16")} <= measured
+    assert {
+        (backend, precision)
+        for backend in ("jax", "torch", "plain PyTorch")
+        for precision in ("float32", "mixed_float16")
+    } <= measured
     assert all(row["train_windows_per_second"] > 0 and row["kernel_paths"] for row in rows)
-    assert all(row.get("step_windows_per_second", 0) > 0 for row in rows if row["backend"] in ("jax", "torch") and row["setting"] == "float32")
+    assert all(
+        row.get("step_windows_per_second", 0) > 0
+        for row in rows
+        if row["backend"] in ("jax", "torch") and row["setting"] == "float32"
+    )
     assert {check["check"].split(" / ")[0] for check in report["targets"]} >= {"Keras jax", "Keras torch"}
-    assert report["time"] and report["training"]["backend"] == "jax" and set(report["training"]["test"]) == {"0", "0.25", "0.5", "1"}
+    assert (
+        report["time"]
+        and report["training"]["backend"] == "jax"
+        and set(report["training"]["test"]) == {"0", "0.25", "0.5", "1"}
+    )
     assert "## Where the time goes" in output.with_suffix(".md").read_text()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.competition import DataError, Split, load_competition, write_competition
+from pipeline.data.competition import DataError, Split, load_competition, write_competition
 
 CHANNELS = ("a", "b", "c")
 
@@ -56,14 +56,37 @@ def rewrite(path: Path, text: str) -> None:
 
 
 CSV_CASES = {
-    "non-numeric": (lambda f: rewrite(first_csv(f), first_csv(f).read_text().replace(first_csv(f).read_text().splitlines()[1].split(",")[1], "abc", 1)), "non-numeric"),
-    "nan": (lambda f: rewrite(first_csv(f), first_csv(f).read_text().replace(first_csv(f).read_text().splitlines()[1].split(",")[1], "nan", 1)), "NaN"),
-    "short series": (lambda f: rewrite(first_csv(f), "\n".join(first_csv(f).read_text().splitlines()[:-1]) + "\n"), "expected 5x3"),
-    "wide series": (lambda f: rewrite(first_csv(f), "\n".join(line + ",1" for line in first_csv(f).read_text().splitlines()) + "\n"), "expected 5x3"),
+    "non-numeric": (
+        lambda f: rewrite(
+            first_csv(f),
+            first_csv(f).read_text().replace(first_csv(f).read_text().splitlines()[1].split(",")[1], "abc", 1),
+        ),
+        "non-numeric",
+    ),
+    "nan": (
+        lambda f: rewrite(
+            first_csv(f),
+            first_csv(f).read_text().replace(first_csv(f).read_text().splitlines()[1].split(",")[1], "nan", 1),
+        ),
+        "NaN",
+    ),
+    "short series": (
+        lambda f: rewrite(first_csv(f), "\n".join(first_csv(f).read_text().splitlines()[:-1]) + "\n"),
+        "expected 5x3",
+    ),
+    "wide series": (
+        lambda f: rewrite(
+            first_csv(f), "\n".join(line + ",1" for line in first_csv(f).read_text().splitlines()) + "\n"
+        ),
+        "expected 5x3",
+    ),
     "unknown activity folder": (lambda f: (f / "train" / "walking").mkdir(), "unknown activity folder"),
     "empty folder": (lambda f: [p.unlink() for p in (f / "test").glob("*.csv")], "no series files"),
     "sample submission mismatch": (lambda f: first_csv(f, "test").unlink(), "does not match the test series"),
-    "sample submission header": (lambda f: rewrite(f / "sample_submission.csv", "id,label\n1,1\n"), "header must be file,activity"),
+    "sample submission header": (
+        lambda f: rewrite(f / "sample_submission.csv", "id,label\n1,1\n"),
+        "header must be file,activity",
+    ),
     "missing test folder": (lambda f: shutil.rmtree(f / "test"), "missing folder"),
     "unreadable csv": (lambda f: first_csv(f).write_bytes(b"\xff\xfe\x00garbage"), "first"),
 }

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import datasets, download, prepare
-from pipeline.competition import DataError, load_competition
 from pipeline.config import Config
-from pipeline.signals import channel_std
+from pipeline.data import datasets, hapt
+from pipeline.data.competition import DataError, load_competition
+from pipeline.data.signals import channel_std
+from pipeline.stages import download, prepare
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +22,12 @@ pytestmark = pytest.mark.slow
 def test_raw_hapt_is_complete_documented_and_read_only(prepared_config: Config):
     folder = prepared_config.raw_dir / "hapt"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["source"]["sha256"] == download.HAPT_SHA256
+    assert manifest["source"]["sha256"] == hapt.HAPT_SHA256
     assert manifest["users"] == 30 and len(manifest["experiments"]) == 61
     assert 1_100_000 < manifest["total_rows"] < 1_150_000
     first = manifest["experiments"][0]
     table = pd.read_csv(folder / first["file"])
-    assert list(table.columns) == [*download.SENSOR_COLUMNS, "label"]
+    assert list(table.columns) == [*hapt.SENSOR_COLUMNS, "label"]
     assert len(table) == first["rows"] and download.sha256_file(folder / first["file"]) == first["sha256"]
     assert set(table["label"].unique()) <= set(range(-1, 13)) - {0}
     assert not (folder / first["file"]).stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
@@ -46,9 +47,19 @@ def test_raw_splits_share_no_subject_read_from_the_files(prepared_config: Config
     with np.load(prepared_config.private_dir / "raw" / datasets.CLEAN_TEST) as clean:
         test_subjects, test_ids = set(clean["subject"].tolist()), clean["id"]
     np.testing.assert_array_equal(test_ids, competition.test.ids)
-    subjects = {"train": set(competition.train.subjects.tolist()), "validation": set(competition.validation.subjects.tolist()), "test": test_subjects}
-    assert not subjects["train"] & subjects["validation"] and not subjects["train"] & subjects["test"] and not subjects["validation"] & subjects["test"]
-    assert subjects["test"] == set(prepared_config.data.test_subjects) and subjects["validation"] == set(prepared_config.data.validation_subjects)
+    subjects = {
+        "train": set(competition.train.subjects.tolist()),
+        "validation": set(competition.validation.subjects.tolist()),
+        "test": test_subjects,
+    }
+    assert (
+        not subjects["train"] & subjects["validation"]
+        and not subjects["train"] & subjects["test"]
+        and not subjects["validation"] & subjects["test"]
+    )
+    assert subjects["test"] == set(prepared_config.data.test_subjects) and subjects["validation"] == set(
+        prepared_config.data.validation_subjects
+    )
     assert competition.activities == (1, 2, 3, 4, 5, 6)
     card = json.loads((prepared_config.processed_dir / "raw" / "datacard.json").read_text())
     assert {split: set(card["subjects"][split]) for split in subjects} == subjects  # and the card tells the truth
@@ -83,7 +94,7 @@ def test_test_noise_reaches_its_level_and_the_answer_key_stays_private(prepared_
 
 def test_loader_round_trips_what_prepare_built(prepared_config: Config):
     """Rebuild the classroom competition in memory and compare with what the loader reads from disk."""
-    _manifest, recordings = prepare.read_hapt(prepared_config.raw_dir / "hapt")
+    _manifest, recordings = hapt.read_hapt(prepared_config.raw_dir / "hapt")
     windows = prepare.window_hapt(recordings, prepared_config)
     built = prepare.build_series(windows, "csv", prepared_config)
     splits, clean_test, _solution, _std = prepare.make_competition(built, prepared_config)
@@ -93,7 +104,15 @@ def test_loader_round_trips_what_prepare_built(prepared_config: Config):
         np.testing.assert_allclose(getattr(loaded, name).series, splits[name].series, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(loaded.train.labels, splits["train"].labels)
     # The classroom files carry no subject: the rebuild from the recordings tells whose each series is.
-    subjects = {name: set(splits[name].subjects.tolist()) for name in ("train", "validation")} | {"test": set(clean_test.subjects.tolist())}
-    assert not subjects["train"] & subjects["validation"] and not subjects["train"] & subjects["test"] and not subjects["validation"] & subjects["test"]
-    assert subjects["test"] == set(prepared_config.data.test_subjects) and subjects["validation"] == set(prepared_config.data.validation_subjects)
+    subjects = {name: set(splits[name].subjects.tolist()) for name in ("train", "validation")} | {
+        "test": set(clean_test.subjects.tolist())
+    }
+    assert (
+        not subjects["train"] & subjects["validation"]
+        and not subjects["train"] & subjects["test"]
+        and not subjects["validation"] & subjects["test"]
+    )
+    assert subjects["test"] == set(prepared_config.data.test_subjects) and subjects["validation"] == set(
+        prepared_config.data.validation_subjects
+    )
     assert loaded.activities == (1, 2, 3, 4, 5, 6)

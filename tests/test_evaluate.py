@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from pipeline import baselines, runs
-from pipeline.competition import load_competition
 from pipeline.config import load_config
+from pipeline.data.competition import load_competition
+from pipeline.models import baselines
+from pipeline.stages import runs
 from tests.conftest import PROJECT_ROOT, TINY, run_make
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -50,18 +51,26 @@ def test_evaluate_report_matches_the_saved_predictions(tiny_run: Path, prepared_
     predictions = pd.read_csv(report / "predictions.csv", dtype={"file": str})
     truth, predicted = predictions["true_activity"], predictions["predicted_activity"]
     assert evaluation["accuracy"] == pytest.approx((truth == predicted).mean())
-    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=[1, 2, 3, 4, 5, 6], zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=[1, 2, 3, 4, 5, 6], zero_division=0
+    )
     per_class = pd.read_csv(report / "per_class.csv")
-    np.testing.assert_allclose(per_class[["precision", "recall", "f1"]].to_numpy(), np.column_stack([precision, recall, f1]), atol=1e-9)
+    np.testing.assert_allclose(
+        per_class[["precision", "recall", "f1"]].to_numpy(), np.column_stack([precision, recall, f1]), atol=1e-9
+    )
     assert evaluation["confusion_matrix"] == confusion_matrix(truth, predicted, labels=[1, 2, 3, 4, 5, 6]).tolist()
     # The scored series are the competition's own test file, with the answer key's labels: the
     # accuracy recomputed from the saved model, the test file and the answer key is the report's.
-    solution = pd.read_csv(prepared_root / "data" / "private" / "classroom" / "solution.csv", dtype={"file": str}).set_index("file")
+    solution = pd.read_csv(
+        prepared_root / "data" / "private" / "classroom" / "solution.csv", dtype={"file": str}
+    ).set_index("file")
     assert (solution.loc[predictions["file"], "activity"].to_numpy() == truth.to_numpy()).all()
     competition = load_competition(prepared_root / "data" / "processed" / "classroom")
     model = keras.models.load_model(tiny_run / "model.keras")
     recomputed = np.array([1, 2, 3, 4, 5, 6])[model.predict(competition.test.series, verbose=0).argmax(-1)]
-    assert evaluation["accuracy"] == pytest.approx((recomputed == solution.loc[competition.test.ids, "activity"].to_numpy()).mean(), abs=1e-12)
+    assert evaluation["accuracy"] == pytest.approx(
+        (recomputed == solution.loc[competition.test.ids, "activity"].to_numpy()).mean(), abs=1e-12
+    )
     curve = pd.read_csv(report / "noise_curve.csv")
     assert set(curve["predictor"]) == {"bilstm", "logistic_regression", "random_forest"}
     assert curve["level"].min() == 0 and curve["level"].max() == 1.5
@@ -69,7 +78,11 @@ def test_evaluate_report_matches_the_saved_predictions(tiny_run: Path, prepared_
     for figure in ("confusion_matrix.png", "learning_curves.png", "noise_curve.png", "gradient_through_time.png"):
         assert (report / figure).read_bytes()[:8] == PNG and (report / figure).stat().st_size > 10_000
     text = (report / "report.md").read_text()
-    assert tiny_run.name in text and "![noise curve](noise_curve.png)" in text and "regularization.gaussian_noise=0.5" in text
+    assert (
+        tiny_run.name in text
+        and "![noise curve](noise_curve.png)" in text
+        and "regularization.gaussian_noise=0.5" in text
+    )
 
     # Again with the same run and data: nothing is rewritten. A report made from other inputs is.
     before = (report / "report.md").stat().st_mtime_ns
@@ -78,13 +91,23 @@ def test_evaluate_report_matches_the_saved_predictions(tiny_run: Path, prepared_
     assert (report / "report.md").stat().st_mtime_ns == before
     (report / "evaluation.json").write_text(json.dumps({**evaluation, "key": "made from other inputs"}))
     rewritten = run_make("evaluate", f"RUN={tiny_run.name}", f"SET=paths.root={prepared_root}")
-    assert rewritten.returncode == 0 and "wrote" in rewritten.stdout and json.loads((report / "evaluation.json").read_text())["key"] == evaluation["key"]
+    assert (
+        rewritten.returncode == 0
+        and "wrote" in rewritten.stdout
+        and json.loads((report / "evaluation.json").read_text())["key"] == evaluation["key"]
+    )
 
 
 @pytest.mark.slow
 def test_attention_runs_get_attention_maps(prepared_root: Path):
     overrides = [f"paths.root={prepared_root}", *TINY, "model.name=attention", "model.attention_units=8"]
-    trained = subprocess.run([sys.executable, "-m", "pipeline.train", *[f"--set={o}" for o in overrides]], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    trained = subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.train", *[f"--set={o}" for o in overrides]],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
     run_id = runs.run_id_for(load_config(None, overrides))
     result = run_make("evaluate", f"RUN={run_id}", f"SET=paths.root={prepared_root}")

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import export
 from pipeline.config import load_config
-from pipeline.datasets import open_competition
+from pipeline.data.datasets import open_competition
 from pipeline.errors import ExportError
+from pipeline.phone import export
 from tests.conftest import run_make
 
 
@@ -20,9 +20,17 @@ from tests.conftest import run_make
 def raw_export(prepared_root: Path) -> tuple[Path, str]:
     """A small raw-window BiLSTM (16 units: weights big enough to be quantized; one epoch on 600 windows: parity does not need a good model, the
     128-step loop is what the converter must get right), exported by make export on 600 test windows."""
-    from pipeline import runs
+    from pipeline.stages import runs
 
-    overrides = [f"paths.root={prepared_root}", "data.competition=raw", "model.units=16", "train.epochs=1", "train.noise_seeds=1", "train.verbose=0", "train.max_train_series=600"]
+    overrides = [
+        f"paths.root={prepared_root}",
+        "data.competition=raw",
+        "model.units=16",
+        "train.epochs=1",
+        "train.noise_seeds=1",
+        "train.verbose=0",
+        "train.max_train_series=600",
+    ]
     trained = run_make("train", f"SET={' '.join(overrides)}")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     run_id = runs.run_id_for(load_config("experiments/default.toml", overrides))
@@ -40,8 +48,12 @@ def test_the_litert_file_gives_keras_answers_through_the_litert_interpreter(prep
 
     folder, run_id = raw_export
     config = load_config(None, [f"paths.root={prepared_root}", "data.competition=raw"])
-    windows = open_competition(config).test.series[export.parity_indices(len(open_competition(config).test), 600, config.data.seed)]
-    keras_probabilities = models.load_model(str(prepared_root / "runs" / run_id / "model.keras")).predict(windows, verbose=0)
+    windows = open_competition(config).test.series[
+        export.parity_indices(len(open_competition(config).test), 600, config.data.seed)
+    ]
+    keras_probabilities = models.load_model(str(prepared_root / "runs" / run_id / "model.keras")).predict(
+        windows, verbose=0
+    )
     interpreter = Interpreter(model_path=str(folder / "model.tflite"))
     interpreter.allocate_tensors()
     (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
@@ -55,7 +67,9 @@ def test_the_litert_file_gives_keras_answers_through_the_litert_interpreter(prep
     assert len(windows) == 600 and np.abs(litert - keras_probabilities).max() <= 1e-4
     assert (litert.argmax(1) == keras_probabilities.argmax(1)).all()
     ops = export.file_ops((folder / "model.tflite").read_bytes())
-    assert "WHILE" in ops and "FULLY_CONNECTED" in ops and not any(op.startswith("Flex") or op == "DELEGATE" for op in ops), ops  # builtin ops only
+    assert (
+        "WHILE" in ops and "FULLY_CONNECTED" in ops and not any(op.startswith("Flex") or op == "DELEGATE" for op in ops)
+    ), ops  # builtin ops only
 
 
 def test_the_quantized_variant_the_parity_report_and_the_contract(raw_export):
@@ -64,19 +78,48 @@ def test_the_quantized_variant_the_parity_report_and_the_contract(raw_export):
     contract = json.loads((folder / "contract.json").read_text())
     float_size, small_size = (folder / "model.tflite").stat().st_size, (folder / "model_dynamic.tflite").stat().st_size
     assert small_size < float_size and parity["model_dynamic.tflite"]["bytes"] == small_size
-    assert parity["windows"] == 600 and parity["model.tflite"]["max_abs_difference"] <= 1e-4 and parity["model.tflite"]["class_differs"] == 0
-    assert set(parity["accuracy"]) == {"keras", "model.tflite", "model_dynamic.tflite"} and parity["accuracy"]["keras"] == parity["accuracy"]["model.tflite"]
+    assert (
+        parity["windows"] == 600
+        and parity["model.tflite"]["max_abs_difference"] <= 1e-4
+        and parity["model.tflite"]["class_differs"] == 0
+    )
+    assert (
+        set(parity["accuracy"]) == {"keras", "model.tflite", "model_dynamic.tflite"}
+        and parity["accuracy"]["keras"] == parity["accuracy"]["model.tflite"]
+    )
     assert contract["run"] == run_id and contract["input"]["shape"] == [1, 128, 9]
-    assert contract["input"]["channels"][:3] == ["body_acc_x", "body_acc_y", "body_acc_z"] and contract["input"]["units"] == {"acc": "g", "gyro": "rad/s"}
+    assert contract["input"]["channels"][:3] == ["body_acc_x", "body_acc_y", "body_acc_z"] and contract["input"][
+        "units"
+    ] == {"acc": "g", "gyro": "rad/s"}
     assert contract["sample_rate_hz"] == 50 and contract["window"] == 128 and contract["hop"] == 64
-    assert contract["class_names"] == ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
+    assert contract["class_names"] == [
+        "WALKING",
+        "WALKING_UPSTAIRS",
+        "WALKING_DOWNSTAIRS",
+        "SITTING",
+        "STANDING",
+        "LAYING",
+    ]
     assert contract["select_tf_ops"] == [] and any("0.3 Hz" in step for step in contract["preprocessing"])
 
 
 def test_a_parity_failure_writes_nothing_and_a_cv_needs_one_run(prepared_root, raw_export, capsys):
     _folder, run_id = raw_export
     root = f"paths.root={prepared_root}"
-    code = export.main(["--run", run_id, "--set", root, "--set", "export.tolerance=1e-12", "--set", "export.parity_windows=20", "--set", "paths.exports=exports_strict"])
+    code = export.main(
+        [
+            "--run",
+            run_id,
+            "--set",
+            root,
+            "--set",
+            "export.tolerance=1e-12",
+            "--set",
+            "export.parity_windows=20",
+            "--set",
+            "paths.exports=exports_strict",
+        ]
+    )
     error = capsys.readouterr().err
     assert code == 1 and "does not match Keras" in error and "nothing written" in error
     assert not (prepared_root / "exports_strict").exists()
@@ -89,7 +132,9 @@ def test_ops_outside_the_builtins_are_named_and_flagged_or_refused():
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     def frozen(function):
-        return convert_variables_to_constants_v2(tf.function(function, input_signature=[tf.TensorSpec((1, 4, 4), tf.float32)]).get_concrete_function())
+        return convert_variables_to_constants_v2(
+            tf.function(function, input_signature=[tf.TensorSpec((1, 4, 4), tf.float32)]).get_concrete_function()
+        )
 
     _bytes, select_ops = export.convert(frozen(tf.linalg.inv))
     assert select_ops == ["MatrixInverse"]  # in the select-TF runtime: exported and flagged
@@ -105,7 +150,13 @@ def test_every_registered_model_exports_with_builtin_ops_and_matches_keras():
 
     inputs = np.random.default_rng(0).normal(size=(16, 5, 9)).astype(np.float32)
     for name in models.MODELS:
-        model = models.build_model(load_config(None, [f"model.name={name}", "model.units=4", "model.attention_units=4", "model.decoder_units=4"]), (5, 9), 6)
+        model = models.build_model(
+            load_config(
+                None, [f"model.name={name}", "model.units=4", "model.attention_units=4", "model.decoder_units=4"]
+            ),
+            (5, 9),
+            6,
+        )
         model_bytes, select_ops = export.convert(export.frozen_function(model, (5, 9)))
         probabilities, _seconds = export.interpreter_probabilities(model_bytes, inputs)
         assert select_ops == [], name

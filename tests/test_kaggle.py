@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.competition import Split, load_competition, write_competition
-from pipeline.signals import ACTIVITY_NAMES, MEAN_FEATURES
+from pipeline.data.competition import Split, load_competition, write_competition
+from pipeline.data.signals import ACTIVITY_NAMES, MEAN_FEATURES
 from tests.conftest import run_make
 from tests.kaggle_server import KaggleTestServer
 
@@ -77,7 +77,11 @@ def competition_zip(tmp_path: Path) -> bytes:
     folder = tmp_path / "original"
     folder.mkdir()
     splits = {
-        "train": Split(rng.normal(size=(12, 5, 9)).astype(np.float32), np.array([f"{k}" for k in range(12)]), np.tile(np.arange(1, 7), 2)),
+        "train": Split(
+            rng.normal(size=(12, 5, 9)).astype(np.float32),
+            np.array([f"{k}" for k in range(12)]),
+            np.tile(np.arange(1, 7), 2),
+        ),
         "test": Split(rng.normal(size=(4, 5, 9)).astype(np.float32), np.array([f"{k}" for k in range(100, 104)])),
     }
     write_competition(folder, "csv", MEAN_FEATURES, splits, default_activity=1)
@@ -90,7 +94,9 @@ def no_secret(result) -> None:
 
 def test_dataset_download_becomes_a_classroom_competition(server, kaggle_env: Path):
     rng = np.random.default_rng(1)
-    server.files["human-activity-recognition-with-smartphones.zip"] = zip_bytes({"train.csv": har561_csv([1, 3, 5], rng), "test.csv": har561_csv([2, 4], rng)})
+    server.files["human-activity-recognition-with-smartphones.zip"] = zip_bytes(
+        {"train.csv": har561_csv([1, 3, 5], rng), "test.csv": har561_csv([2, 4], rng)}
+    )
     result = run_make("data", f"SOURCE=kaggle-dataset:{DATASET}", f"SET=paths.root={kaggle_env}")
     assert result.returncode == 0, result.stderr
     no_secret(result)
@@ -98,17 +104,26 @@ def test_dataset_download_becomes_a_classroom_competition(server, kaggle_env: Pa
     assert call.json() == {"ownerSlug": "uciml", "datasetSlug": "human-activity-recognition-with-smartphones"}
     assert call.headers.get("Authorization", "").startswith("Basic ")
     raw = kaggle_env / "data" / "raw" / "human-activity-recognition-with-smartphones"
-    assert (raw / "train.csv").read_bytes() == zipfile.ZipFile(io.BytesIO(server.files["human-activity-recognition-with-smartphones.zip"])).read("train.csv")
+    assert (raw / "train.csv").read_bytes() == zipfile.ZipFile(
+        io.BytesIO(server.files["human-activity-recognition-with-smartphones.zip"])
+    ).read("train.csv")
     again = run_make("data", f"SOURCE=kaggle-dataset:{DATASET}", f"SET=paths.root={kaggle_env}")
     assert again.returncode == 0 and "up to date" in again.stdout and len(server.calls("DownloadDataset")) == 1
-    prepared = run_make("prepare", "COMPETITION=human-activity-recognition-with-smartphones", f"SET=paths.root={kaggle_env} data.validation_subjects=[3]")
+    prepared = run_make(
+        "prepare",
+        "COMPETITION=human-activity-recognition-with-smartphones",
+        f"SET=paths.root={kaggle_env} data.validation_subjects=[3]",
+    )
     assert prepared.returncode == 0, prepared.stderr
     competition = load_competition(kaggle_env / "data" / "processed" / "human-activity-recognition-with-smartphones")
     assert competition.series_shape == (5, 9) and competition.channels == MEAN_FEATURES
     # 8 windows per run give 4 series of 5 consecutive windows: 6 activities x 4 per subject.
     assert (len(competition.train), len(competition.validation), len(competition.test)) == (2 * 24, 24, 2 * 24)
     assert competition.activities == (1, 2, 3, 4, 5, 6)
-    solution = pd.read_csv(kaggle_env / "data" / "private" / "human-activity-recognition-with-smartphones" / "solution.csv", dtype={"file": str})
+    solution = pd.read_csv(
+        kaggle_env / "data" / "private" / "human-activity-recognition-with-smartphones" / "solution.csv",
+        dtype={"file": str},
+    )
     assert set(solution["file"]) == set(competition.test.ids)
 
 
@@ -154,7 +169,13 @@ def prepared_real_competition(server, kaggle_env: Path, tmp_path: Path) -> Path:
 
 def test_submit_uploads_the_exact_bytes_and_reports_the_score(server, kaggle_env: Path, tmp_path: Path):
     submission = prepared_real_competition(server, kaggle_env, tmp_path)
-    result = run_make("submit", f"COMPETITION={COMPETITION}", f"FILE={submission}", "MESSAGE=bilstm gn0.5 try", f"SET=paths.root={kaggle_env}")
+    result = run_make(
+        "submit",
+        f"COMPETITION={COMPETITION}",
+        f"FILE={submission}",
+        "MESSAGE=bilstm gn0.5 try",
+        f"SET=paths.root={kaggle_env}",
+    )
     assert result.returncode == 0, result.stderr
     no_secret(result)
     (start,) = server.calls("StartSubmissionUpload")
@@ -163,7 +184,9 @@ def test_submit_uploads_the_exact_bytes_and_reports_the_score(server, kaggle_env
     (put,) = [r for r in server.requests if r.method == "PUT"]
     assert put.body == submission.read_bytes()
     (create,) = server.calls("CreateSubmission")
-    assert create.json()["submissionDescription"] == "bilstm gn0.5 try" and create.json()["competitionName"] == COMPETITION
+    assert (
+        create.json()["submissionDescription"] == "bilstm gn0.5 try" and create.json()["competitionName"] == COMPETITION
+    )
     assert create.headers.get("Authorization", "").startswith("Basic ")
     assert "0.91234" in result.stdout and "COMPLETE" in result.stdout
 
@@ -178,7 +201,9 @@ def test_a_failed_upload_is_reported_as_a_failure(server, kaggle_env: Path, tmp_
     assert not server.calls("CreateSubmission")
 
 
-def test_missing_credentials_are_caught_before_the_client_runs(server, kaggle_env: Path, monkeypatch: pytest.MonkeyPatch):
+def test_missing_credentials_are_caught_before_the_client_runs(
+    server, kaggle_env: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
     result = run_make("data", f"SOURCE=kaggle-dataset:{DATASET}", f"SET=paths.root={kaggle_env}")
@@ -193,7 +218,7 @@ def test_a_world_readable_kaggle_json_gets_a_warning(server, kaggle_env: Path, m
     monkeypatch.delenv("KAGGLE_KEY")
     folder = Path(os.environ["KAGGLE_CONFIG_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "kaggle.json").write_text('{"username": "tester", "key": "%s"}' % SECRET)
+    (folder / "kaggle.json").write_text(f'{{"username": "tester", "key": "{SECRET}"}}')
     (folder / "kaggle.json").chmod(0o644)
     server.fail["DownloadDataset"] = 404
     result = run_make("data", f"SOURCE=kaggle-dataset:{DATASET}", f"SET=paths.root={kaggle_env}")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.competition import Split, load_competition, write_competition
+from pipeline.data.competition import Split, load_competition, write_competition
 from tests.conftest import run_make
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,9 @@ def test_second_run_does_no_work(prepared_root: Path):
     assert card.stat().st_mtime_ns == before
     # Naming one of the two competitions does not rebuild them: they come from one windowing.
     named = run_make("prepare", "COMPETITION=raw", f"SET=paths.root={prepared_root}")
-    assert named.returncode == 0 and "up to date" in named.stdout and "wrote" not in named.stdout, named.stdout + named.stderr
+    assert named.returncode == 0 and "up to date" in named.stdout and "wrote" not in named.stdout, (
+        named.stdout + named.stderr
+    )
     assert card.stat().st_mtime_ns == before
 
 
@@ -43,7 +45,9 @@ def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an
     source = tmp_path / "my-comp"
     source.mkdir()
     labels = rng.integers(1, 3, 60)
-    series = rng.normal(size=(60, 7, 4)).astype(np.float32) + labels[:, None, None]  # learnable: the level tells the class
+    series = (
+        rng.normal(size=(60, 7, 4)).astype(np.float32) + labels[:, None, None]
+    )  # learnable: the level tells the class
     splits = {
         "train": Split(series, np.array([f"t{k}" for k in range(60)]), labels),
         "test": Split(rng.normal(size=(3, 7, 4)).astype(np.float32), np.array([f"x{k}" for k in range(3)])),
@@ -67,8 +71,12 @@ def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an
     (cv_entry,) = [path for path in (root / "runs").glob("my-comp_cv5_*") if path.is_dir()]
     folds = json.loads((cv_entry / "run.json").read_text())["folds"]
     fold = json.loads((root / "runs" / folds[1] / "run.json").read_text())
-    assert fold["train_series"] == 12 + 8 * 3 and fold["batch_size"] == 8 and fold["patience"] >= 25  # blocks of 12, a gap of 4 after each inner boundary; a small competition's schedule
-    predicted = run_make("predict", "COMPETITION=my-comp", tiny)  # the default: the cross-validation, its folds averaged
+    assert (
+        fold["train_series"] == 12 + 8 * 3 and fold["batch_size"] == 8 and fold["patience"] >= 25
+    )  # blocks of 12, a gap of 4 after each inner boundary; a small competition's schedule
+    predicted = run_make(
+        "predict", "COMPETITION=my-comp", tiny
+    )  # the default: the cross-validation, its folds averaged
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     (lineage,) = (root / "submissions").glob("my-comp_ensemble5_*.json")
     assert json.loads(lineage.read_text())["runs"] == folds
@@ -76,7 +84,9 @@ def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     (report,) = (root / "reports").glob("my-comp_*/evaluation.json")
     evaluation = json.loads(report.read_text())
-    assert evaluation["scored"] == "validation" and evaluation["run_id"] == folds[0]  # no answer key here: the first fold's held-out series
+    assert (
+        evaluation["scored"] == "validation" and evaluation["run_id"] == folds[0]
+    )  # no answer key here: the first fold's held-out series
     predictions = pd.read_csv(report.parent / "predictions.csv")
     assert len(predictions) == 12 and set(predictions["file"]) <= {f"t{k}" for k in range(60)}
 
@@ -86,7 +96,9 @@ def test_twelve_classes_and_sensor_faults_through_prepare_train_and_predict(prep
     (root / "data").mkdir(parents=True)
     (root / "data" / "raw").symlink_to(prepared_root / "data" / "raw")  # raw data are immutable: shared
     settings = f"paths.root={root} data.classes=12 data.noise_profile=sensor-faults"
-    tiny = f"{settings} data.competition=raw train.max_train_series=400 model.units=4 train.epochs=1 train.noise_seeds=1"
+    tiny = (
+        f"{settings} data.competition=raw train.max_train_series=400 model.units=4 train.epochs=1 train.noise_seeds=1"
+    )
     prepared = run_make("prepare", f"SET={settings}")
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     card = json.loads((root / "data" / "processed" / "raw" / "datacard.json").read_text())
@@ -118,7 +130,9 @@ def test_bad_local_source_fails_cleanly(tmp_path: Path):
 
 
 def test_make_all_ends_with_a_scored_submission_and_a_report(prepared_root: Path):
-    overrides = f"paths.root={prepared_root} train.max_train_series=300 model.units=8 train.epochs=2 train.noise_seeds=1"
+    overrides = (
+        f"paths.root={prepared_root} train.max_train_series=300 model.units=8 train.epochs=2 train.noise_seeds=1"
+    )
     result = run_make("all", f"SET={overrides}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "public score" in result.stdout and "report.md" in result.stdout

@@ -18,17 +18,27 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 
 # HAR_TEST_SHAPES=128x9 narrows the per-shape tests (the rerun on another backend uses it to save time).
-SHAPES = [tuple(int(size) for size in text.split("x")) for text in os.environ.get("HAR_TEST_SHAPES", "5x9,128x9").split(",")]
+SHAPES = [
+    tuple(int(size) for size in text.split("x")) for text in os.environ.get("HAR_TEST_SHAPES", "5x9,128x9").split(",")
+]
 # HAR_TEST_MODELS narrows the per-model tests to some registry names (the rerun keeps those with custom layers).
 MODEL_NAMES = [name for name in os.environ.get("HAR_TEST_MODELS", ",".join(models.MODELS)).split(",") if name]
-SMALL = ["model.units=8", "model.attention_units=8", "model.decoder_units=8", "model.conv_filters=8", "model.embedding_dim=4"]
+SMALL = [
+    "model.units=8",
+    "model.attention_units=8",
+    "model.decoder_units=8",
+    "model.conv_filters=8",
+    "model.embedding_dim=4",
+]
 
 
 def config_for(name: str, *overrides: str):
     return load_config(None, [f"model.name={name}", *SMALL, *overrides])
 
 
-def separable(shape: tuple[int, int], count: int = 96, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def separable(
+    shape: tuple[int, int], count: int = 96, classes: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Noise plus a class-specific offset on one channel: learnable in a few steps by any model."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, count)
@@ -83,10 +93,22 @@ def test_models_reload_in_a_fresh_process_with_identical_predictions(trained, tm
         f"    x = np.load(r'{tmp_path}/input_%d.npy' % index)\n"
         f"    np.save(r'{tmp_path}/output_%d.npy' % index, load_model(path).predict(x, verbose=0))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for index, case in enumerate(cases):
-        np.testing.assert_allclose(np.load(tmp_path / f"output_{index}.npy"), case["prediction"], rtol=1e-5, atol=1e-6, err_msg=str(case["path"]))
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"output_{index}.npy"),
+            case["prediction"],
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=str(case["path"]),
+        )
 
 
 def test_deep_transition_cell_matches_the_lectures_formula():
@@ -99,7 +121,11 @@ def test_deep_transition_cell_matches_the_lectures_formula():
         layer(x)  # build
         weights = [rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in layer.get_weights()]
         layer.set_weights(weights)
-        kernel, transition, biases = cell.kernel.numpy(), [w.numpy() for w in cell.transition_kernels], [b.numpy() for b in cell.biases]
+        kernel, transition, biases = (
+            cell.kernel.numpy(),
+            [w.numpy() for w in cell.transition_kernels],
+            [b.numpy() for b in cell.biases],
+        )
         h = np.zeros((2, units))
         expected = []
         for t in range(steps):
@@ -124,7 +150,9 @@ def test_attention_weights_are_a_distribution_over_time():
 
 
 def test_heterogeneous_bidirectional_fits_and_reloads(tmp_path: Path):
-    config = config_for("bilstm", "model.layers=1", "model.cell=lstm", "model.backward_cell=gru", "model.backward_units=5")
+    config = config_for(
+        "bilstm", "model.layers=1", "model.cell=lstm", "model.backward_cell=gru", "model.backward_units=5"
+    )
     series, labels = separable((12, 9))
     model = models.build_model(config, (12, 9), 3)
     layer = model.get_layer("bidirectional_1")
@@ -142,14 +170,34 @@ def test_heterogeneous_bidirectional_fits_and_reloads(tmp_path: Path):
 def test_regularizers_reach_the_model_and_scale():
     def penalty_sum(strength: float) -> float:
         keras.utils.set_random_seed(3)
-        model = models.build_model(config_for("stacked", f"regularization.l2={strength}", f"regularization.recurrent_l2={strength}", f"regularization.bias_l2={strength}"), (5, 9), 3)
+        model = models.build_model(
+            config_for(
+                "stacked",
+                f"regularization.l2={strength}",
+                f"regularization.recurrent_l2={strength}",
+                f"regularization.bias_l2={strength}",
+            ),
+            (5, 9),
+            3,
+        )
         model(np.ones((1, 5, 9), np.float32))
         return float(sum(np.asarray(loss) for loss in model.losses)), len(model.losses)
 
     (small, count), (large, _) = penalty_sum(1e-3), penalty_sum(2e-3)
     assert count >= 3 * 2  # kernel, recurrent kernel and bias of each recurrent half at least
     assert large == pytest.approx(2 * small, rel=1e-5)
-    model = models.build_model(config_for("bilstm", "regularization.l1=1e-4", "regularization.l2=1e-4", "regularization.max_norm=3", "regularization.gaussian_noise=0.3", "regularization.dropout=0.2"), (5, 9), 3)
+    model = models.build_model(
+        config_for(
+            "bilstm",
+            "regularization.l1=1e-4",
+            "regularization.l2=1e-4",
+            "regularization.max_norm=3",
+            "regularization.gaussian_noise=0.3",
+            "regularization.dropout=0.2",
+        ),
+        (5, 9),
+        3,
+    )
     forward = model.get_layer("bidirectional_1").forward_layer
     assert isinstance(forward.cell.kernel_regularizer, keras.regularizers.L1L2)
     assert isinstance(forward.cell.kernel_constraint, keras.constraints.MaxNorm)
@@ -158,7 +206,9 @@ def test_regularizers_reach_the_model_and_scale():
 
 
 def test_noise_and_dropout_act_only_in_training():
-    model = models.build_model(config_for("bilstm", "regularization.gaussian_noise=1.0", "regularization.dropout=0.5"), (5, 9), 3)
+    model = models.build_model(
+        config_for("bilstm", "regularization.gaussian_noise=1.0", "regularization.dropout=0.5"), (5, 9), 3
+    )
     x = np.ones((4, 5, 9), np.float32)
     np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(model(x, training=False)))
     assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
@@ -167,16 +217,23 @@ def test_noise_and_dropout_act_only_in_training():
 def test_fused_path_report_and_a_single_warning():
     default = models.build_model(config_for("bilstm"), (5, 9), 3)
     assert all(fused for _name, fused, _why in models.fused_path_report(default))
-    models._warned.clear()
+    from pipeline.models import diagnostics
+
+    diagnostics._warned.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first = models.build_model(config_for("bilstm", "regularization.recurrent_dropout=0.2"), (5, 9), 3)
         models.build_model(config_for("bilstm", "regularization.recurrent_dropout=0.2"), (5, 9), 3)
     assert sum("cuDNN" in str(w.message) for w in caught) == 1
     assert not any(fused for _name, fused, _why in models.fused_path_report(first))
-    reasons = dict((name, why) for name, _fused, why in models.fused_path_report(models.build_model(config_for("deep_transition"), (5, 9), 3)))
+    reasons = {
+        name: why
+        for name, _fused, why in models.fused_path_report(models.build_model(config_for("deep_transition"), (5, 9), 3))
+    }
     assert all("custom cell" in why for why in reasons.values())
-    simple = models.build_model(config_for("lstm", "model.name=stacked", "model.cell=rnn", "model.bidirectional=false"), (5, 9), 3)
+    simple = models.build_model(
+        config_for("lstm", "model.name=stacked", "model.cell=rnn", "model.bidirectional=false"), (5, 9), 3
+    )
     assert not any(fused for _name, fused, _why in models.fused_path_report(simple))
 
 
@@ -215,7 +272,17 @@ def reverse_models(tmp_path_factory: pytest.TempPathFactory):
     trained = {}
     for attention in (True, False):
         keras.utils.set_random_seed(0)
-        config = load_config(None, ["model.units=32", "model.layers=1", "model.decoder_units=32", "model.attention_units=16", "model.embedding_dim=8", f"model.seq2seq_attention={str(attention).lower()}"])
+        config = load_config(
+            None,
+            [
+                "model.units=32",
+                "model.layers=1",
+                "model.decoder_units=32",
+                "model.attention_units=16",
+                "model.embedding_dim=8",
+                f"model.seq2seq_attention={str(attention).lower()}",
+            ],
+        )
         model = models.build_seq2seq(config, (5, 4), 4, 6)
         model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
         model.fit([series[:2500], previous[:2500]], following[:2500], batch_size=64, epochs=15, verbose=0)
@@ -232,11 +299,18 @@ def exhaustive_best(decoder, series: np.ndarray, max_length: int) -> float:
     frontier = [(0.0, [], state)]  # (log-probability, tokens, decoder state) of every open prefix
     best = -np.inf
     for _depth in range(max_length + 1):
-        tokens = np.array([prefix[-1] if prefix else models.START_TOKEN for _score, prefix, _state in frontier], np.int32)
+        tokens = np.array(
+            [prefix[-1] if prefix else models.START_TOKEN for _score, prefix, _state in frontier], np.int32
+        )
         h = np.concatenate([s[0] for _score, _prefix, s in frontier])
         c = np.concatenate([s[1] for _score, _prefix, s in frontier])
         count = len(frontier)
-        probabilities, h_new, c_new, _weights = (np.asarray(t) for t in decoder.step([tokens, h, c, np.repeat(sequences, count, 0), np.repeat(context, count, 0)], training=False))
+        probabilities, h_new, c_new, _weights = (
+            np.asarray(t)
+            for t in decoder.step(
+                [tokens, h, c, np.repeat(sequences, count, 0), np.repeat(context, count, 0)], training=False
+            )
+        )
         log_p = np.log(probabilities + 1e-12)
         opened = []
         for row, (score, prefix, _state) in enumerate(frontier):
@@ -244,7 +318,11 @@ def exhaustive_best(decoder, series: np.ndarray, max_length: int) -> float:
                 best = max(best, score + float(log_p[row].max()))
                 continue
             best = max(best, score + float(log_p[row, models.END_TOKEN]))
-            opened += [(score + float(log_p[row, token]), prefix + [token], [h_new[row : row + 1], c_new[row : row + 1]]) for token in range(decoder.vocabulary) if token != models.END_TOKEN]
+            opened += [
+                (score + float(log_p[row, token]), prefix + [token], [h_new[row : row + 1], c_new[row : row + 1]])
+                for token in range(decoder.vocabulary)
+                if token != models.END_TOKEN
+            ]
         frontier = opened
         if not frontier:
             break
@@ -253,14 +331,27 @@ def exhaustive_best(decoder, series: np.ndarray, max_length: int) -> float:
 
 def test_beam_search_finds_the_most_likely_sequence_an_exhaustive_search_finds():
     keras.utils.set_random_seed(3)
-    config = load_config(None, ["model.units=8", "model.layers=1", "model.decoder_units=8", "model.attention_units=4", "model.embedding_dim=4"])
-    decoder = models.Seq2SeqDecoder(models.build_seq2seq(config, (4, 3), 2, 4))  # 5 tokens: PAD, START, END and two symbols
+    config = load_config(
+        None,
+        [
+            "model.units=8",
+            "model.layers=1",
+            "model.decoder_units=8",
+            "model.attention_units=4",
+            "model.embedding_dim=4",
+        ],
+    )
+    decoder = models.Seq2SeqDecoder(
+        models.build_seq2seq(config, (4, 3), 2, 4)
+    )  # 5 tokens: PAD, START, END and two symbols
     series = np.random.default_rng(0).normal(size=(6, 4, 3)).astype(np.float32) * 3
     best = [exhaustive_best(decoder, series[i : i + 1], max_length=3) for i in range(len(series))]
-    beam = decoder.beam(series, max_length=3, width=decoder.vocabulary ** 3)  # wide enough to keep every prefix
+    beam = decoder.beam(series, max_length=3, width=decoder.vocabulary**3)  # wide enough to keep every prefix
     np.testing.assert_allclose([result.log_probability for result in beam], best, atol=1e-4)
     greedy = decoder.greedy(series, max_length=3)
-    assert any(g.log_probability < b - 1e-3 for g, b in zip(greedy, best)), "pick inputs where greedy misses the optimum, or the test proves nothing"
+    assert any(g.log_probability < b - 1e-3 for g, b in zip(greedy, best)), (
+        "pick inputs where greedy misses the optimum, or the test proves nothing"
+    )
 
 
 @pytest.mark.parametrize("attention", [True, False], ids=["attention", "fixed_context"])
@@ -293,10 +384,18 @@ def test_decoding_stops_at_end_token_and_max_length(reverse_models):
 
 
 def test_stacked_layers_can_each_be_bidirectional_or_not():
-    model = models.build_model(config_for("stacked", "model.layers=3", "model.bidirectional_layers=[true, false, true]", "model.residual=true"), (5, 9), 3)
+    model = models.build_model(
+        config_for(
+            "stacked", "model.layers=3", "model.bidirectional_layers=[true, false, true]", "model.residual=true"
+        ),
+        (5, 9),
+        3,
+    )
     kinds = [type(model.get_layer(f"recurrent_{index}")).__name__ for index in (1, 2, 3)]
     assert kinds == ["Bidirectional", "LSTM", "Bidirectional"]
-    assert model.get_layer("recurrent_2").output.shape[-1] == 8 and model.get_layer("recurrent_1").output.shape[-1] == 16
+    assert (
+        model.get_layer("recurrent_2").output.shape[-1] == 8 and model.get_layer("recurrent_1").output.shape[-1] == 16
+    )
     assert "recurrent_3_residual" not in [layer.name for layer in model.layers]  # last layer returns no sequence
     assert "recurrent_2_shortcut" in [layer.name for layer in model.layers]  # 16 -> 8: the shortcut is projected
     with pytest.raises(ValueError, match="3 layers"):
@@ -304,7 +403,7 @@ def test_stacked_layers_can_each_be_bidirectional_or_not():
 
 
 def test_pooling_reads_every_step_and_keeps_run_ids_of_the_final_state():
-    from pipeline.runs import run_id_for
+    from pipeline.stages.runs import run_id_for
 
     series = np.random.default_rng(0).normal(size=(4, 12, 9)).astype(np.float32)
     last = models.build_model(config_for("bilstm"), (12, 9), 3)

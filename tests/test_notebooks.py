@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -16,7 +17,14 @@ TINY_TRAIN = ["train.max_train_series=200", "model.units=8", "train.epochs=2", "
 
 
 def execute(name: str, output: Path, **parameters) -> nbformat.NotebookNode:
-    papermill.execute_notebook(str(PROJECT_ROOT / "notebooks" / name), str(output), parameters=parameters, cwd=str(PROJECT_ROOT), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(PROJECT_ROOT / "notebooks" / name),
+        str(output),
+        parameters=parameters,
+        cwd=str(PROJECT_ROOT),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     return nbformat.read(output, as_version=4)
 
 
@@ -38,7 +46,13 @@ def test_explore_data(prepared_root: Path, tmp_path: Path):
 
 def test_compare_regularizers_states_a_conclusion_from_its_numbers(prepared_root: Path, tmp_path: Path):
     overrides = ["compare.cells=['none','gaussian_noise']", "compare.models=['bilstm']", "compare.seeds=1", *TINY_TRAIN]
-    notebook = execute("02-compare-regularizers.ipynb", tmp_path / "02.ipynb", root=str(prepared_root), run_compare_if_missing=True, compare_overrides=overrides)
+    notebook = execute(
+        "02-compare-regularizers.ipynb",
+        tmp_path / "02.ipynb",
+        root=str(prepared_root),
+        run_compare_if_missing=True,
+        compare_overrides=overrides,
+    )
     figures, text = outputs(notebook)
     assert figures >= 1
     assert "2 comparison runs" in text and "bilstm: chosen on validation at test noise 0.5:" in text
@@ -56,6 +70,36 @@ def test_compare_regularizers_states_a_conclusion_from_its_numbers(prepared_root
 
 
 def test_attention(prepared_root: Path, tmp_path: Path):
-    notebook = execute("03-attention.ipynb", tmp_path / "03.ipynb", root=str(prepared_root), competition="classroom", train_overrides=[*TINY_TRAIN, "model.attention_units=8"])
+    notebook = execute(
+        "03-attention.ipynb",
+        tmp_path / "03.ipynb",
+        root=str(prepared_root),
+        competition="classroom",
+        train_overrides=[*TINY_TRAIN, "model.attention_units=8"],
+    )
     figures, text = outputs(notebook)
     assert figures >= 2 and "relative entropy" in text
+
+
+def test_bptt_shows_the_three_figures_with_measured_sentences(prepared_root: Path, tmp_path: Path):
+    notebook = execute(
+        "04-bptt.ipynb",
+        tmp_path / "04.ipynb",
+        root=str(prepared_root),
+        windows=32,
+        hidden=8,
+        clip_epochs=2,
+        train_overrides=[*TINY_TRAIN, "train.max_train_series=100", "train.epochs=1"],
+    )
+    figures, text = outputs(notebook)
+    assert figures == 3
+    # (a) at spectral radius 0.5 the gradient 127 steps back is at most 0.5^127 of its size at the loss (tanh' <= 1)
+    vanished = float(re.search(r"spectral radius 0.5: 127 steps back the gradient is (\S+) x", text).group(1))
+    assert 0 < vanished < 1e-30
+    assert "LSTM (8 units, untrained): 127 steps back" in text
+    # (b) a run without and a run with clipping, each with its loss curve
+    losses = dict(re.findall(r"train.clipnorm=(\S+): loss (\S+) after epoch 1", text))
+    assert set(losses) == {"0", "1"}
+    # (c) the three trained models, each with its reach
+    for name in ("lstm", "bilstm", "deep_transition"):
+        assert re.search(rf"^{name}: the first step's gradient is \S+ of the largest", text, re.M), name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline import baselines
+from pipeline.models import baselines
 from tests.conftest import run_make, run_module
 
 
@@ -23,7 +23,9 @@ def test_make_peers_scores_every_peer_with_and_without_noised_copies(prepared_ro
     assert result.returncode == 0, result.stdout + result.stderr
     table = pd.read_csv(prepared_root / "reports" / "peers" / "classroom" / "peers.csv")
     peers = table[~table["peer"].str.startswith("recurrent")]
-    assert sorted(zip(peers["peer"], peers["noised copies"])) == sorted((name, copies) for name in ("logistic_regression", "random_forest", "minirocket") for copies in (0, 1))
+    assert sorted(zip(peers["peer"], peers["noised copies"])) == sorted(
+        (name, copies) for name in ("logistic_regression", "random_forest", "minirocket") for copies in (0, 1)
+    )
     scores = [c for c in table.columns if c.startswith(("val@", "test@")) or c == "test file"]
     assert {"val@0", "val@0.5", "test@0", "test@0.5", "test file"} <= set(scores)
     assert ((peers[scores] >= 0) & (peers[scores] <= 1)).all().all()
@@ -35,5 +37,11 @@ def test_make_peers_scores_every_peer_with_and_without_noised_copies(prepared_ro
 
 
 def test_an_unknown_peer_is_one_line(prepared_root):
-    result = run_module("pipeline.peers", "--set", f"paths.root={prepared_root}", "--set", 'peers.models=["svm"]')
-    assert result.returncode == 1 and result.stderr.strip() == "error: peers.models: unknown peer 'svm' (known: logistic_regression, random_forest, minirocket)"
+    result = run_module(
+        "pipeline.studies.peers", "--set", f"paths.root={prepared_root}", "--set", 'peers.models=["svm"]'
+    )
+    assert (
+        result.returncode == 1
+        and result.stderr.strip()
+        == "error: peers.models: unknown peer 'svm' (known: logistic_regression, random_forest, minirocket)"
+    )

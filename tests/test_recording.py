@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import phone_formats as formats
-from pipeline import recording
 from pipeline.config import load_config
-from pipeline.phone_formats import STANDARD_GRAVITY, PhoneRecording, PlainColumns, Stream
+from pipeline.phone import formats, recording, sample_recording
+from pipeline.phone.formats import STANDARD_GRAVITY, PhoneRecording, PlainColumns, Stream
 from tests.conftest import run_make
 
 RATE = 50.0
@@ -27,7 +26,13 @@ RATE = 50.0
 def synthetic(seconds: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
     """50 Hz acceleration in g (gravity mostly on z, a distinct slow wave per axis) and gyroscope in rad/s."""
     t = np.arange(int(seconds * RATE)) / RATE
-    acc = np.column_stack([0.1 * np.sin(2 * np.pi * 0.5 * t), 0.2 + 0.05 * np.cos(2 * np.pi * 0.7 * t), 0.97 + 0.02 * np.sin(2 * np.pi * 1.1 * t)])
+    acc = np.column_stack(
+        [
+            0.1 * np.sin(2 * np.pi * 0.5 * t),
+            0.2 + 0.05 * np.cos(2 * np.pi * 0.7 * t),
+            0.97 + 0.02 * np.sin(2 * np.pi * 1.1 * t),
+        ]
+    )
     gyro = np.column_stack([0.3 * np.sin(2 * np.pi * 0.4 * t), -0.1 + 0 * t, 0.2 * np.cos(2 * np.pi * 0.9 * t)])
     return acc, gyro
 
@@ -76,7 +81,9 @@ def test_formats_are_recognized_by_content_not_by_name(tmp_path):
     semicolons = tmp_path / "semicolons.csv"  # phyphox's "semicolon, decimal comma" export
     table = pd.read_csv(renamed)
     semicolons.write_text(table.to_csv(index=False, sep=";", decimal=","))
-    np.testing.assert_allclose(formats.read_recording(semicolons).acc.values, formats.read_recording(renamed).acc.values)
+    np.testing.assert_allclose(
+        formats.read_recording(semicolons).acc.values, formats.read_recording(renamed).acc.values
+    )
 
 
 def test_resampling_keeps_the_signal_and_removes_what_would_alias():
@@ -89,14 +96,21 @@ def test_resampling_keeps_the_signal_and_removes_what_would_alias():
     slow = recording.resample(Stream(jittered, np.sin(2 * np.pi * 2 * jittered)[:, None], "slow"), 1.0, 1000, RATE)
     np.testing.assert_allclose(slow[inner, 0], np.sin(2 * np.pi * 2 * grid)[inner], atol=0.02)
     even = np.arange(3000) / 100
-    fast = recording.resample(Stream(even, np.column_stack([np.sin(2 * np.pi * 40 * even), np.sin(2 * np.pi * 2 * even)]), "fast"), 1.0, 1000, RATE)
+    fast = recording.resample(
+        Stream(even, np.column_stack([np.sin(2 * np.pi * 40 * even), np.sin(2 * np.pi * 2 * even)]), "fast"),
+        1.0,
+        1000,
+        RATE,
+    )
     assert np.abs(fast[inner, 0]).max() < 0.05  # every second sample of it would swing between -0.95 and 0.95
     assert np.abs(np.sin(2 * np.pi * 40 * grid)).max() > 0.9
     np.testing.assert_allclose(fast[inner, 1], np.sin(2 * np.pi * 2 * grid)[inner], atol=0.01)
 
 
 def table_of(rows: list[tuple[int, float, int, float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"segment": s, "start_s": a, "end_s": a + 2.56, "activity": c, "confidence": p} for s, a, c, p in rows])
+    return pd.DataFrame(
+        [{"segment": s, "start_s": a, "end_s": a + 2.56, "activity": c, "confidence": p} for s, a, c, p in rows]
+    )
 
 
 def test_timeline_merges_runs_and_splits_hops_at_window_centres():
@@ -107,7 +121,10 @@ def test_timeline_merges_runs_and_splits_hops_at_window_centres():
     assert table["confidence"].tolist() == [0.8, 0.6, 0.7]
     names = recording.activity_at(table, np.array([1.0, 4.0, 7.0, 12.0, 20.0]))
     assert names.tolist() == ["WALKING", "SITTING", "", "SITTING", ""]  # nothing in the gap or after the end
-    assert recording.agreement(table, np.array([1.0, 4.0, 7.0, 12.0, 2.0]), np.array([1, 4, 4, 5, -1]), [1, 2, 3, 4, 5, 6]) == 0.5
+    assert (
+        recording.agreement(table, np.array([1.0, 4.0, 7.0, 12.0, 2.0]), np.array([1, 4, 4, 5, -1]), [1, 2, 3, 4, 5, 6])
+        == 0.5
+    )
 
 
 class Constant:
@@ -123,7 +140,7 @@ class Constant:
 
 
 def test_smoothing_removes_a_one_window_flip_and_can_be_switched_off():
-    from pipeline.signals import RAW_CHANNELS
+    from pipeline.data.signals import RAW_CHANNELS
 
     acc, gyro = synthetic(60)
     t = np.arange(len(acc)) / RATE
@@ -137,7 +154,7 @@ def test_smoothing_removes_a_one_window_flip_and_can_be_switched_off():
 
 
 def test_a_gap_longer_than_a_window_splits_the_recording():
-    from pipeline.signals import RAW_CHANNELS
+    from pipeline.data.signals import RAW_CHANNELS
 
     acc, gyro = synthetic(60)
     t = np.arange(len(acc)) / RATE
@@ -145,7 +162,9 @@ def test_a_gap_longer_than_a_window_splits_the_recording():
     paused = PhoneRecording(Path("paused"), "csv", Stream(t, acc, "acc.csv"), Stream(t, gyro, "gyro.csv"))
     predictor = recording.Predictor(["stand-in"], [Constant(0)], load_config(None, []).data, RAW_CHANNELS, [1, 2])
     windows, notes = recording.predict_windows(paused, predictor, 1)
-    assert windows["segment"].nunique() == 2 and any("acc.csv: no samples from 30.0 s to 40.0 s" in note for note in notes)
+    assert windows["segment"].nunique() == 2 and any(
+        "acc.csv: no samples from 30.0 s to 40.0 s" in note for note in notes
+    )
     table = recording.timeline(windows)
     assert recording.activity_at(table, np.array([35.0])).tolist() == [""]
 
@@ -200,7 +219,12 @@ def short(table: pd.DataFrame) -> None:
     ],
 )
 def test_bad_recordings_get_one_line_and_nothing_written(tmp_path, capsys, case, expected):
-    edits = {"duplicate timestamps": duplicate, "timestamps backwards": backwards, "under 20 Hz": slow, "shorter than a window": short}
+    edits = {
+        "duplicate timestamps": duplicate,
+        "timestamps backwards": backwards,
+        "under 20 Hz": slow,
+        "shorter than a window": short,
+    }
     plain = []
     if case == "missing gyroscope":
         path = sensor_logger_files(tmp_path, drop="Gyroscope.csv")
@@ -210,7 +234,9 @@ def test_bad_recordings_get_one_line_and_nothing_written(tmp_path, capsys, case,
         path = sensor_logger_files(tmp_path, edit=edits[case])
     elif case == "unknown units":
         path = tmp_path / "phyphox.csv"
-        path.write_text("Time (s),Acceleration x (ft/s^2),Acceleration y (ft/s^2),Acceleration z (ft/s^2)\n0,1,2,3\n0.01,1,2,3\n")
+        path.write_text(
+            "Time (s),Acceleration x (ft/s^2),Acceleration y (ft/s^2),Acceleration z (ft/s^2)\n0,1,2,3\n0.01,1,2,3\n"
+        )
     else:
         _acc, _gyro, times, acc_ms2, app_gyro = app_recording(10)
         path = tmp_path / "plain.csv"
@@ -218,7 +244,16 @@ def test_bad_recordings_get_one_line_and_nothing_written(tmp_path, capsys, case,
         columns = ",".join(formats.PLAIN_SAMPLE.columns)
         plain = {
             "plain CSV without units": ["--columns", columns],
-            "acceleration in the wrong unit": ["--columns", columns, "--units", "m/s2", "--gyro", "deg/s", "--set", "recording.time_unit=ms"],
+            "acceleration in the wrong unit": [
+                "--columns",
+                columns,
+                "--units",
+                "m/s2",
+                "--gyro",
+                "deg/s",
+                "--set",
+                "recording.time_unit=ms",
+            ],
             "not a recording": [],
         }[case]
         if case == "acceleration in the wrong unit":  # the file holds m/s^2, the options say g
@@ -242,7 +277,10 @@ def test_held_out_hapt_recordings_through_an_app_format_agree_with_the_labels(pr
     point of predicting the same recording straight from its 50 Hz rows in data/raw."""
     predictor = recording.load_predictor(prepared_config, [raw_run])
     table = recording.held_out_agreement(prepared_config, predictor, tmp_path)
-    assert len(table) == len(prepared_config.data.test_subjects) + 1 and len(list(tmp_path.glob("*.zip"))) == len(table) - 1
+    assert (
+        len(table) == len(prepared_config.data.test_subjects) + 1
+        and len(list(tmp_path.glob("*.zip"))) == len(table) - 1
+    )
     assert (abs(table["sensor_logger"] - table["direct"]) <= 0.01).all(), table
     overall = table.iloc[-1]
     assert overall["subject"] == "all" and overall["sensor_logger"] >= 0.85, table
@@ -255,7 +293,9 @@ def test_make_recording_writes_the_timeline_probabilities_and_figure(prepared_ro
     assert written.returncode == 0, written.stdout + written.stderr
     (zip_path,) = samples.glob("hapt_*_user09_sensorlogger.zip")
     (labels_path,) = samples.glob("hapt_*_user09_labels.csv")
-    result = run_make("recording", f"FILE={zip_path}", f"RUN={raw_run}", f"LABELS={labels_path}", f"SET=paths.root={prepared_root}")
+    result = run_make(
+        "recording", f"FILE={zip_path}", f"RUN={raw_run}", f"LABELS={labels_path}", f"SET=paths.root={prepared_root}"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     folder = prepared_root / "reports" / "recordings" / zip_path.stem
     summary = json.loads((folder / "summary.json").read_text())
@@ -264,23 +304,45 @@ def test_make_recording_writes_the_timeline_probabilities_and_figure(prepared_ro
     assert summary["format"] == "sensorlogger" and summary["runs"] == [raw_run] and summary["agreement"] >= 0.8
     np.testing.assert_allclose(windows.filter(like="p_").sum(axis=1), 1, atol=1e-4)
     assert np.allclose(np.diff(windows["start_s"]), 1.28, atol=1e-6)  # 64-sample hops at 50 Hz
-    assert list(table.columns) == ["start_s", "end_s", "activity", "confidence"] and (table["end_s"] > table["start_s"]).all()
+    assert (
+        list(table.columns) == ["start_s", "end_s", "activity", "confidence"]
+        and (table["end_s"] > table["start_s"]).all()
+    )
     assert (folder / "timeline.png").stat().st_size > 10_000
     minutes = ", ".join(f"{name.lower()} {value:.1f}" for name, value in summary["minutes"].items())
     assert f"minutes: {minutes}" in result.stdout and "agreement with" in result.stdout
     # the same held-out recording as phyphox and as a plain CSV (ms, g, deg/s) gives the same timeline's agreement
-    config = load_config(None, [f"paths.root={prepared_root}", *(f"recording.{key}={json.dumps(value)}" for key, value in
-                                 (("columns", list(formats.PLAIN_SAMPLE.columns)), ("units", "g"), ("gyro_units", "deg/s"), ("time_unit", "ms")))])
+    config = load_config(
+        None,
+        [
+            f"paths.root={prepared_root}",
+            *(
+                f"recording.{key}={json.dumps(value)}"
+                for key, value in (
+                    ("columns", list(formats.PLAIN_SAMPLE.columns)),
+                    ("units", "g"),
+                    ("gyro_units", "deg/s"),
+                    ("time_unit", "ms"),
+                )
+            ),
+        ],
+    )
     for fmt in ("phyphox", "csv"):
-        path = formats.write_sample(config.raw_dir / "hapt", samples, 9, fmt, config.data.test_subjects)
+        path = sample_recording.write_sample(config.raw_dir / "hapt", samples, 9, fmt, config.data.test_subjects)
         other = json.loads((recording.analyse(config, path, [raw_run], labels_path) / "summary.json").read_text())
-        assert other["format"] == fmt and abs(other["agreement"] - summary["agreement"]) <= 0.01, (fmt, other["agreement"], summary["agreement"])
+        assert other["format"] == fmt and abs(other["agreement"] - summary["agreement"]) <= 0.01, (
+            fmt,
+            other["agreement"],
+            summary["agreement"],
+        )
 
 
 def test_a_classroom_run_reads_the_same_windows_as_mean_feature_series(prepared_config, tiny_run, tmp_path):
     _acc, _gyro, times, acc_ms2, app_gyro = app_recording(40)
     formats.write_phyphox(tmp_path / "walk", times, acc_ms2, app_gyro)
-    target = recording.analyse(load_config(None, [f"paths.root={prepared_config.root}"]), tmp_path / "walk", [tiny_run.name])
+    target = recording.analyse(
+        load_config(None, [f"paths.root={prepared_config.root}"]), tmp_path / "walk", [tiny_run.name]
+    )
     summary = json.loads((target / "summary.json").read_text())
     windows = pd.read_csv(target / "windows.csv")
     assert summary["inputs"] == "5 windows' mean features" and summary["format"] == "phyphox"

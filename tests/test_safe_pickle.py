@@ -8,17 +8,32 @@ import pickle
 import numpy as np
 import pytest
 
-from pipeline.safe_pickle import ALLOWED_GLOBALS, restricted_load
+from pipeline.data.safe_pickle import ALLOWED_GLOBALS, restricted_load
 
 
 def global_pickle(module: str, name: str, argument: str = "echo pwned") -> bytes:
     """A protocol-2 pickle that calls module.name(argument), as an attacker would write it."""
-    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"X" + len(argument).to_bytes(4, "little") + argument.encode() + b"\x85R."
+    return (
+        b"\x80\x02c"
+        + f"{module}\n{name}\n".encode()
+        + b"X"
+        + len(argument).to_bytes(4, "little")
+        + argument.encode()
+        + b"\x85R."
+    )
 
 
 @pytest.mark.parametrize(
     "module, name",
-    [("os", "system"), ("posix", "system"), ("builtins", "eval"), ("__builtin__", "eval"), ("subprocess", "Popen"), ("numpy", "load"), ("pandas", "read_pickle")],
+    [
+        ("os", "system"),
+        ("posix", "system"),
+        ("builtins", "eval"),
+        ("__builtin__", "eval"),
+        ("subprocess", "Popen"),
+        ("numpy", "load"),
+        ("pandas", "read_pickle"),
+    ],
 )
 def test_refuses_any_other_global(module: str, name: str):
     with pytest.raises(pickle.UnpicklingError, match=f"refused global {module}.{name}"):
@@ -37,7 +52,9 @@ def test_allowed_globals_cannot_be_misused():
 
 def test_reads_plain_numpy_arrays_as_python_2_pickled_them():
     # Current numpy pickles name numpy._core; the file names numpy.core, so rewrite the module names.
-    payload = pickle.dumps({"a": np.arange(5.0)}, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    payload = pickle.dumps({"a": np.arange(5.0)}, protocol=2).replace(
+        b"numpy._core.multiarray", b"numpy.core.multiarray"
+    )
     assert np.array_equal(restricted_load(io.BytesIO(payload))["a"], np.arange(5.0))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import signals
+from pipeline.data import signals
 
 RATE = 50.0
 

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import predict, scoring, submit
-from pipeline.competition import DataError, load_competition
 from pipeline.config import load_config
+from pipeline.data import scoring
+from pipeline.data.competition import DataError, load_competition
+from pipeline.stages import predict, submit
 from tests.conftest import PROJECT_ROOT, TINY, run_make
 
 pytestmark = pytest.mark.slow
@@ -25,10 +26,16 @@ def latest(folder: Path, pattern: str) -> Path:
 
 @pytest.fixture(scope="module")
 def second_run(prepared_root: Path) -> str:
-    from pipeline import runs
+    from pipeline.stages import runs
 
     overrides = [f"paths.root={prepared_root}", *TINY, "train.seed=5", "regularization.gaussian_noise=0.3"]
-    result = subprocess.run([sys.executable, "-m", "pipeline.train", *[f"--set={o}" for o in overrides]], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.train", *[f"--set={o}" for o in overrides]],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return runs.run_id_for(load_config(None, overrides))
 
@@ -54,7 +61,12 @@ def test_ensemble_averages_the_members_probabilities(tiny_run: Path, second_run:
     config = load_config(None, [f"paths.root={prepared_root}"])
     members = [predict.predict_probabilities(config, [run])[1] for run in (tiny_run.name, second_run)]
     submission, probabilities, lineage = predict.predict_probabilities(config, [tiny_run.name, second_run])
-    np.testing.assert_allclose(probabilities.filter(like="p_"), (members[0].filter(like="p_") + members[1].filter(like="p_")) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        probabilities.filter(like="p_"),
+        (members[0].filter(like="p_") + members[1].filter(like="p_")) / 2,
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert lineage["model"] == "ensemble2" and lineage["runs"] == [tiny_run.name, second_run]
     assert tiny_run.name in lineage["message"] and second_run in lineage["message"]
 

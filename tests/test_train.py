@@ -13,13 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import datasets, runs, train
 from pipeline.config import load_config
-from tests.conftest import PROJECT_ROOT, run_make
+from pipeline.data import datasets
+from pipeline.stages import runs, train
+from tests.conftest import PROJECT_ROOT, TINY, TINY_RUN_OVERRIDES, run_make
 
 pytestmark = pytest.mark.slow
-
-from tests.conftest import TINY, TINY_RUN_OVERRIDES
 
 
 def sets(root: Path, *overrides: str) -> list[str]:
@@ -27,7 +26,14 @@ def sets(root: Path, *overrides: str) -> list[str]:
 
 
 def train_process(root: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.train", *sets(root, *overrides)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.train", *sets(root, *overrides)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def test_a_run_holds_everything_needed_to_trust_it(tiny_run: Path):
@@ -87,7 +93,9 @@ def test_two_runs_with_the_same_seed_are_identical(prepared_root: Path, tmp_path
         run_dir = root / "runs" / runs.run_id_for(load_config(None, [f"paths.root={root}", *TINY, *overrides]))
         results.append((json.loads((run_dir / "metrics.json").read_text()), pd.read_csv(run_dir / "history.csv")))
     (first_metrics, first_history), (second_metrics, second_history) = results
-    assert first_metrics["validation"] == second_metrics["validation"] and first_metrics["test"] == second_metrics["test"]
+    assert (
+        first_metrics["validation"] == second_metrics["validation"] and first_metrics["test"] == second_metrics["test"]
+    )
     np.testing.assert_array_equal(first_history["loss"].to_numpy(), second_history["loss"].to_numpy())
 
 
@@ -96,13 +104,13 @@ def test_two_runs_with_the_same_seed_are_identical(prepared_root: Path, tmp_path
 CRASHING_TRAIN = """
 import os, sys
 import keras
-from pipeline import train
-crash_after, original = int(sys.argv[1]), train.make_callbacks
+from pipeline.stages import callbacks, train
+crash_after, original = int(sys.argv[1]), callbacks.make_callbacks
 class Crash(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == crash_after:
             os._exit(9)
-train.make_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Crash()]
+callbacks.make_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Crash()]
 sys.exit(train.main(sys.argv[2:]))
 """
 
@@ -111,14 +119,22 @@ def test_a_killed_run_resumes_where_it_stopped_with_early_stopping_on(prepared_r
     overrides = ["train.epochs=7", "train.patience=2", "train.reduce_lr_patience=1", "train.seed=11"]
     config = load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides])
     run_dir = prepared_root / "runs" / runs.run_id_for(config)
-    crashed = subprocess.run([sys.executable, "-c", CRASHING_TRAIN, "2", *sets(prepared_root, *overrides)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_TRAIN, "2", *sets(prepared_root, *overrides)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert crashed.returncode == 9, crashed.stderr[-2000:]
     assert len(pd.read_csv(run_dir / "history.csv")) == 2
     assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
     result = train_process(prepared_root, *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming" in result.stdout
-    assert not [line for line in result.stdout.splitlines() if line.startswith(("epoch   1/", "epoch   2/"))]  # finished epochs are not redone
+    assert not [
+        line for line in result.stdout.splitlines() if line.startswith(("epoch   1/", "epoch   2/"))
+    ]  # finished epochs are not redone
     history = pd.read_csv(run_dir / "history.csv").drop_duplicates("epoch", keep="last")
     assert list(history["epoch"]) == list(range(len(history)))
     # Early stopping counted its patience across the crash: the run stops exactly `patience` epochs after its best.
@@ -131,12 +147,20 @@ def test_a_killed_run_resumes_where_it_stopped_with_early_stopping_on(prepared_r
 def test_resumed_callbacks_carry_the_best_score_and_the_wait(tmp_path: Path):
     import keras
 
-    history = pd.DataFrame({"epoch": [0, 1, 2, 2], "val_noisy_accuracy": [0.5, 0.8, 0.7, 0.75]})  # epoch 2 logged twice (redone)
+    history = pd.DataFrame(
+        {"epoch": [0, 1, 2, 2], "val_noisy_accuracy": [0.5, 0.8, 0.7, 0.75]}
+    )  # epoch 2 logged twice (redone)
     history.to_csv(tmp_path / "history.csv", index=False)
     assert train.resume_state(tmp_path, "val_noisy_accuracy") == (0.8, 1)
     config = load_config(None, ["train.patience=3"])
-    data = types.SimpleNamespace(validation_series=np.zeros((1, 5, 9)), noisy_validation_series=np.zeros((1, 5, 9)), validation_labels=np.zeros(1))
-    callbacks = train.make_callbacks(tmp_path, config, data, "val_noisy_accuracy", (0.8, 1))
+    data = types.SimpleNamespace(
+        validation_series=np.zeros((1, 5, 9)),
+        noisy_validation_series=np.zeros((1, 5, 9)),
+        validation_labels=np.zeros(1),
+    )
+    from pipeline.stages.callbacks import make_callbacks
+
+    callbacks = make_callbacks(tmp_path, config, data, "val_noisy_accuracy", (0.8, 1))
     for callback in callbacks:
         if isinstance(callback, (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)):
             callback.on_train_begin()
@@ -147,22 +171,44 @@ def test_select_on_clean_with_mixed_precision(prepared_root: Path):
     overrides = ["train.select_on=clean", "train.mixed_precision=true", "train.epochs=2"]
     result = train_process(prepared_root, *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
-    run_dir = prepared_root / "runs" / runs.run_id_for(load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides]))
+    run_dir = (
+        prepared_root / "runs" / runs.run_id_for(load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides]))
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = pd.read_csv(run_dir / "history.csv")
-    assert metrics["monitor"] == "val_clean_accuracy" and metrics["best_epoch"] == int(history["val_clean_accuracy"].idxmax()) + 1
-    assert metrics["selection"]["definition"]["select_on"] == "clean" and metrics["selection"]["definition"]["noise_level"] == 0.0
-    assert metrics["selection"]["score"] == pytest.approx(metrics["validation"]["0"]["mean"])  # clean: no noise draw, the same series
+    assert (
+        metrics["monitor"] == "val_clean_accuracy"
+        and metrics["best_epoch"] == int(history["val_clean_accuracy"].idxmax()) + 1
+    )
+    assert (
+        metrics["selection"]["definition"]["select_on"] == "clean"
+        and metrics["selection"]["definition"]["noise_level"] == 0.0
+    )
+    assert metrics["selection"]["score"] == pytest.approx(
+        metrics["validation"]["0"]["mean"]
+    )  # clean: no noise draw, the same series
     assert json.loads((run_dir / "environment.json").read_text())["precision_policy"] == "mixed_float16"
     model = keras.models.load_model(run_dir / "model.keras")
     assert model.output.dtype == "float32" and 0 <= metrics["test"]["competition_file"] <= 1
 
 
 def test_mirrored_strategy_on_two_logical_cpus(prepared_root: Path):
-    result = train_process(prepared_root, "train.distribute=mirrored", "train.cpu_devices=2", "train.epochs=1", "train.batch_size=32")
+    result = train_process(
+        prepared_root, "train.distribute=mirrored", "train.cpu_devices=2", "train.epochs=1", "train.batch_size=32"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 replica(s)" in result.stdout
-    config = load_config(None, [f"paths.root={prepared_root}", *TINY, "train.distribute=mirrored", "train.cpu_devices=2", "train.epochs=1", "train.batch_size=32"])
+    config = load_config(
+        None,
+        [
+            f"paths.root={prepared_root}",
+            *TINY,
+            "train.distribute=mirrored",
+            "train.cpu_devices=2",
+            "train.epochs=1",
+            "train.batch_size=32",
+        ],
+    )
     environment = json.loads((prepared_root / "runs" / runs.run_id_for(config) / "environment.json").read_text())
     assert environment["replicas"] == 2 and sum("CPU" in device for device in environment["devices"]) == 2
 
@@ -172,7 +218,10 @@ def test_nan_loss_stops_with_a_clear_error(prepared_root: Path):
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error:") and "NaN" in last_line
-    config = load_config(None, [f"paths.root={prepared_root}", *TINY, "train.optimizer=sgd", "train.learning_rate=1e38", "train.epochs=2"])
+    config = load_config(
+        None,
+        [f"paths.root={prepared_root}", *TINY, "train.optimizer=sgd", "train.learning_rate=1e38", "train.epochs=2"],
+    )
     run_dir = prepared_root / "runs" / runs.run_id_for(config)
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
 

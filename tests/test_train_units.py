@@ -8,13 +8,27 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import models, runs, scoring, train
+from pipeline import models
 from pipeline.config import load_config
+from pipeline.data import scoring
+from pipeline.stages import runs, train
 
 
 def test_regularizer_tag_names_every_active_regularizer():
     assert runs.regularizer_tag(load_config()) == "none"
-    config = load_config(None, ["regularization.gaussian_noise=0.5", "regularization.l1=1e-5", "regularization.l2=1e-4", "regularization.dropout=0.3", "augment.noised_copies=4", "augment.rotation_degrees=15", "train.label_smoothing=0.1", "train.early_stopping=false"])
+    config = load_config(
+        None,
+        [
+            "regularization.gaussian_noise=0.5",
+            "regularization.l1=1e-5",
+            "regularization.l2=1e-4",
+            "regularization.dropout=0.3",
+            "augment.noised_copies=4",
+            "augment.rotation_degrees=15",
+            "train.label_smoothing=0.1",
+            "train.early_stopping=false",
+        ],
+    )
     assert runs.regularizer_tag(config) == "gn0.5-l1l2-do0.3-rot15-x4-ls0.1-noes"
 
 
@@ -27,7 +41,11 @@ def test_run_id_ignores_paths_and_verbosity_but_not_the_seed():
 
 @pytest.mark.parametrize(
     "overrides, optimizer_class",
-    [(["train.optimizer=adamw", "train.weight_decay=0.01"], keras.optimizers.AdamW), (["train.optimizer=adam"], keras.optimizers.Adam), (["train.optimizer=sgd"], keras.optimizers.SGD)],
+    [
+        (["train.optimizer=adamw", "train.weight_decay=0.01"], keras.optimizers.AdamW),
+        (["train.optimizer=adam"], keras.optimizers.Adam),
+        (["train.optimizer=sgd"], keras.optimizers.SGD),
+    ],
 )
 def test_compile_applies_optimizer_clipping_and_label_smoothing(overrides, optimizer_class):
     config = load_config(None, ["model.units=4", "train.clipnorm=1.0", "train.label_smoothing=0.1", *overrides])
@@ -41,14 +59,21 @@ def test_compile_applies_optimizer_clipping_and_label_smoothing(overrides, optim
 
 
 def test_clipvalue_bounds_each_gradient_element():
-    config = load_config(None, ["model.name=lstm", "model.units=4", "train.optimizer=sgd", "train.learning_rate=1.0", "train.clipvalue=0.001"])
+    config = load_config(
+        None,
+        ["model.name=lstm", "model.units=4", "train.optimizer=sgd", "train.learning_rate=1.0", "train.clipvalue=0.001"],
+    )
     model = models.build_model(config, (5, 9), 3)
     train.compile_model(model, config)
     before = [w.copy() for w in model.get_weights()]
     x = np.random.default_rng(0).normal(size=(8, 5, 9)).astype(np.float32) * 100
     model.train_on_batch(x, keras.utils.to_categorical(np.arange(8) % 3, 3))
     # SGD with momentum's first step moves each weight by lr * clipped gradient: at most 0.001.
-    steps = [np.abs(after - b).max() for after, b in zip(model.get_weights(), before) if after.shape == b.shape and after.dtype == np.float32]
+    steps = [
+        np.abs(after - b).max()
+        for after, b in zip(model.get_weights(), before)
+        if after.shape == b.shape and after.dtype == np.float32
+    ]
     assert max(steps) <= 0.001 + 1e-7
 
 
@@ -61,7 +86,9 @@ def test_accuracy_at_noise_reports_spread_over_draws():
 
     series = np.ones((500, 1, 1), np.float32) * 0.5
     labels = np.ones(500, np.int64)
-    table = scoring.accuracy_at_noise(Oracle(), series, labels, (0.0, 1.0), draws=3, profile="gaussian", noise_unit=np.ones(1), base_seed=0)
+    table = scoring.accuracy_at_noise(
+        Oracle(), series, labels, (0.0, 1.0), draws=3, profile="gaussian", noise_unit=np.ones(1), base_seed=0
+    )
     assert table["0"]["mean"] == 1.0 and table["0"]["std"] == 0.0
     assert 0.6 < table["1"]["mean"] < 0.75  # P(0.5 + N(0, 1) > 0) = 0.69
     assert table["1"]["std"] > 0 and table["1"]["min"] <= table["1"]["mean"] <= table["1"]["max"]
@@ -75,17 +102,40 @@ def test_bench_measures_speed_and_memory(tmp_path):
     from tests.conftest import PROJECT_ROOT
 
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench", "--models", "lstm", "--shapes", "5x9", "--windows", "256", f"--set=paths.root={tmp_path}", "--set=model.units=8"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pipeline.perf.bench",
+            "--models",
+            "lstm",
+            "--shapes",
+            "5x9",
+            "--windows",
+            "256",
+            f"--set=paths.root={tmp_path}",
+            "--set=model.units=8",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "reports" / "bench.json").read_text())
     assert report["backend"] == "tensorflow" and "keras" in report["versions"]
     (row,) = report["results"]
-    assert row["train_windows_per_second"] > 0 and row["latency_ms_batch1"] > 0 and row["inference_windows_per_second_batch512"] > 0
+    assert (
+        row["train_windows_per_second"] > 0
+        and row["latency_ms_batch1"] > 0
+        and row["inference_windows_per_second_batch512"] > 0
+    )
     assert 100 < row["peak_rss_mb_train"] < 4096 and 100 < row["peak_rss_mb_infer"] < 4096
     # the exported file: an 8-unit LSTM is a few kB; its dynamic-range variant is not larger; LiteRT answers in under a second
-    assert 0 < row["litert_dynamic_mb"] <= row["litert_mb"] < 0.5 and 0 < row["litert_latency_ms"] < 1000 and "litert_select_ops" not in row
+    assert (
+        0 < row["litert_dynamic_mb"] <= row["litert_mb"] < 0.5
+        and 0 < row["litert_latency_ms"] < 1000
+        and "litert_select_ops" not in row
+    )
     assert "| lstm" in (tmp_path / "reports" / "bench.md").read_text()
 
 
@@ -93,7 +143,9 @@ def test_tensorflow_start_up_noise_is_filtered_but_real_errors_are_not():
     from pipeline.runtime import BOILERPLATE
 
     assert BOILERPLATE.match("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR")
-    assert BOILERPLATE.match("I0000 00:00:1795636441.899702   24180 cudart_stub.cc:31] Could not find cuda drivers on your machine")
+    assert BOILERPLATE.match(
+        "I0000 00:00:1795636441.899702   24180 cudart_stub.cc:31] Could not find cuda drivers on your machine"
+    )
     assert not BOILERPLATE.match("E0000 00:00:1 some_kernel.cc:12] Out of memory")
     assert not BOILERPLATE.match("Traceback (most recent call last):")
 
@@ -108,7 +160,7 @@ def test_the_cuda_initialization_line_is_hidden_only_without_an_nvidia_driver():
 
 
 def test_a_finished_run_is_reused_only_on_the_data_it_was_trained_on(tmp_path):
-    from pipeline.train import trained_on_current_data
+    from pipeline.stages.train import trained_on_current_data
 
     config = load_config(None, [f"paths.root={tmp_path}", "data.competition=tiny"])
     folder = tmp_path / "data" / "processed" / "tiny"
@@ -119,5 +171,7 @@ def test_a_finished_run_is_reused_only_on_the_data_it_was_trained_on(tmp_path):
     (folder / "datacard.json").write_text(json.dumps({"inputs": inputs}))
     (run_dir / "run.json").write_text(json.dumps({"data_inputs": inputs}))
     assert trained_on_current_data(run_dir, config)
-    (folder / "datacard.json").write_text(json.dumps({"inputs": {**inputs, "source_sha256": "1" * 64}}))  # prepared again since
+    (folder / "datacard.json").write_text(
+        json.dumps({"inputs": {**inputs, "source_sha256": "1" * 64}})
+    )  # prepared again since
     assert not trained_on_current_data(run_dir, config)

@@ -8,23 +8,49 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import datasets, runs, tune
 from pipeline.config import load_config
+from pipeline.data import datasets
 from pipeline.errors import ConfigError
+from pipeline.stages import runs
+from pipeline.studies import tune
 from tests.conftest import TINY, run_make
 
 
 def test_the_search_space_is_typed_by_the_config_keys():
-    parameters = tune.parse_space(("regularization.dropout=0.0..0.4", "model.units=16|32", "model.layers=1..3", "train.learning_rate=log:1e-4..1e-2", "model.name=bilstm|cnn_lstm", "train.early_stopping=true|false"))
-    assert [(p.key, p.kind) for p in parameters] == [("regularization.dropout", "float"), ("model.units", "choice"), ("model.layers", "int"), ("train.learning_rate", "float"), ("model.name", "choice"), ("train.early_stopping", "choice")]
+    parameters = tune.parse_space(
+        (
+            "regularization.dropout=0.0..0.4",
+            "model.units=16|32",
+            "model.layers=1..3",
+            "train.learning_rate=log:1e-4..1e-2",
+            "model.name=bilstm|cnn_lstm",
+            "train.early_stopping=true|false",
+        )
+    )
+    assert [(p.key, p.kind) for p in parameters] == [
+        ("regularization.dropout", "float"),
+        ("model.units", "choice"),
+        ("model.layers", "int"),
+        ("train.learning_rate", "float"),
+        ("model.name", "choice"),
+        ("train.early_stopping", "choice"),
+    ]
     assert parameters[1].choices == (16, 32) and parameters[3].log and parameters[5].choices == (True, False)
-    for bad, message in (("model.nope=1..2", "unknown config key"), ("model.units=5", "a range needs"), ("train.learning_rate=log:0..1", "low > 0"), ("regularization.dropout", "expected key=")):
-        with pytest.raises(ConfigError):
+    for bad, message in (
+        ("model.nope=1..2", "unknown config key"),
+        ("model.units=5", "a range needs"),
+        ("train.learning_rate=log:0..1", "low > 0"),
+        ("regularization.dropout", "expected key="),
+    ):
+        with pytest.raises(ConfigError, match=message):
             tune.parse_space((bad,))
 
 
 def test_the_best_trial_becomes_an_experiment_file_that_loads_back(tmp_path: Path):
-    config = load_config("experiments/default.toml", ["model.units=16", "regularization.dropout=0.25", "cv.folds=3", "data.validation_subjects=[3, 11]"])
+    config = load_config(
+        "experiments/default.toml",
+        ["model.units=16", "regularization.dropout=0.25", "cv.folds=3", "data.validation_subjects=[3, 11]"],
+    )
     path = tmp_path / "best.toml"
     path.write_text(tune.experiment_toml(config, "test"))
     assert load_config(path).to_dict() == {**config.to_dict(), "paths": load_config(path).to_dict()["paths"]}
@@ -34,11 +60,15 @@ def test_folds_of_the_real_classroom_data_hold_whole_subjects(prepared_root: Pat
     config = load_config(None, [f"paths.root={prepared_root}"])
     competition = datasets.open_competition(config)
     subjects = np.concatenate([competition.train.subjects, competition.validation.subjects])  # read from subject_*.csv
-    assignment = datasets.fold_assignment(np.concatenate([competition.train.ids, competition.validation.ids]), subjects, 5, 4)
+    assignment = datasets.fold_assignment(
+        np.concatenate([competition.train.ids, competition.validation.ids]), subjects, 5, 4
+    )
     assert len(np.unique(subjects)) == 21 and set(assignment) == {0, 1, 2, 3, 4}
     assert all(len(set(assignment[subjects == subject])) == 1 for subject in np.unique(subjects))
     data = datasets.load_training_data(load_config(None, [f"paths.root={prepared_root}", "cv.fold=2"]))
-    assert len(data.train_series) + len(data.validation_series) == len(subjects) and data.validation.startswith("fold 2 of 5 (subjects)")
+    assert len(data.train_series) + len(data.validation_series) == len(subjects) and data.validation.startswith(
+        "fold 2 of 5 (subjects)"
+    )
 
 
 @pytest.mark.slow
@@ -48,10 +78,21 @@ def test_two_workers_share_one_study_and_the_folds_predict_as_an_ensemble(prepar
     root = tmp_path / "root"
     root.mkdir()
     (root / "data").symlink_to(prepared_root / "data")
-    settings = " ".join([f"paths.root={root}", *TINY, "train.epochs=1", "train.max_train_series=200", "cv.folds=2", "tune.space=['model.units=4|6|8','regularization.dropout=0.0..0.3']"])
+    settings = " ".join(
+        [
+            f"paths.root={root}",
+            *TINY,
+            "train.epochs=1",
+            "train.max_train_series=200",
+            "cv.folds=2",
+            "tune.space=['model.units=4|6|8','regularization.dropout=0.0..0.3']",
+        ]
+    )
     result = run_make("tune", "JOBS=2", "TRIALS=2", f"SET={settings}")
     assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="classroom_default", storage=f"sqlite:///{root}/runs/tune/classroom_default.db")
+    study = optuna.load_study(
+        study_name="classroom_default", storage=f"sqlite:///{root}/runs/tune/classroom_default.db"
+    )
     trials = sorted(study.get_trials(), key=lambda trial: trial.number)
     counted = [trial for trial in trials if "skipped" not in trial.user_attrs]
     assert [trial.number for trial in counted] == [0, 1]
@@ -72,7 +113,9 @@ def test_two_workers_share_one_study_and_the_folds_predict_as_an_ensemble(prepar
     predicted = run_make("predict", f"RUN=cv:{cv_id}", f"SET=paths.root={root}")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     (lineage,) = (root / "submissions").glob("classroom_ensemble2_*.json")
-    assert json.loads(lineage.read_text())["runs"] == json.loads((root / "runs" / cv_id / "run.json").read_text())["folds"]
+    assert (
+        json.loads(lineage.read_text())["runs"] == json.loads((root / "runs" / cv_id / "run.json").read_text())["folds"]
+    )
 
 
 def test_a_pruned_trial_is_recorded_as_pruned(prepared_root: Path, tmp_path: Path):
@@ -81,10 +124,21 @@ def test_a_pruned_trial_is_recorded_as_pruned(prepared_root: Path, tmp_path: Pat
     root = tmp_path / "root"
     root.mkdir()
     (root / "data").symlink_to(prepared_root / "data")
-    overrides = [f"paths.root={root}", *TINY, "train.max_train_series=100", "cv.folds=2", "tune.space=['model.units=4..6']"]
+    overrides = [
+        f"paths.root={root}",
+        *TINY,
+        "train.max_train_series=100",
+        "cv.folds=2",
+        "tune.space=['model.units=4..6']",
+    ]
     config = load_config(None, overrides)
     # Any accuracy is below 1.01: the threshold pruner stops the first fold after its first epoch.
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/study.db", study_name="pruned", direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01))
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path}/study.db",
+        study_name="pruned",
+        direction="maximize",
+        pruner=optuna.pruners.ThresholdPruner(lower=1.01),
+    )
     tune.optimize(study, config, None, overrides, trials=1)
     (trial,) = study.get_trials()
     assert trial.state == optuna.trial.TrialState.PRUNED and len(trial.intermediate_values) == 1
@@ -97,7 +151,11 @@ def test_a_pruned_trial_is_recorded_as_pruned(prepared_root: Path, tmp_path: Pat
 def test_a_study_reopened_with_other_settings_is_refused(tmp_path: Path):
     first = load_config(None, [f"paths.root={tmp_path}", "train.epochs=5"])
     tune.check_base(tune.open_study(first, "s"), first, "s")
-    tune.check_base(tune.open_study(first, "s"), load_config(None, [f"paths.root={tmp_path}", "train.epochs=5", "tune.trials=40"]), "s")  # more trials: the same study
+    tune.check_base(
+        tune.open_study(first, "s"),
+        load_config(None, [f"paths.root={tmp_path}", "train.epochs=5", "tune.trials=40"]),
+        "s",
+    )  # more trials: the same study
     other = load_config(None, [f"paths.root={tmp_path}", "train.epochs=9"])
     with pytest.raises(ConfigError, match="study s was run with other settings"):
         tune.check_base(tune.open_study(other, "s"), other, "s")
@@ -108,7 +166,16 @@ def test_cv_refit_trains_on_every_labeled_series_for_the_cv_epoch_count(prepared
     root = tmp_path / "root"
     root.mkdir()
     (root / "data").symlink_to(prepared_root / "data")
-    settings = " ".join([f"paths.root={root}", "model.units=4", "train.epochs=2", "train.noise_seeds=1", "train.verbose=0", "train.max_train_series=0"])
+    settings = " ".join(
+        [
+            f"paths.root={root}",
+            "model.units=4",
+            "train.epochs=2",
+            "train.noise_seeds=1",
+            "train.verbose=0",
+            "train.max_train_series=0",
+        ]
+    )
     result = run_make("cv", "FOLDS=2", "REFIT=1", "EXP=experiments/baseline.toml", f"SET={settings}")
     assert result.returncode == 0, result.stderr[-3000:]
     (cv_entry,) = [path for path in (root / "runs").glob("classroom_cv2_*") if path.is_dir()]
@@ -118,4 +185,8 @@ def test_cv_refit_trains_on_every_labeled_series_for_the_cv_epoch_count(prepared
     refit_lineage, refit_metrics = (json.loads((refit / name).read_text()) for name in ("run.json", "metrics.json"))
     competition = datasets.open_competition(load_config(None, [f"paths.root={root}"]))
     assert refit_lineage["train_series"] == len(competition.train) + len(competition.validation)  # nothing held out
-    assert refit_metrics["epochs_run"] == metrics["best_epoch"] and refit_metrics["selection"] is None and refit_metrics["validation"] == {}
+    assert (
+        refit_metrics["epochs_run"] == metrics["best_epoch"]
+        and refit_metrics["selection"] is None
+        and refit_metrics["validation"] == {}
+    )

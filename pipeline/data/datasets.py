@@ -1,0 +1,328 @@
+"""A competition's arrays as the later stages use them, checked against the config that asks for them.
+
+The participant's side: train and validation series (or a held-out part of train), a noisy copy of
+validation at the test noise, and the noisy test file. The organizer's side, for a competition
+emulated by `make prepare`: the clean test series and the answer key in data/private/<competition>/,
+used only for reports, never to train or to choose.
+
+A prepared competition is stamped with the data settings that built it (its data card's
+`inputs.data_settings`). A stage whose config asks for other settings (data.classes, the noise
+profile or levels, the subjects, the windowing) is refused with the command that fixes it, so a run
+can never claim settings its data were not made with.
+
+Two noise units, on purpose: a participant only has the noisy training series, so training-side
+noise (noisy validation, noised copies) is counted in `TrainingData.train_std`, the std of the
+training series as given; the organizer drew the test noise in the clean-train std of the data card,
+`OrganizerSide.noise_unit`, which the test-side scores use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Config
+from pipeline.data.competition import Competition, load_competition
+from pipeline.data.signals import add_noise, channel_std
+from pipeline.errors import DataError
+from pipeline.files import short_hash
+
+DATACARD = "datacard.json"
+SOLUTION = "solution.csv"
+CLEAN_TEST = "test_clean.npz"
+NOISY_VALIDATION_SEED = 7  # + train.seed: the per-epoch noisy validation draw
+SELECTION_SEED = 7919  # + data.seed: the draws every run's selection score is computed on (one set for all runs)
+
+
+# ---- the prepared folder and its settings -----------------------------------------------------------
+
+
+def competition_folder(config: Config) -> Path:
+    return config.processed_dir / config.data.competition
+
+
+def read_datacard(config: Config) -> dict[str, Any]:
+    path = competition_folder(config) / DATACARD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def data_settings(config: Config) -> dict[str, Any]:
+    """The data settings a prepared competition is built from (as JSON would store them)."""
+    settings = config.to_dict()["data"]
+    for key in ("competition", "name", "source"):  # which folder, not what is in it
+        settings.pop(key)
+    return json.loads(json.dumps(settings))
+
+
+def settings_mismatch(config: Config, card: dict[str, Any]) -> list[str]:
+    """'key: prepared X, config Y' for every data setting the prepared folder was not built with."""
+    inputs = card.get("inputs", {})
+    stamped = inputs.get("data_settings")
+    if stamped is None:
+        if (
+            "source_sha256" in inputs
+        ):  # emulated by a version of `make prepare` that stamped no settings: what it holds is unknown
+            return ["prepared by an older version of make prepare, with no data settings stamped"]
+        return []  # a copied competition: built elsewhere, none of our data settings made it
+    wanted = data_settings(config)
+    return [
+        f"data.{key}: prepared {json.dumps(stamped.get(key))}, config {json.dumps(value)}"
+        for key, value in wanted.items()
+        if stamped.get(key) != value
+    ]
+
+
+def open_competition(config: Config) -> Competition:
+    """The configured competition, loaded and validated, after checking it was prepared with these data settings."""
+    folder = competition_folder(config)
+    name = config.data.competition
+    if not folder.is_dir():
+        if (config.raw_dir / name).is_dir():
+            raise DataError(f"{folder}: not prepared yet; run `make prepare COMPETITION={name}`")
+        raise DataError(
+            f"{folder}: no such competition; run `make data` (SOURCE=... NAME={name} for your own) and then `make prepare COMPETITION={name}`"
+        )
+    mismatch = settings_mismatch(config, read_datacard(config))
+    if mismatch:
+        raise DataError(
+            f"{folder} was prepared with other data settings ({'; '.join(mismatch)}); "
+            f"run `make prepare COMPETITION={name}` with the same SET= as this command to rebuild it"
+        )
+    return load_competition(folder)
+
+
+def check_run_data(config: Config, run_id: str, lineage: dict[str, Any]) -> None:
+    """Refuse a run trained on other prepared data than the folder holds now (prepared again since)."""
+    current = read_datacard(config).get("inputs")
+    if lineage.get("data_inputs") != current:
+        raise DataError(
+            f"run {run_id} was trained on {competition_folder(config)} as prepared from other inputs or settings than it holds now; "
+            f"train it again (`make train FORCE=1` with its settings) or prepare the data it was trained on"
+        )
+
+
+# ---- the participant's side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    competition: Competition
+    classes: tuple[int, ...]  # activity numbers; index i is the model's output i
+    train_series: np.ndarray
+    train_labels: np.ndarray  # class indices
+    validation_series: np.ndarray
+    validation_labels: np.ndarray
+    validation_ids: np.ndarray
+    validation: str  # where the validation series come from (part of the selection definition)
+    noisy_validation_series: np.ndarray  # the validation series under the test noise profile (one draw)
+    train_std: (
+        np.ndarray
+    )  # std per channel of the training series as the participant has them: the unit of training-side noise
+
+
+def to_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    lookup = {activity: index for index, activity in enumerate(classes)}
+    return np.array([lookup[int(label)] for label in labels], dtype=np.int64)
+
+
+def fold_assignment(ids: np.ndarray, subjects: np.ndarray | None, folds: int, gap: int) -> np.ndarray:
+    """The CV fold of every series (-1: in no fold). Whole subjects per fold where subjects are known
+    (GroupKFold); otherwise contiguous blocks in id order, dropping `gap` series after each block
+    boundary so that neighbouring series, which share windows, never sit in two folds."""
+    if subjects is not None:
+        if len(np.unique(subjects)) < folds:
+            raise DataError(
+                f"{len(np.unique(subjects))} subjects cannot fill cv.folds={folds} subject-wise folds; lower cv.folds"
+            )
+        from sklearn.model_selection import GroupKFold
+
+        assignment = np.full(len(ids), -1)
+        for fold, (_train, held_out) in enumerate(GroupKFold(n_splits=folds).split(ids, groups=subjects)):
+            assignment[held_out] = fold
+        return assignment
+    if len(ids) < folds * (gap + 2):
+        raise DataError(f"{len(ids)} series are too few for cv.folds={folds} blocks with a gap of cv.gap={gap}")
+    order = sorted(range(len(ids)), key=lambda index: natural_key(str(ids[index])))
+    assignment = np.full(len(ids), -1)
+    for fold, block in enumerate(np.array_split(np.array(order), folds)):
+        assignment[block[gap if fold > 0 else 0 :]] = fold
+    return assignment
+
+
+def natural_key(text: str) -> tuple:
+    """'s10' after 's9': ids compared by their numbers where they have them."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def load_training_data(config: Config) -> TrainingData:
+    """Train and validation arrays of the configured competition, plus the noisy validation copy.
+
+    Validation is the competition's validation split; with `cv.fold` set, fold `cv.fold` of the
+    labeled series (train and validation together); a competition without a validation split
+    holds out fold 0 of the same folds (whole subjects, or a block with a gap: never a random
+    sample, whose neighbours would share windows with the training series)."""
+    competition = open_competition(config)
+    classes = competition.activities
+    train = competition.train
+    if config.cv.fold >= 0 or competition.validation is None:
+        labeled = [train] + (
+            [competition.validation] if competition.validation is not None and config.cv.fold >= 0 else []
+        )
+        series = np.concatenate([split.series for split in labeled])
+        labels = to_indices(np.concatenate([split.labels for split in labeled]), classes)
+        ids = np.concatenate([split.ids for split in labeled])
+        subjects = (
+            np.concatenate([split.subjects for split in labeled])
+            if all(split.subjects is not None for split in labeled)
+            else None
+        )
+        fold = max(config.cv.fold, 0)
+        assignment = fold_assignment(ids, subjects, config.cv.folds, config.cv.gap)
+        held_out, kept = assignment == fold, (assignment != fold) & (assignment >= 0)
+        train_series, train_labels = series[kept], labels[kept]
+        validation_series, validation_labels, validation_ids = series[held_out], labels[held_out], ids[held_out]
+        unit = "subjects" if subjects is not None else f"blocks in id order, gap {config.cv.gap}"
+        validation = f"fold {fold} of {config.cv.folds} ({unit})" + (
+            " of train and validation" if config.cv.fold >= 0 else " of train"
+        )
+    else:
+        train_series, train_labels = train.series, to_indices(train.labels, classes)
+        validation_series, validation_labels = (
+            competition.validation.series,
+            to_indices(competition.validation.labels, classes),
+        )
+        validation_ids, validation = competition.validation.ids, "the validation split"
+    if (
+        config.cv.refit
+    ):  # every labeled series trains; the validation series above are then in-sample, kept only for the epoch log
+        labeled = [train] + ([competition.validation] if competition.validation is not None else [])
+        train_series = np.concatenate([split.series for split in labeled])
+        train_labels = to_indices(np.concatenate([split.labels for split in labeled]), classes)
+        validation = "none: a refit on every labeled series (the logged validation scores are in-sample)"
+    std = channel_std(train_series)
+    noisy = add_noise(
+        validation_series,
+        config.data.noise_profile,
+        config.data.test_noise,
+        std,
+        config.train.seed + NOISY_VALIDATION_SEED,
+    )
+    if config.train.max_train_series and len(train_series) > config.train.max_train_series:
+        keep = np.sort(
+            np.random.default_rng(config.train.seed).choice(
+                len(train_series), config.train.max_train_series, replace=False
+            )
+        )
+        train_series, train_labels = train_series[keep], train_labels[keep]
+    return TrainingData(
+        competition,
+        classes,
+        train_series,
+        train_labels,
+        validation_series,
+        validation_labels,
+        validation_ids,
+        validation,
+        noisy,
+        std,
+    )
+
+
+def fold_config(config: Config, fold: int) -> Config:
+    """The config of fold `fold` of this config's cross-validation."""
+    return dataclasses.replace(config, cv=dataclasses.replace(config.cv, fold=fold))
+
+
+def too_small_to_validate(config: Config, competition: Competition) -> bool:
+    """Whether this config's single run would choose its checkpoint on fewer than cv.min_validation
+    series (a user's small competition): then training cross-validates instead."""
+    if config.cv.fold != -1 or config.cv.refit:
+        return False
+    if competition.validation is not None:
+        return len(competition.validation) < config.cv.min_validation
+    subjects = competition.train.subjects
+    if subjects is not None and len(np.unique(subjects)) < config.cv.folds:
+        return False  # fold_assignment refuses it with its own message
+    if subjects is None and len(competition.train) < config.cv.folds * (config.cv.gap + 2):
+        return True
+    return (
+        int((fold_assignment(competition.train.ids, subjects, config.cv.folds, config.cv.gap) == 0).sum())
+        < config.cv.min_validation
+    )
+
+
+def cv_definition(definitions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The selection definition of a cross-validation, from its folds' definitions."""
+    return {
+        **{key: value for key, value in definitions[0].items() if key not in ("validation", "validation_ids")},
+        "validation": f"{len(definitions)}-fold cross-validation: "
+        + definitions[0]["validation"].split(" (", 1)[-1].rstrip(")"),
+        "validation_ids": short_hash([d["validation_ids"] for d in definitions], 16),
+    }
+
+
+def cv_selection_definition(config: Config) -> dict[str, Any]:
+    """What this config's cross-validation is selected on, without training it."""
+    return cv_definition(
+        [
+            selection_definition(fold_config(config, fold), load_training_data(fold_config(config, fold)))
+            for fold in range(config.cv.folds)
+        ]
+    )
+
+
+def selection_definition(config: Config, data: TrainingData) -> dict[str, Any]:
+    """What a run's selection score means: two runs are compared ("the best run") only when these agree."""
+    level = config.data.test_noise if config.train.select_on == "noisy" else 0.0
+    ids = hashlib.sha256("\n".join(map(str, data.validation_ids)).encode()).hexdigest()[:16]
+    return {
+        "competition": config.data.competition,
+        "data": short_hash(read_datacard(config).get("inputs"), 16),
+        "validation": data.validation,
+        "validation_ids": ids,
+        "select_on": config.train.select_on,
+        "noise_profile": config.data.noise_profile,
+        "noise_level": level,
+        "draws": config.train.noise_seeds if level > 0 else 1,
+        "seed": config.data.seed + SELECTION_SEED,
+    }
+
+
+# ---- the organizer's side -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrganizerSide:
+    """The answer side of an emulated competition; never used to train or to choose."""
+
+    clean_series: np.ndarray  # the test series before the competition's noise
+    labels: np.ndarray  # their class indices
+    noise_unit: np.ndarray  # the clean-train std per channel the test noise was drawn in (data card)
+    file_labels: np.ndarray  # class indices of the participant's noisy test file, in its order
+
+
+def organizer_side(config: Config, competition: Competition, classes: tuple[int, ...]) -> OrganizerSide | None:
+    private = config.private_dir / config.data.competition
+    if not (private / CLEAN_TEST).is_file():
+        return None
+    with np.load(private / CLEAN_TEST) as archive:
+        clean, ids = archive["series"], archive["id"].astype(str)
+    solution = pd.read_csv(private / SOLUTION, dtype={"file": str}).set_index("file")
+    unknown = sorted(set(competition.test.ids) - set(solution.index))
+    if unknown:
+        raise DataError(
+            f"{private / SOLUTION}: no answer for test series {unknown[0]} of {competition.path}; run `make prepare` again"
+        )
+    labels = to_indices(solution.loc[ids, "activity"].to_numpy(), classes)
+    card = read_datacard(config)
+    noise_unit = np.array(list(card["noise"]["channel_std"].values()))
+    file_labels = to_indices(solution.loc[competition.test.ids, "activity"].to_numpy(), classes)
+    return OrganizerSide(clean, labels, noise_unit, file_labels)

@@ -1,0 +1,140 @@
+"""The model registry: every architecture by name (`model.name`), built from config.
+
+`build_model(config, input_shape, num_classes, mean, variance)` returns an uncompiled `keras.Model`
+mapping raw series (batch, T, C) to class probabilities (batch, num_classes), for any T and C. The
+per-channel normalization (statistics of the training split only) is the model's first layer, so
+a saved model takes raw features. `python -m pipeline.models` lists the models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.runtime import import_keras
+
+import_keras()  # on the TensorFlow backend, TensorFlow first, without its start-up noise
+
+import keras
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.errors import ConfigError
+from pipeline.models.attention import attention_pooling
+from pipeline.models.diagnostics import warn_if_not_fused
+from pipeline.models.layers import classifier_head, input_block
+from pipeline.models.recurrent import bilstm, cnn_lstm, deep_transition, replace_model, single_cell, stacked
+from pipeline.models.seq2seq import seq2seq_classifier
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    description: str
+    body: Callable[..., Any]
+    defaults: dict[str, Any]
+    has_head: bool = True
+
+
+MODELS: dict[str, ModelSpec] = {
+    "lstm": ModelSpec("one LSTM layer: the course's baseline", single_cell("lstm"), {}),
+    "gru": ModelSpec("one GRU layer", single_cell("gru"), {}),
+    "bilstm": ModelSpec(
+        "bidirectional layers; backward cell type and size may differ (backward_cell, backward_units)", bilstm, {}
+    ),
+    "stacked": ModelSpec("N recurrent layers, each optionally bidirectional, optional residual shortcuts", stacked, {}),
+    "deep_input": ModelSpec(
+        "deep input-to-hidden: an MLP at every time step, then the recurrent stack", stacked, {"input_mlp": (64, 64)}
+    ),
+    "deep_output": ModelSpec(
+        "deep hidden-to-output: the recurrent stack, then an MLP head", stacked, {"output_mlp": (64, 64)}
+    ),
+    "deep_transition": ModelSpec(
+        "deep transition cell: an L-layer MLP between h(t-1) and h(t), with shortcut", deep_transition, {}
+    ),
+    "attention": ModelSpec(
+        "(Bi)LSTM encoder with Bahdanau additive attention pooling over time", attention_pooling, {}
+    ),
+    "seq2seq": ModelSpec(
+        "encoder (Bi)LSTM -> LSTM decoder with Bahdanau attention per step (or a fixed context), one class token",
+        seq2seq_classifier,
+        {},
+        has_head=False,
+    ),
+    "cnn_lstm": ModelSpec("DeepConvLSTM-style: 1-D convolutions, then recurrent layers", cnn_lstm, {}),
+}
+
+
+def effective_config(config: Config) -> Config:
+    """Apply a model's own defaults where the config leaves them empty (e.g. deep_input's MLP)."""
+    spec = MODELS[config.model.name]
+    changes = {key: value for key, value in spec.defaults.items() if not getattr(config.model, key)}
+    return replace_model(config, **changes) if changes else config
+
+
+def build_model(
+    config: Config,
+    input_shape: tuple[int, int],
+    num_classes: int,
+    mean: np.ndarray | None = None,
+    variance: np.ndarray | None = None,
+) -> keras.Model:
+    """The registered model `config.model.name` for series of `input_shape` = (T, C) and `num_classes` classes."""
+    if config.model.name not in MODELS:
+        raise ConfigError(f"unknown model {config.model.name!r} (known: {', '.join(MODELS)})")
+    if len(input_shape) != 2 or min(input_shape) < 1 or num_classes < 2:
+        raise ValueError(f"need input_shape (T, C) and at least 2 classes, got {input_shape} and {num_classes}")
+    config = effective_config(config)
+    spec = MODELS[config.model.name]
+    inputs, x = input_block(config, tuple(input_shape), mean, variance)
+    if spec.has_head:
+        outputs = classifier_head(spec.body(config, x), config, num_classes)
+    else:
+        outputs = spec.body(config, x, num_classes)
+    model = keras.Model(inputs, outputs, name=config.model.name)
+    warn_if_not_fused(model)
+    return model
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save a `.keras` file atomically: a temp file beside it, renamed into place when complete."""
+    temp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(temp)
+    temp.replace(path)
+
+
+def load_model(path: str) -> keras.Model:
+    """Load a `.keras` model saved from this module (its custom layers are registered on import)."""
+    return keras.models.load_model(path)
+
+
+def describe(
+    input_shapes: tuple[tuple[int, int], ...] = ((5, 9), (128, 9)), num_classes: int = 6
+) -> list[dict[str, Any]]:
+    """Parameter counts per model and input shape, with each model's description."""
+    from pipeline.config import load_config
+
+    rows = []
+    for name, spec in MODELS.items():
+        row: dict[str, Any] = {"model": name}
+        for shape in input_shapes:
+            model = build_model(load_config(None, [f"model.name={name}"]), shape, num_classes)
+            row[f"params {shape[0]}x{shape[1]}"] = model.count_params()
+        row["description"] = spec.description
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import pandas as pd
+
+    table = pd.DataFrame(describe())
+    print(table.to_markdown(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

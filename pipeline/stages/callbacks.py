@@ -1,0 +1,144 @@
+"""What runs around every epoch of `make train`: Keras callbacks of this project, and the list a run
+trains with (`make_callbacks`). Module-level classes, so each can be read and tested alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.runtime import import_keras
+
+import_keras()  # on the TensorFlow backend, TensorFlow first, without its start-up noise
+
+import keras
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.data.datasets import TrainingData
+from pipeline.data.scoring import predicted_classes
+from pipeline.runtime import tensorflow_available
+from pipeline.stages.runs import CHECKPOINT, HISTORY
+
+
+class BothValidations(keras.callbacks.Callback):
+    """Keras scores one validation set (the one selection uses); this names it `monitor` and scores
+    the other one too, as `other_name`: clean and noisy validation accuracy side by side."""
+
+    def __init__(self, monitor: str, other_name: str, other_series: np.ndarray, labels: np.ndarray):
+        super().__init__()
+        self.monitor, self.other_name, self.other_series, self.labels = monitor, other_name, other_series, labels
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        logs[self.monitor] = logs.get("val_accuracy", float("nan"))
+        logs[self.other_name] = float((predicted_classes(self.model, self.other_series) == self.labels).mean())
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """One line per epoch, readable in a log file."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        print(
+            f"epoch {epoch + 1:3d}/{self.epochs}  loss {logs.get('loss', float('nan')):.4f}  acc {logs.get('accuracy', float('nan')):.4f}"
+            f"  val_noisy {logs.get('val_noisy_accuracy', float('nan')):.4f}  val_clean {logs.get('val_clean_accuracy', float('nan')):.4f}"
+            f"  lr {learning_rate:.1e}  {time.perf_counter() - self.started:.1f}s",
+            flush=True,
+        )
+
+
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """Stop at a NaN or infinite loss and record the batch on the model (`model.nan_at`), so that the
+    stage can refuse the run with a clear message instead of saving NaN weights."""
+
+    # Checked in Keras' callback thread: a per-batch hook that is not async-safe makes every
+    # step wait for the device (measured on a GPU: see docs/gpu.md).
+    async_safe = True
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(keras.ops.convert_to_numpy(loss))):
+            self.model.nan_at = batch
+        super().on_batch_end(batch, logs)
+
+
+def resumable(callback: Any, resumed: tuple[float, int] | None) -> Any:
+    """Early stopping and the LR schedule pick up where a killed run stopped: its best score and how
+    many epochs it has waited since (Keras would start both from scratch after a resume)."""
+    if resumed is None:
+        return callback
+    begin = callback.on_train_begin
+
+    def on_train_begin(logs: dict | None = None) -> None:
+        begin(logs)
+        callback.best, callback.wait = resumed
+
+    callback.on_train_begin = on_train_begin
+    return callback
+
+
+def make_callbacks(
+    run_dir: Path,
+    config: Config,
+    data: TrainingData,
+    monitor: str,
+    resumed: tuple[float, int] | None,
+    patience: int | None = None,
+) -> list[Any]:
+    """The callbacks of one run. `resumed`: (best monitored score, epochs since it) of the epochs a
+    killed run already finished; `patience`: early stopping's (default: train.patience)."""
+    train = config.train
+    noisy = train.select_on == "noisy"
+    both = BothValidations(
+        monitor,
+        "val_clean_accuracy" if noisy else "val_noisy_accuracy",
+        data.validation_series if noisy else data.noisy_validation_series,
+        data.validation_labels,
+    )
+    callbacks = [
+        both,
+        StopOnNaN(),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        # With early stopping off, the run keeps its last epoch (that is what "no early stopping" means).
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / CHECKPOINT),
+            monitor=monitor,
+            mode="max",
+            save_best_only=train.early_stopping,
+            initial_value_threshold=resumed[0] if resumed and train.early_stopping else None,
+        ),
+        resumable(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, mode="max", factor=0.5, patience=train.reduce_lr_patience, min_lr=1e-5, verbose=0
+            ),
+            resumed,
+        ),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+        EpochSummary(train.epochs),
+    ]
+    if tensorflow_available():  # Keras' TensorBoard callback writes through tf.summary, on any backend
+        callbacks.insert(-1, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, update_freq="epoch"))
+    else:
+        print("no TensorBoard logs: Keras writes them through TensorFlow, which is not installed here", flush=True)
+    if train.early_stopping:
+        callbacks.insert(
+            4,
+            resumable(
+                keras.callbacks.EarlyStopping(
+                    monitor=monitor, mode="max", patience=patience or train.patience, restore_best_weights=True
+                ),
+                resumed,
+            ),
+        )
+    return callbacks

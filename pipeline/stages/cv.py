@@ -1,0 +1,167 @@
+"""`make cv [EXP=...] [FOLDS=5]`: k-fold cross-validation of one configuration, subject-wise.
+
+Every labeled training series (the competition's train and validation splits together) gets a
+fold: whole subjects per fold where the competition names them (GroupKFold on subject ids), else
+contiguous blocks in id order with a gap (pipeline.data.datasets.fold_assignment). Fold i is an ordinary
+run (`cv.fold = i`: in the registry, reused when trained, resumed when killed) that selects its
+checkpoint on fold i. The cross-validation itself is one more entry of the registry,
+runs/<competition>_cv<k>_<model>_<regularizers>_<hash>/:
+  config.json   the configuration (cv.fold = -1)
+  run.json      kind "cv" and the fold runs' ids: `make predict RUN=cv:<id>` (or RUN=cv) averages them
+  metrics.json  per noise level the mean and spread over folds of the fold validation scores; the
+                selection score (mean over folds at the selection's noise level) with its definition;
+                the fold models' organizer-side test scores, averaged (a report, never a ranking key)
+`make cv REFIT=1` then trains one more run on every labeled series for the folds' median best
+epoch count, early stopping off (`cv.refit`): the CV chose the epoch count, so the refit needs no
+held-out series; run.json names it (`refit`), and `make predict RUN=<its id>` uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.data.datasets import cv_definition, fold_config
+from pipeline.files import atomic_files
+from pipeline.runtime import backend_name
+from pipeline.stages import train
+from pipeline.stages.runs import LINEAGE, METRICS, cv_id_for, model_tag, regularizer_tag
+
+
+def summarize_levels(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """{level: {mean, std, min, max}} over folds of each fold's mean score."""
+    return {
+        level: {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "min": float(np.min(values)),
+            "max": float(np.max(values)),
+        }
+        for level in tables[0]
+        for values in [[table[level]["mean"] for table in tables]]
+    }
+
+
+def cv_metrics(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """One registry entry's metrics from the folds' metrics.json."""
+    definition = cv_definition([metrics["selection"]["definition"] for metrics in fold_metrics])
+    folds = [metrics["selection"]["score"] for metrics in fold_metrics]
+    metrics: dict[str, Any] = {
+        "monitor": fold_metrics[0]["monitor"],
+        "best_epoch": int(np.median([m["best_epoch"] for m in fold_metrics])),
+        "best_epochs": [m["best_epoch"] for m in fold_metrics],
+        "epochs_run": int(sum(m["epochs_run"] for m in fold_metrics)),
+        "train_seconds": round(float(sum(m["train_seconds"] for m in fold_metrics)), 1),
+        "peak_rss_mb": max(m["peak_rss_mb"] for m in fold_metrics),
+        "validation": summarize_levels([m["validation"] for m in fold_metrics]),
+        "selection": {
+            "definition": definition,
+            "score": float(np.mean(folds)),
+            "std": float(np.std(folds)),
+            "folds": folds,
+        },
+    }
+    if all("test" in m for m in fold_metrics):
+        metrics["test"] = {
+            "note": "mean over the fold models of their organizer-side scores; reported, never used for selection",
+            "competition_file": float(np.mean([m["test"]["competition_file"] for m in fold_metrics])),
+            "noise_levels": summarize_levels([m["test"]["noise_levels"] for m in fold_metrics]),
+        }
+    return metrics
+
+
+def refit_config(config: Config, epochs: int) -> Config:
+    """The config of a refit: every labeled series, `epochs` epochs, no early stopping."""
+    return dataclasses.replace(
+        config,
+        cv=dataclasses.replace(config.cv, refit=True),
+        train=dataclasses.replace(config.train, epochs=epochs, early_stopping=False),
+    )
+
+
+def cross_validate(
+    config: Config, experiment: str = "", callbacks_for: Any = None, refit: bool = False, force: bool = False
+) -> Path:
+    """Train (or reuse) every fold and write the cross-validation's registry entry; returns its folder.
+    `callbacks_for(fold)`: extra Keras callbacks for a fold's training (the tuner's pruning).
+    `refit`: then train on every labeled series for the folds' median best epoch count."""
+    import keras
+
+    if config.cv.fold != -1:
+        raise ConfigError(f"cv.fold={config.cv.fold}: make cv sets the fold of each run itself; leave cv.fold at -1")
+    cv_id = cv_id_for(config)
+    folder = config.path("runs", cv_id)
+    fold_dirs = []
+    for fold in range(config.cv.folds):
+        print(f"[fold {fold + 1}/{config.cv.folds}] {cv_id}", flush=True)
+        fold_dirs.append(
+            train.train(
+                fold_config(config, fold),
+                experiment=f"cv:{cv_id}",
+                force=force,
+                callbacks=tuple(callbacks_for(fold)) if callbacks_for else (),
+            )
+        )
+        keras.backend.clear_session()
+    fold_metrics = [json.loads((run_dir / METRICS).read_text()) for run_dir in fold_dirs]
+    metrics = cv_metrics(fold_metrics)
+    first = json.loads((fold_dirs[0] / LINEAGE).read_text())
+    lineage = {
+        "run_id": cv_id,
+        "kind": "cv",
+        "experiment": experiment,
+        "competition": config.data.competition,
+        "model": model_tag(config),
+        "regularizer": regularizer_tag(config),
+        "backend": backend_name(),
+        "folds": [run_dir.name for run_dir in fold_dirs],
+        **{key: first[key] for key in ("classes", "channels", "series_shape", "data_inputs")},
+    }
+    if refit:
+        print(f"[refit] {metrics['best_epoch']} epochs (the folds' median best) on every labeled series", flush=True)
+        lineage["refit"] = train.train(refit_config(config, metrics["best_epoch"]), experiment=f"cv:{cv_id}:refit").name
+    contents = {
+        "config.json": config.to_dict(),
+        LINEAGE: lineage,
+        METRICS: metrics,
+    }  # metrics.json last: it marks the entry done
+    with atomic_files(*(folder / name for name in contents)) as temps:
+        for temp, content in zip(temps, contents.values()):
+            temp.write_text(json.dumps(content, indent=2, default=str) + "\n")
+    selection = metrics["selection"]
+    levels = "  ".join(
+        f"{level}: {value['mean']:.3f} ± {value['std']:.3f}" for level, value in metrics["validation"].items()
+    )
+    print(
+        f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} folds "
+        f"({selection['definition']['select_on']}, noise {selection['definition']['noise_level']:g}); validation by noise level  {levels}; "
+        f"median best epoch {metrics['best_epoch']}" + (f"; refit: {lineage['refit']}" if refit else "")
+    )
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("pipeline.stages.cv", __doc__)
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="then train on every labeled series for the CV's median best epoch count (REFIT=1)",
+    )
+    args = parser.parse_args(argv)
+    return run_stage(
+        lambda: cross_validate(
+            load_config(args.exp, overrides(args)), experiment=Path(args.exp).stem if args.exp else "", refit=args.refit
+        ),
+        keras=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

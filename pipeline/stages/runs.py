@@ -1,0 +1,320 @@
+"""The run registry: run ids, the files of a run, "the best run", and `make runs`.
+
+A run lives in runs/<run_id>/ (see pipeline/stages/train.py for its files). The run id is
+`<competition>_<model>_<regularizers>_<config hash>`: the same config gives the same id, so a stage
+finds a run from its config alone.
+
+`make runs` lists every run as one row of a pandas DataFrame. Columns: run_id, status
+(complete / incomplete), experiment, competition, model, regularizer, backend, the flattened config
+(`model.units`, `regularization.l2`, ...), the metrics (`val@0.5` = mean validation accuracy at test
+noise 0.5, `val@0.5_std` its spread over noise draws, `select` the selection score, `test@0.5` the
+organizer-side test accuracy, `test_file` the score of the competition's own noisy test file), and
+the run's path. Notebooks load it with `pipeline.stages.runs.list_runs()`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.config import Config, load_config
+from pipeline.errors import DataError
+from pipeline.files import short_hash, write_json_atomic
+from pipeline.runtime import backend_name
+
+METRICS = "metrics.json"  # written last: its presence marks a finished run
+MODEL = "model.keras"
+CHECKPOINT = "checkpoint.keras"
+HISTORY = "history.csv"
+LINEAGE = "run.json"
+PRUNED = "pruned.json"  # written by the tuner into a run it stopped early: the run stays incomplete
+
+
+# ---- run ids -------------------------------------------------------------------------------------
+
+
+def regularizer_tag(config: Config) -> str:
+    """A short, readable summary of the active regularizers, e.g. 'gn0.5-l2-do0.3-x4'; 'none' if none."""
+    r, a, t = config.regularization, config.augment, config.train
+    parts = []
+    if r.gaussian_noise:
+        parts.append(f"gn{r.gaussian_noise:g}")
+    kernel = "l1l2" if r.l1 and r.l2 else "l1" if r.l1 else "l2" if r.l2 else ""
+    parts += [kernel] if kernel else []
+    parts += (
+        ["rl1l2" if r.recurrent_l1 and r.recurrent_l2 else "rl1" if r.recurrent_l1 else "rl2"]
+        if (r.recurrent_l1 or r.recurrent_l2)
+        else []
+    )
+    parts += ["bl"] if (r.bias_l1 or r.bias_l2) else []
+    for value, short in ((r.input_dropout, "ido"), (r.dropout, "do"), (r.recurrent_dropout, "rdo"), (r.max_norm, "mn")):
+        if value:
+            parts.append(f"{short}{value:g}")
+    for value, short in (
+        (a.jitter, "jit"),
+        (a.scaling, "sc"),
+        (a.magnitude_warp, "mw"),
+        (a.time_warp, "tw"),
+        (a.rotation_degrees, "rot"),
+        (a.channel_dropout, "cd"),
+    ):
+        if value:
+            parts.append(f"{short}{value:g}")
+    if a.permutation_segments > 1:
+        parts.append(f"perm{a.permutation_segments}")
+    if a.noised_copies:
+        parts.append(f"x{a.noised_copies}")
+    for value, short in ((t.label_smoothing, "ls"), (t.weight_decay, "wd"), (t.clipnorm, "cn"), (t.clipvalue, "cv")):
+        if value:
+            parts.append(f"{short}{value:g}")
+    if not t.early_stopping:
+        parts.append("noes")
+    return "-".join(parts) or "none"
+
+
+def config_hash(config: Config) -> str:
+    """Hash of everything that changes the result (not where files go, not how much is printed)."""
+    content = config.to_dict()
+    content.pop("paths")
+    content.pop("compare")
+    content.pop("transcribe")
+    content.pop("tune")
+    content.pop("recording")
+    content.pop("peers")
+    content.pop("export")
+    if (
+        content["cv"]["fold"] == -1 and not content["cv"]["refit"]
+    ):  # selection on the validation split: the run ids made before CV existed
+        content.pop("cv")
+    elif content["cv"]["refit"]:  # a refit on every labeled series
+        content["cv"] = {"refit": True}
+    else:  # a CV fold: which fold of how many, and how blocks are cut
+        content["cv"] = {key: content["cv"][key] for key in ("folds", "fold", "gap")}
+    content["train"].pop("verbose")
+    content["train"].pop("steps_per_execution")  # how many steps per compiled call: speed, not the result
+    if content["model"]["use_cudnn"]:  # the default keeps the run ids made before the option existed
+        content["model"].pop("use_cudnn")
+    if content["model"]["pooling"] == "last":  # likewise
+        content["model"].pop("pooling")
+    if (
+        backend_name() != "tensorflow"
+    ):  # the same config on another backend is another run (TensorFlow ids stay as they were)
+        content["backend"] = backend_name()
+    return short_hash(content)
+
+
+def model_tag(config: Config) -> str:
+    """The model's name, and its pooling when it is not the final state: bilstm, bilstm-average."""
+    return config.model.name if config.model.pooling == "last" else f"{config.model.name}-{config.model.pooling}"
+
+
+def run_id_for(config: Config) -> str:
+    return f"{config.data.competition}_{model_tag(config)}_{regularizer_tag(config)}_{config_hash(config)}"
+
+
+def write_run(run_dir: Path, model: Any, metrics: dict[str, Any], files: dict[str, Any] | None = None) -> None:
+    """Finish a run folder the one way every trainer does: its JSON files (config.json, run.json, ...),
+    model.keras, then metrics.json last: its presence marks the run done (`make runs`, "the best run")."""
+    from pipeline import models
+
+    for name, content in (files or {}).items():
+        write_json_atomic(run_dir / name, content)
+    models.save_model(model, run_dir / MODEL)
+    write_json_atomic(run_dir / METRICS, metrics)
+
+
+def finished_run(config: Config, run_id: str) -> Path:
+    run_dir = config.path("runs", run_id)
+    if not (run_dir / METRICS).is_file():
+        raise DataError(f"{run_dir}: not a finished run (no {METRICS}); `make runs` lists the runs")
+    return run_dir
+
+
+def run_config(config: Config, run_dir: Path) -> Config:
+    """The Config a run was trained with (its config.json), with this project's paths."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    return load_config(None, [f"paths.root={config.root}", *config_overrides(saved)])
+
+
+def config_overrides(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """A saved config.json back into `key=value` overrides (paths excluded: the caller decides where)."""
+    items = []
+    for key, value in tree.items():
+        if key == "paths" and not prefix:
+            continue
+        if isinstance(value, dict):
+            items += config_overrides(value, f"{prefix}{key}.")
+        else:
+            items.append(f"{prefix}{key}={json.dumps(value)}")
+    return items
+
+
+# ---- "the best run" ---------------------------------------------------------------------------------
+
+
+def best_run(config: Config, selection: dict[str, Any]) -> str:
+    """The finished run of this competition with the best selection score, among the runs scored on
+    exactly the selection `selection` defines (same validation series, noise profile, level, draws
+    and seed: pipeline.data.datasets.selection_definition). Runs scored otherwise are not comparable and
+    are left out; the test set is never read."""
+    comparable, other = [], 0
+    for metrics_path in config.path("runs").glob(f"*/{METRICS}"):
+        lineage = json.loads((metrics_path.parent / LINEAGE).read_text())
+        if lineage.get("competition") != config.data.competition:
+            continue
+        scored = json.loads(metrics_path.read_text()).get("selection")  # None for a refit: nothing held out
+        if scored is None or scored["definition"] != selection:
+            other += 1
+            continue
+        comparable.append((scored["score"], metrics_path.parent.name))
+    if not comparable:
+        hint = (
+            f" ({other} finished run(s) were selected on another definition: other data, train.select_on or noise settings)"
+            if other
+            else ""
+        )
+        raise DataError(
+            f"{config.path('runs')}: no finished run of competition {config.data.competition!r} "
+            f"scored on this selection{hint}; run `make train` first, or name one with RUN="
+        )
+    return max(comparable)[1]
+
+
+def cv_id_for(config: Config) -> str:
+    """The id of the cross-validation of this config (`make cv`): its fold runs are ordinary runs."""
+    return f"{config.data.competition}_cv{config.cv.folds}_{model_tag(config)}_{regularizer_tag(config)}_{config_hash(config)}"
+
+
+def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:
+    """Run ids as given; none = the best run of the competition (by its validation selection score,
+    compared only with runs selected the same way); 'experiment' = the run of this config; 'cv' =
+    the cross-validation of this config. A cross-validation (`cv` or its id, with or without a `cv:`
+    prefix) stands for its fold runs: predicting with it averages the fold models."""
+    from pipeline.data.datasets import (
+        cv_selection_definition,
+        load_training_data,
+        open_competition,
+        selection_definition,
+        too_small_to_validate,
+    )
+
+    # A competition too small to validate on is trained as a cross-validation (pipeline.stages.train.main): its "run" is the CV.
+    small = (not run_ids or "experiment" in run_ids) and too_small_to_validate(config, open_competition(config))
+    if not run_ids:
+        run_ids = [
+            best_run(
+                config,
+                cv_selection_definition(config) if small else selection_definition(config, load_training_data(config)),
+            )
+        ]
+    resolved = []
+    for run_id in run_ids:
+        run_id = (
+            (cv_id_for(config) if small else run_id_for(config))
+            if run_id == "experiment"
+            else cv_id_for(config)
+            if run_id == "cv"
+            else run_id.removeprefix("cv:")
+        )
+        lineage_path = config.path("runs", run_id, LINEAGE)
+        lineage = json.loads(lineage_path.read_text()) if lineage_path.is_file() else {}
+        resolved += lineage["folds"] if lineage.get("kind") == "cv" else [run_id]
+    return resolved
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"units": 64}} -> {"model.units": 64}; tuples and lists become text for table cells."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    return flat
+
+
+def read_run(run_dir: Path) -> dict[str, Any] | None:
+    """One registry row, or None for a folder that is not a run."""
+    if not (run_dir / "config.json").is_file():
+        return None
+    lineage = json.loads((run_dir / LINEAGE).read_text()) if (run_dir / LINEAGE).is_file() else {}
+    row: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "status": "complete"
+        if (run_dir / METRICS).is_file()
+        else "pruned"
+        if (run_dir / PRUNED).is_file()
+        else "incomplete",
+        "experiment": lineage.get("experiment", ""),
+        "competition": lineage.get("competition", ""),
+        "model": lineage.get("model", ""),
+        "regularizer": lineage.get("regularizer", ""),
+        "backend": lineage.get("backend", "tensorflow"),  # runs made before other backends were tensorflow's
+        "modified": pd.Timestamp((run_dir / "config.json").stat().st_mtime, unit="s"),
+    }
+    config = json.loads((run_dir / "config.json").read_text())
+    config.pop("paths", None)
+    row.update(flatten(config))
+    if row["status"] == "complete":
+        metrics = json.loads((run_dir / METRICS).read_text())
+        row.update({key: metrics[key] for key in ("best_epoch", "epochs_run", "train_seconds", "peak_rss_mb")})
+        if metrics.get("selection"):
+            row["select"] = metrics["selection"]["score"]
+        for level, scores in metrics.get(
+            "validation", {}
+        ).items():  # transcription runs score sequences, not noise levels
+            row[f"val@{level}"] = scores["mean"]
+            row[f"val@{level}_std"] = scores["std"]
+        if "test" in metrics:
+            row["test_file"] = metrics["test"]["competition_file"]
+            for level, scores in metrics["test"]["noise_levels"].items():
+                row[f"test@{level}"] = scores["mean"]
+                row[f"test@{level}_std"] = scores["std"]
+    row["path"] = str(run_dir)
+    return row
+
+
+def list_runs(runs_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every run under `runs_dir` (default: the project's runs/), newest first."""
+    folder = Path(runs_dir) if runs_dir else load_config().path("runs")
+    rows = [row for path in sorted(folder.glob("*")) if path.is_dir() for row in [read_run(path)] if row]
+    table = pd.DataFrame(rows)
+    return table.sort_values("modified", ascending=False, ignore_index=True) if len(table) else table
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The columns a person scans first: what was trained and how it holds up under noise."""
+    wanted = (
+        ["run_id", "status", "model", "regularizer", "backend", "select"]
+        + [c for c in runs.columns if (c.startswith(("val@", "test@")) and not c.endswith("_std")) or c == "test_file"]
+        + ["best_epoch", "train_seconds"]
+    )
+    return runs[[c for c in wanted if c in runs.columns]]
+
+
+def show(config_overrides: list[str], competition: str) -> None:
+    runs = list_runs(load_config(None, config_overrides).path("runs"))
+    if competition and len(runs):
+        runs = runs[runs["competition"] == competition]
+    print(
+        summary_table(runs).to_markdown(index=False, floatfmt=".3f")
+        if len(runs)
+        else "no runs yet: `make train` makes one"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("pipeline.stages.runs", __doc__)
+    parser.add_argument("--competition", default="", help="only runs of this competition")
+    args = parser.parse_args(argv)
+    return run_stage(lambda: show(overrides(args), args.competition))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""`make compare`: the regularizer grid: which regularizer wins under test noise?
+
+Every cell of GRID (a regularizer and its strength) is trained for every model of
+`compare.models` and `compare.seeds` seeds, on the budget of the [train] section
+(experiments/compare.toml: a small, documented one). Each cell is an ordinary run, listed by
+`make runs`; a cell already trained is reused. The result, in reports/compare/<competition>/:
+  compare.csv   one row per run: model, cell, seed, validation and test accuracy per noise level,
+                and the scikit-learn baselines (model "baselines") scored on the same series and noise
+  summary.md    mean and spread across seeds per model, cell and test-noise level
+  compare.png   accuracy at each test-noise level per regularizer, error bars across seeds
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.data.datasets import load_training_data, organizer_side
+from pipeline.errors import DataError
+from pipeline.files import atomic_files
+
+# Regularizer cells: name -> config overrides. Strengths are the usual ones for HAR; noise levels
+# are in units of each feature's std, like the test noise.
+GRID: dict[str, list[str]] = {
+    "none": [],
+    "l1": ["regularization.l1=1e-4", "regularization.recurrent_l1=1e-4"],
+    "l2": ["regularization.l2=1e-3", "regularization.recurrent_l2=1e-3"],
+    "l1l2": ["regularization.l1=1e-5", "regularization.l2=1e-3", "regularization.recurrent_l2=1e-3"],
+    "dropout": ["regularization.dropout=0.3"],
+    "gaussian_noise": ["regularization.gaussian_noise=0.5"],
+    "jitter": ["augment.jitter=0.5"],
+    "scaling": ["augment.scaling=0.2"],
+    "magnitude_warp": ["augment.magnitude_warp=0.2"],
+    "time_warp": ["augment.time_warp=0.2"],
+    "rotation": ["augment.rotation_degrees=15"],
+    "permutation": ["augment.permutation_segments=2"],
+    "channel_dropout": ["augment.channel_dropout=0.1"],
+    "augment_all": [
+        "augment.jitter=0.5",
+        "augment.scaling=0.1",
+        "augment.magnitude_warp=0.1",
+        "augment.time_warp=0.1",
+        "augment.rotation_degrees=10",
+    ],
+    "noised_copies": ["augment.noised_copies=4", "augment.noised_copies_level=0.5"],
+    "no_early_stopping": ["train.early_stopping=false"],
+    "combined": [
+        "regularization.gaussian_noise=0.5",
+        "augment.noised_copies=2",
+        "regularization.dropout=0.2",
+        "regularization.l2=1e-4",
+    ],
+}
+# How each compared model differs from the defaults: `stacked` is a deeper unidirectional stack
+# with residual shortcuts, so the comparison covers two different architectures.
+MODEL_VARIANTS: dict[str, list[str]] = {
+    "bilstm": ["model.name=bilstm"],
+    "stacked": ["model.name=stacked", "model.bidirectional=false", "model.layers=3", "model.residual=true"],
+}
+
+
+def cell_config(
+    base: Config, base_overrides: list[str], experiment: str | None, model: str, cell: str, seed: int
+) -> Config:
+    if cell not in GRID:
+        raise ConfigError(f"unknown compare cell {cell!r} (known: {', '.join(GRID)})")
+    variant = MODEL_VARIANTS.get(model, [f"model.name={model}"])
+    return load_config(experiment, [*base_overrides, *variant, *GRID[cell], f"train.seed={seed}"])
+
+
+def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd.DataFrame:
+    """Train (or reuse) every cell; one row per run with its scores."""
+    import keras
+
+    from pipeline.stages import train
+
+    cells = list(config.compare.cells) or list(GRID)
+    rows = []
+    total = len(config.compare.models) * len(cells) * config.compare.seeds
+    done = 0
+    for model in config.compare.models:
+        for cell in cells:
+            for seed in range(config.compare.seeds):
+                done += 1
+                cell_cfg = cell_config(config, overrides, experiment, model, cell, config.train.seed + seed)
+                print(f"[{done}/{total}] {model} / {cell} / seed {cell_cfg.train.seed}", flush=True)
+                run_dir = train.train(cell_cfg, experiment=f"compare:{cell}")
+                keras.backend.clear_session()
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                row = {
+                    "model": model,
+                    "cell": cell,
+                    "seed": cell_cfg.train.seed,
+                    "run_id": run_dir.name,
+                    "epochs": metrics["epochs_run"],
+                }
+                row.update({f"val@{level}": value["mean"] for level, value in metrics["validation"].items()})
+                if "test" in metrics:
+                    row.update(
+                        {f"test@{level}": value["mean"] for level, value in metrics["test"]["noise_levels"].items()}
+                    )
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def baseline_rows(config: Config) -> pd.DataFrame:
+    """The scikit-learn baselines scored like the runs (same splits, noise levels and draws), one row each."""
+    from pipeline.models import baselines
+
+    data = load_training_data(config)
+    fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(data.classes), config.train.seed)
+    host = organizer_side(config, data.competition, data.classes)
+    rows = []
+    for name, model in fitted.items():
+        row: dict[str, object] = {
+            "model": "baselines",
+            "cell": name,
+            "seed": config.train.seed,
+            "run_id": "",
+            "epochs": 0,
+        }
+        row.update(
+            {
+                key: value
+                for key, value in baselines.noise_scores(model, data, host, config).items()
+                if key != "test file"
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame, select_level: float) -> pd.DataFrame:
+    """Mean and std across seeds for every model, cell and score column, ranked within each model by
+    validation accuracy at `select_level` (the competition's test noise): the test columns are
+    reported beside the ranking, never used for it."""
+    scores = [c for c in table.columns if c.startswith(("val@", "test@"))]
+    grouped = table.groupby(["model", "cell"], sort=False)[scores]
+    summary = grouped.mean().join(grouped.std(ddof=0).fillna(0.0), rsuffix="_std").reset_index()
+    key = f"val@{select_level:g}"
+    summary["rank"] = summary.groupby("model", sort=False)[key].rank(ascending=False, method="min").astype(int)
+    order = summary["model"].map({model: index for index, model in enumerate(dict.fromkeys(summary["model"]))})
+    return (
+        summary.assign(order=order)
+        .sort_values(["order", "rank"], kind="stable")
+        .drop(columns="order")
+        .reset_index(drop=True)
+    )
+
+
+def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    levels = [c for c in summary.columns if c.startswith(prefix) and not c.endswith("_std")]
+    models = list(dict.fromkeys(summary["model"]))
+    figure = Figure(figsize=(12, 4.2 * len(models)), dpi=110)
+    axes = figure.subplots(len(models), 1, squeeze=False)
+    for axis, model in zip(axes[:, 0], models):
+        rows = summary[summary["model"] == model]
+        positions = np.arange(len(rows))
+        width = 0.8 / len(levels)
+        for index, level in enumerate(levels):
+            axis.bar(
+                positions + (index - (len(levels) - 1) / 2) * width,
+                rows[level],
+                width,
+                yerr=rows[f"{level}_std"],
+                capsize=2,
+                label=f"test noise {level.split('@')[1]}",
+            )
+        axis.set_xticks(positions, rows["cell"], rotation=35, ha="right")
+        axis.set_ylim(max(0.0, float(rows[levels].min().min()) - 0.1), 1.0)
+        axis.set_ylabel("accuracy (mean over seeds)")
+        axis.set_title(f"{model}: {title}")
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(fontsize=8, ncols=len(levels))
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def compare(config: Config, experiment: str | None, overrides: list[str]) -> Path:
+    table = run_grid(config, experiment, overrides)
+    if table.empty:
+        raise DataError("the comparison grid is empty: check compare.models and compare.cells")
+    table = pd.concat([table, baseline_rows(config)], ignore_index=True)
+    select_level = config.data.test_noise
+    summary = summarize(table, select_level)
+    folder = config.path("reports", "compare", config.data.competition)
+    reported = [c for c in summary.columns if c.startswith("test@") and not c.endswith("_std")]
+    shown = summary[["model", "rank", "cell", *[c for c in summary.columns if c.startswith("val@")], *reported]]
+    text = (
+        f"# Regularizer comparison: {config.data.competition}\n\n"
+        f"{len(table)} runs: models {', '.join(config.compare.models)}, {config.compare.seeds} seed(s) per cell, "
+        f"{config.train.epochs} epochs at most. Cells are ranked within each model by validation accuracy at the competition's "
+        f"test noise (`val@{select_level:g}`, mean over seeds; `_std` = spread across seeds). "
+        + (
+            "The organizer-side test accuracy (`test@x`) is reported for every cell and never used to rank.\n\n"
+            if reported
+            else "\n\n"
+        )
+        + f"{shown.to_markdown(index=False, floatfmt='.3f')}\n"
+    )
+    # The three files of one comparison appear together.
+    with atomic_files(folder / "compare.csv", folder / "compare.png", folder / "summary.md") as (
+        csv_path,
+        png_path,
+        summary_path,
+    ):
+        table.to_csv(csv_path, index=False)
+        plot(png_path, summary, "val@", "validation accuracy (the ranking key) at each test-noise level")
+        summary_path.write_text(text)
+    print(text)
+    print(f"wrote {folder}/compare.csv, summary.md, compare.png")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser("pipeline.studies.compare", __doc__, default_experiment="experiments/compare.toml").parse_args(
+        argv
+    )
+    return run_stage(lambda: compare(load_config(args.exp, overrides(args)), args.exp, overrides(args)), keras=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

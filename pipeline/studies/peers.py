@@ -1,0 +1,115 @@
+"""`make peers`: what a user would run instead of a recurrent model, on the same splits and noise.
+
+Logistic regression and random forest on per-series statistics, and MiniRocket (aeon), each fitted
+on the competition's training split as is and with `peers.noised_copies` copies of it noised like
+the test (the course's recipe: `augment.noised_copies_level` x the training std, the competition's
+noise profile). Every peer is scored exactly as a run's metrics are: validation accuracy at each of
+`train.noise_levels` (mean over `train.noise_seeds` draws, the same draws), then, as a report, the
+test subjects at each level and the competition's noisy test file. Beside them: the competition's
+best recurrent run, chosen on its validation selection score (pipeline.stages.runs.best_run), with the
+scores from its metrics.json. Peers are not tuned: these are their default settings.
+
+Writes reports/peers/<competition>/peers.csv and peers.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.config import Config, load_config
+from pipeline.data.datasets import load_training_data, organizer_side, selection_definition
+from pipeline.errors import ConfigError, DataError
+from pipeline.files import atomic_files
+from pipeline.stages.runs import METRICS, best_run
+
+
+def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
+    """The best run's scores as a row, or None when the competition has no comparable run."""
+    try:
+        run_id = best_run(config, selection)
+    except DataError:
+        return None
+    metrics = json.loads(config.path("runs", run_id, METRICS).read_text())
+    row: dict[str, object] = {
+        "peer": f"recurrent: {run_id}",
+        "noised copies": "",
+        "fit seconds": metrics.get("train_seconds"),
+    }
+    row.update({f"val@{level}": value["mean"] for level, value in metrics["validation"].items()})
+    if "test" in metrics:
+        row.update({f"test@{level}": value["mean"] for level, value in metrics["test"]["noise_levels"].items()})
+        row["test file"] = metrics["test"].get("competition_file")
+    return row
+
+
+def peer_table(config: Config) -> pd.DataFrame:
+    from pipeline.models import augment, baselines
+
+    known = baselines.make_peers(config.train.seed)
+    unknown = sorted(set(config.peers.models) - set(known))
+    if unknown:
+        raise ConfigError(f"peers.models: unknown peer {unknown[0]!r} (known: {', '.join(known)})")
+    data = load_training_data(config)
+    host = organizer_side(config, data.competition, data.classes)
+    rows = []
+    for copies in sorted({0, config.peers.noised_copies}):
+        series, labels = augment.noised_copies(
+            data.train_series,
+            data.train_labels,
+            copies,
+            config.augment.noised_copies_level,
+            config.data.noise_profile,
+            data.train_std,
+            config.train.seed,
+        )
+        unfitted = baselines.make_peers(config.train.seed)  # fresh estimators for each training set
+        for name in config.peers.models:
+            print(
+                f"  {name}, {copies} noised cop{'y' if copies == 1 else 'ies'}: fitting on {len(series)} series ...",
+                flush=True,
+            )
+            started = time.perf_counter()
+            model = baselines.ProbabilityModel(unfitted[name].fit(series, labels), len(data.classes))
+            row: dict[str, object] = {
+                "peer": name,
+                "noised copies": copies,
+                "fit seconds": round(time.perf_counter() - started, 1),
+            }
+            row.update(baselines.noise_scores(model, data, host, config))
+            rows.append(row)
+    recurrent = recurrent_row(config, selection_definition(config, data))
+    if recurrent is not None:
+        rows.append(recurrent)
+    return pd.DataFrame(rows)
+
+
+def peers(config: Config) -> Path:
+    table = peer_table(config)
+    folder = config.path("reports", "peers", config.data.competition)
+    folder.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"Peers on {config.data.competition}: fitted on the training split, scored on the same validation series and "
+        f"noise draws as the runs; the test columns are reports, never choices.\n\n"
+    )
+    with atomic_files(folder / "peers.csv", folder / "peers.md") as (csv_path, markdown_path):
+        table.to_csv(csv_path, index=False, float_format="%.4f")
+        markdown_path.write_text(header + table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    print(table.to_markdown(index=False, floatfmt=".4f"))
+    print(f"wrote {folder / 'peers.csv'} and {folder / 'peers.md'}")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("pipeline.studies.peers", __doc__)
+    args = parser.parse_args(argv)
+    return run_stage(lambda: peers(load_config(args.exp, overrides(args))), keras=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""`make tune [EXP=...] [TRIALS=20] [JOBS=1] [STORAGE=<database URL>]`: an Optuna search, chosen on CV only.
+
+Each trial draws a configuration from the experiment's search space (`tune.space`, see
+pipeline/config.py), cross-validates it (`make cv`: its fold runs are ordinary runs of the
+registry, reused when a trial draws a configuration already trained) and scores it by the CV
+selection score: mean validation-fold accuracy at the competition's test noise. A Keras callback
+reports each epoch's score to Optuna's median pruner, which stops hopeless trials; the run it
+stopped is marked pruned (`make runs` shows it), and the trial is recorded as pruned.
+
+Storage: an SQLite file runs/tune/<study>.db by default (no server to start). With
+`STORAGE=<SQLAlchemy URL>` (e.g. postgresql://user@host/db) workers on several machines share one
+study: each runs `make tune STORAGE=...` against the same project data. `JOBS=N` starts N local
+worker processes on one storage. The study stops at `tune.trials` trials, all workers together: a
+trial that a worker opens beyond that number (two workers racing for the last one) is closed
+untrained, as failed, with the reason in its `skipped` attribute.
+
+The best trial becomes runs/tune/<study>.toml: an experiment file for `make train EXP=...`
+(or `make cv EXP=...`). Watch a study live with optuna-dashboard:
+`pip install optuna-dashboard && optuna-dashboard sqlite:///runs/tune/<study>.db`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.files import atomic_file, short_hash, write_json_atomic
+from pipeline.stages.runs import PRUNED, cv_id_for, run_id_for
+
+# ---- the search space (pure) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parameter:
+    key: str  # a config key, e.g. regularization.dropout
+    kind: str  # int | float | choice
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+def field_type(key: str) -> Any:
+    """The declared type of a config key (`model.units` -> int)."""
+    section, _, name = key.partition(".")
+    sections = typing.get_type_hints(Config)
+    if section not in sections or not dataclasses.is_dataclass(sections[section]):
+        raise ConfigError(f"tune.space: unknown config section in {key!r}")
+    fields = typing.get_type_hints(sections[section])
+    if name not in fields:
+        raise ConfigError(f"tune.space: unknown config key {key!r}")
+    return fields[name]
+
+
+def parse_space(entries: tuple[str, ...]) -> list[Parameter]:
+    """`tune.space` entries -> parameters, typed by the config keys they set."""
+    parameters = []
+    for entry in entries:
+        key, separator, text = entry.partition("=")
+        key, text = key.strip(), text.strip()
+        if not separator or not text:
+            raise ConfigError(f"tune.space entry {entry!r}: expected key=low..high, key=log:low..high or key=a|b|c")
+        kind = field_type(key)
+        if "|" in text or kind in (str, bool):
+            choices = tuple(
+                load_config(None, [f"{key}={choice.strip()}"]).to_dict()[key.split(".")[0]][key.split(".")[1]]
+                for choice in text.split("|")
+            )
+            parameters.append(Parameter(key, "choice", choices=choices))
+            continue
+        log = text.startswith("log:")
+        low_text, dots, high_text = text.removeprefix("log:").partition("..")
+        if not dots or kind not in (int, float):
+            raise ConfigError(f"tune.space entry {entry!r}: a range needs a numeric key and low..high")
+        try:
+            low, high = float(low_text), float(high_text)
+        except ValueError:
+            raise ConfigError(f"tune.space entry {entry!r}: low and high must be numbers") from None
+        if not low < high or (log and low <= 0):
+            raise ConfigError(f"tune.space entry {entry!r}: need low < high (and low > 0 on a log scale)")
+        parameters.append(Parameter(key, "int" if kind is int else "float", low, high, log))
+    return parameters
+
+
+def suggest(trial: Any, parameters: list[Parameter]) -> list[str]:
+    """Draw one value per parameter from an Optuna trial; returns them as config overrides."""
+    chosen = []
+    for parameter in parameters:
+        if parameter.kind == "choice":
+            value = trial.suggest_categorical(parameter.key, list(parameter.choices))
+        elif parameter.kind == "int":
+            value = trial.suggest_int(parameter.key, int(parameter.low), int(parameter.high), log=parameter.log)
+        else:
+            # three significant digits: readable run ids and experiment files, finer than any effect here
+            value = float(f"{trial.suggest_float(parameter.key, parameter.low, parameter.high, log=parameter.log):.3g}")
+        chosen.append(f"{parameter.key}={json.dumps(value)}")
+    return chosen
+
+
+def experiment_toml(config: Config, title: str) -> str:
+    """An experiment file holding every setting of `config` that differs from the defaults."""
+    defaults, values = load_config().to_dict(), config.to_dict()
+    lines = [f"# {title}", ""]
+    for section, settings in values.items():
+        if section in ("paths", "tune") or not isinstance(settings, dict):
+            continue
+        changed = {
+            key: value
+            for key, value in settings.items()
+            if value != defaults[section][key] and not (section == "cv" and key == "fold")
+        }
+        if changed:
+            lines += [
+                f"[{section}]",
+                *(
+                    f"{key} = {json.dumps(list(value) if isinstance(value, tuple) else value)}"
+                    for key, value in changed.items()
+                ),
+                "",
+            ]
+    return "\n".join(lines)
+
+
+# ---- the study -------------------------------------------------------------------------------------------
+
+
+def study_name(config: Config, experiment: str | None) -> str:
+    return config.tune.study or f"{config.data.competition}_{Path(experiment).stem if experiment else 'defaults'}"
+
+
+def storage_url(config: Config, name: str) -> str:
+    if config.tune.storage:
+        return config.tune.storage
+    folder = config.path("runs", "tune")
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / name}.db"
+
+
+def open_study(config: Config, name: str, worker: int = 0) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=config.tune.startup_trials, n_warmup_steps=config.tune.warmup_epochs
+    )
+    sampler = optuna.samplers.TPESampler(seed=config.tune.seed + worker)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage_url(config, name),
+        direction="maximize",
+        load_if_exists=True,
+        pruner=pruner,
+        sampler=sampler,
+    )
+
+
+def check_base(study: Any, config: Config, name: str) -> None:
+    """A study's trials are comparable only when they share everything outside the search space:
+    the first worker records that base, and a study reopened with another base is refused."""
+    searched = {parameter.key for parameter in parse_space(config.tune.space)}
+    settings = {
+        key: value
+        for key, value in flatten_config(config).items()
+        if key not in searched and not key.startswith(("paths.", "tune.trials", "tune.storage"))
+    }
+    base = short_hash(settings, 16, default=str)
+    recorded = study.user_attrs.get("base")
+    if recorded is None:
+        study.set_user_attr("base", base)
+    elif recorded != base:
+        raise ConfigError(
+            f"study {name} was run with other settings outside its search space; continue "
+            "it with the same EXP and SET, or start another with SET=tune.study=<new name>"
+        )
+
+
+def flatten_config(config: Config) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
+
+
+def pruning_callback(trial: Any, config: Config, fold: int) -> Any:
+    """Reports every epoch's selection score of fold `fold` to the trial; stops the run when Optuna's
+    pruner says so, marking it pruned (it stays incomplete: a later trial of the same config resumes it)."""
+    import keras
+    import optuna
+
+    from pipeline.data.datasets import fold_config
+
+    monitor = "val_noisy_accuracy" if config.train.select_on == "noisy" else "val_clean_accuracy"
+    run_dir = config.path("runs", run_id_for(fold_config(config, fold)))
+
+    class PruneHopeless(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            step = fold * config.train.epochs + epoch
+            trial.report(float((logs or {})[monitor]), step)
+            if trial.should_prune():
+                write_json_atomic(
+                    run_dir / PRUNED,
+                    {"study": trial.study.study_name, "trial": trial.number, "fold": fold, "epoch": epoch + 1},
+                )
+                raise optuna.TrialPruned(f"trial {trial.number} pruned at fold {fold + 1}, epoch {epoch + 1}")
+
+    return PruneHopeless()
+
+
+def optimize(study: Any, base: Config, experiment: str | None, base_overrides: list[str], trials: int) -> None:
+    """One worker: open trials until the study holds `trials` of them, cross-validating each."""
+    import keras
+    import optuna
+    from optuna.trial import TrialState
+
+    from pipeline.stages.cv import cross_validate
+
+    parameters = parse_space(base.tune.space)
+    while len(study.get_trials(deepcopy=False)) < trials:
+        trial = study.ask()
+        if trial.number >= trials:  # another worker took the last one meanwhile
+            trial.set_user_attr("skipped", f"beyond tune.trials={trials}; nothing trained")
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        chosen = suggest(trial, parameters)
+        config = load_config(experiment, [*base_overrides, *chosen])
+        trial.set_user_attr("overrides", chosen)
+        trial.set_user_attr("cv_id", cv_id_for(config))
+        try:
+            folder = cross_validate(
+                config,
+                experiment=f"tune:{study.study_name}",
+                callbacks_for=lambda fold, trial=trial, config=config: [pruning_callback(trial, config, fold)],
+            )
+        except optuna.TrialPruned as pruned:
+            keras.backend.clear_session()
+            study.tell(trial, state=TrialState.PRUNED)
+            print(f"trial {trial.number}: {pruned}", flush=True)
+            continue
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        score = json.loads((folder / "metrics.json").read_text())["selection"]["score"]
+        study.tell(trial, score)
+        print(f"trial {trial.number}/{trials}: CV selection score {score:.4f} with {' '.join(chosen)}", flush=True)
+
+
+def write_best(study: Any, base: Config, experiment: str | None, base_overrides: list[str], name: str) -> Path | None:
+    from optuna.trial import TrialState
+
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not finished:
+        print(f"study {name}: no finished trial yet")
+        return None
+    best = max(finished, key=lambda trial: trial.value)
+    config = load_config(experiment, [*base_overrides, *best.user_attrs["overrides"]])
+    target = base.path("runs", "tune", f"{name}.toml")
+    title = (
+        f"Best trial ({best.number}) of the Optuna study {name}: CV selection score "
+        f"{best.value:.4f} ({config.cv.folds} folds, chosen on validation folds only)"
+    )
+    with atomic_file(target) as temp:
+        temp.write_text(experiment_toml(config, title))
+    counts = {
+        state.name.lower(): sum(trial.state == state for trial in study.get_trials(deepcopy=False))
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
+    print(
+        f"study {name}: {counts}; best trial {best.number}, CV selection score {best.value:.4f}: {' '.join(best.user_attrs['overrides'])}"
+    )
+    print(f"wrote {target}: `make train EXP={target}` trains it")
+    return target
+
+
+def tune(
+    config: Config, experiment: str | None, base_overrides: list[str], jobs: int = 1, worker: int = 0
+) -> Path | None:
+    """Run the study with `jobs` local worker processes (this one included); returns the best trial's experiment file."""
+    if jobs < 1:
+        raise ConfigError(f"JOBS={jobs}: need at least one worker")
+    parse_space(config.tune.space)  # a bad space fails before any worker starts
+    name = study_name(config, experiment)
+    study = open_study(config, name, worker)  # created once here, before the workers load it
+    check_base(study, config, name)
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.studies.tune",
+        *(["--exp", experiment] if experiment else []),
+        *(f"--set={item}" for item in base_overrides),
+    ]
+    children = [subprocess.Popen([*command, f"--worker={index}"]) for index in range(1, jobs)] if worker == 0 else []
+    try:
+        optimize(study, config, experiment, base_overrides, config.tune.trials)
+    finally:
+        failed = [child.args for child in children if child.wait() != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} tune worker(s) failed; their output is above")
+    return write_best(study, config, experiment, base_overrides, name) if worker == 0 else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("pipeline.studies.tune", __doc__)
+    parser.add_argument("--jobs", type=int, default=1, help="local worker processes sharing the study (JOBS=)")
+    parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    return run_stage(
+        lambda: tune(load_config(args.exp, overrides(args)), args.exp, overrides(args), args.jobs, args.worker),
+        keras=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

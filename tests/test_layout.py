@@ -1,0 +1,107 @@
+"""The house: imports run one way through the package's layers, and the docs' links resolve."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pipeline
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def layer_of(module: str) -> str:
+    """pipeline.config -> shared, pipeline.stages.train -> stages, pipeline.models -> models."""
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[1] in pipeline.LAYERS:
+        return parts[1]
+    return "shared"
+
+
+def imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
+    """(line, module) of every pipeline import in a file, function-level imports included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("pipeline")]
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("pipeline")
+        ):
+            # `from pipeline import models` imports the subpackage pipeline.models
+            found += [
+                (node.lineno, f"pipeline.{alias.name}" if node.module == "pipeline" else node.module)
+                for alias in node.names
+            ]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}:{node.lineno}: relative import; this project imports absolutely")
+    return found
+
+
+def layer_violations(package_root: Path) -> list[str]:
+    """Every import from a later layer than the importing module's, as 'file:line: a -> b'."""
+    order = {name: index for index, name in enumerate(pipeline.LAYERS)}
+    violations = []
+    for path in sorted(package_root.rglob("*.py")):
+        relative = path.relative_to(package_root.parent).with_suffix("")
+        module = ".".join(relative.parts).removesuffix(".__init__")
+        own = layer_of(module)
+        for line, target in imported_modules(path, module):
+            if order[layer_of(target)] > order[own]:
+                violations.append(
+                    f"{path.relative_to(package_root.parent)}:{line}: {own} imports {layer_of(target)} ({target})"
+                )
+    return violations
+
+
+def test_no_module_imports_from_a_later_layer():
+    assert layer_violations(PROJECT_ROOT / "pipeline") == []
+
+
+def test_a_stage_importing_a_study_is_reported(tmp_path):
+    package = tmp_path / "pipeline"
+    (package / "stages").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "stages" / "train.py").write_text("def f():\n    from pipeline.studies.tune import study\n")
+    (package / "stages" / "cv.py").write_text("from pipeline.stages import train\nfrom pipeline import config\n")
+    assert layer_violations(package) == ["pipeline/stages/train.py:2: stages imports studies (pipeline.studies.tune)"]
+
+
+def test_every_layer_named_in_the_order_exists_as_a_package():
+    for name in pipeline.LAYERS[1:]:
+        assert (PROJECT_ROOT / "pipeline" / name / "__init__.py").is_file(), name
+    # and no package hides outside the order
+    packages = {path.parent.name for path in (PROJECT_ROOT / "pipeline").glob("*/__init__.py")}
+    assert packages == set(pipeline.LAYERS[1:])
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def broken_links(markdown_files: list[Path]) -> list[str]:
+    """Relative links and image paths that point at no file (anchors and web addresses are skipped)."""
+    broken = []
+    for path in markdown_files:
+        for target in LINK.findall(path.read_text()):
+            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                continue
+            file_part = target.split("#", 1)[0]
+            if file_part and not (path.parent / file_part).exists():
+                broken.append(
+                    f"{path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}: {target}"
+                )
+    return broken
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    files = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md"))]
+    assert broken_links(files) == []
+
+
+def test_a_broken_link_is_reported(tmp_path):
+    (tmp_path / "figure.png").write_bytes(b"")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](figure.png) ![img](figure.png) [web](https://example.org) [anchor](#top) [gone](missing.md#part)\n"
+    )
+    assert [line.split(": ", 1)[1] for line in broken_links([page])] == ["missing.md#part"]

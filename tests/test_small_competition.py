@@ -1,0 +1,58 @@
+"""BasicMotions as a user's small competition: the folder in the original layout, its answer key, the scoring."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data.competition import load_competition
+from pipeline.studies import small_competition
+from tests.conftest import run_module
+
+
+def test_written_competition_is_the_original_layout_with_a_noisy_test_and_a_key_outside(tmp_path):
+    result = run_module("pipeline.studies.small_competition", "write", "--set", f"paths.root={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder, key = (
+        tmp_path / "data" / "external" / "basicmotions",
+        tmp_path / "data" / "external" / "basicmotions_solution.csv",
+    )
+    assert (
+        sorted(path.name for path in (folder / "train").iterdir()) == ["a01", "a02", "a03", "a04"]
+        and not (folder / "validation").exists()
+    )
+    competition = load_competition(folder)  # the loader every user-brought competition goes through
+    assert competition.series_shape == (100, 6) and len(competition.train) == 40 and len(competition.test) == 40
+    assert np.bincount(competition.train.labels).tolist() == [0, 10, 10, 10, 10]
+    solution = pd.read_csv(key, dtype={"file": str})
+    assert sorted(solution["file"]) == sorted(competition.test.ids) and not list(folder.rglob("*solution*"))
+    clean, _names = small_competition.bundled_split("test")
+    order = {series_id: index for index, series_id in enumerate(competition.test.ids)}
+    # The test series are the bundled ones plus noise of about half the training std per channel.
+    noise = competition.test.series[[order[f] for f in solution["file"]]] - clean
+    train_std = competition.train.series.reshape(-1, 6).std(0)
+    np.testing.assert_allclose(noise.reshape(-1, 6).std(0) / train_std, 0.5, rtol=0.1)
+
+    # Scoring: the newest submission against the key, beside MiniRocket.
+    submission = solution.copy()
+    submission.loc[:9, "activity"] = submission.loc[:9, "activity"] % 4 + 1  # 10 of 40 wrong
+    (tmp_path / "submissions").mkdir()
+    submission.to_csv(tmp_path / "submissions" / "basicmotions_test.csv", index=False)
+    result = run_module("pipeline.studies.small_competition", "score", "--set", f"paths.root={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "reports" / "basicmotions" / "summary.json").read_text())
+    assert summary["submission"] == {"file": "basicmotions_test.csv", "accuracy": 0.75}
+    assert set(summary["peers"]) == {"MiniRocket", "MiniRocket + 1 noised copy"} and all(
+        0.25 <= v <= 1 for v in summary["peers"].values()
+    )
+
+
+def test_score_without_the_key_says_so(tmp_path):
+    result = run_module("pipeline.studies.small_competition", "score", "--set", f"paths.root={tmp_path}")
+    assert (
+        result.returncode != 0
+        and "basicmotions_solution.csv: missing" in result.stderr
+        and "Traceback" not in result.stderr
+    )
