@@ -86,17 +86,24 @@ def test_bptt_shows_the_three_figures_with_measured_sentences(prepared_root: Pat
         "04-bptt.ipynb",
         tmp_path / "04.ipynb",
         root=str(prepared_root),
-        windows=32,
-        hidden=8,
-        clip_epochs=2,
-        train_overrides=[*TINY_TRAIN, "train.max_train_series=100", "train.epochs=1"],
+        windows=16,
+        hidden=4,
+        clip_epochs=1,
+        train_overrides=[
+            *TINY_TRAIN,
+            "train.max_train_series=64",
+            "train.epochs=1",
+            "model.units=4",
+            "model.layers=1",
+            "train.noise_levels=[0.5]",
+        ],
     )
     figures, text = outputs(notebook)
     assert figures == 3
     # (a) at spectral radius 0.5 the gradient 127 steps back is at most 0.5^127 of its size at the loss (tanh' <= 1)
     vanished = float(re.search(r"spectral radius 0.5: 127 steps back the gradient is (\S+) x", text).group(1))
     assert 0 < vanished < 1e-30
-    assert "LSTM (8 units, untrained): 127 steps back" in text
+    assert "LSTM (4 units, untrained): 127 steps back" in text
     # (b) a run without and a run with clipping, each with its loss curve
     losses = dict(re.findall(r"train.clipnorm=(\S+): loss (\S+) after epoch 1", text))
     assert set(losses) == {"0", "1"}
