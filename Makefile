@@ -27,10 +27,10 @@ export HAR_SET := $(SET)
 
 # Config overrides from make variables; unset variables leave the experiment's or the default's value.
 ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set data.competition=$(COMPETITION)) \
-        $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(SET),--sets "$$HAR_SET")
+        $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv tune train predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test lint format clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test lint format clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,9 @@ prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from 
 
 cv: $(STAMP) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs; REFIT=1 then trains on all
 	$(PY) -m pipeline.stages.cv --exp $(EXP) $(ARGS) $(if $(REFIT),--refit)
+
+cv-compare: $(STAMP) ## two cross-validations compared fold by fold (A=, B= a CV id or an EXP file): mean difference, corrected t-test interval, verdict
+	$(PY) -m pipeline.stages.cv_compare $(ARGS) --a "$(A)" --b "$(B)"
 
 tune: $(STAMP) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
 	$(PY) -m pipeline.studies.tune --exp $(EXP) $(ARGS) $(if $(TRIALS),--set tune.trials=$(TRIALS)) $(if $(STORAGE),--set tune.storage=$(STORAGE)) $(if $(JOBS),--jobs $(JOBS))

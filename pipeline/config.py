@@ -9,8 +9,6 @@ model. Every default carries the reason it was chosen.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import tomllib
 import types
@@ -107,28 +105,23 @@ class ModelConfig:
     layers: int = 2  # stacked recurrent layers; two is the usual sweet spot for HAR
     cell: str = "lstm"  # lstm | gru | rnn: the recurrent cell (the forward one in bidirectional layers)
     bidirectional: bool = True  # read each series both ways (stacked, deep_*, attention, cnn_lstm, seq2seq encoder)
-    bidirectional_layers: tuple[
-        bool, ...
-    ] = ()  # one flag per stacked layer (e.g. [true, false]); empty = `bidirectional` for all
-    backward_cell: str = (
-        ""  # bilstm: the backward cell type; empty = same as `cell` (the lecture allows them to differ)
-    )
+    # one flag per stacked layer (e.g. [true, false]); empty = `bidirectional` for all
+    bidirectional_layers: tuple[bool, ...] = ()
+    # bilstm: the backward cell type; empty = same as `cell` (the lecture allows them to differ)
+    backward_cell: str = ""
     # LSTM/GRU layers take the backend's fused cuDNN kernel where eligible (on a GPU); false forces
     # Keras' step-by-step loop (to compare them, or where the fused kernel is slower)
     use_cudnn: bool = True
     backward_units: int = 0  # bilstm: the backward size; 0 = same as `units`; output size is the sum of both
-    merge_mode: str = (
-        "concat"  # how bidirectional halves combine: concat | sum | ave | mul (the last three need equal sizes)
-    )
+    # how bidirectional halves combine: concat | sum | ave | mul (the last three need equal sizes)
+    merge_mode: str = "concat"
     residual: bool = False  # shortcut connections between stacked recurrent layers
-    input_mlp: tuple[
-        int, ...
-    ] = ()  # deep input-to-hidden: Dense sizes applied at every time step before the recurrence
+    # deep input-to-hidden: Dense sizes applied at every time step before the recurrence
+    input_mlp: tuple[int, ...] = ()
     output_mlp: tuple[int, ...] = ()  # deep hidden-to-output: Dense sizes between the recurrence and the softmax
     transition_layers: int = 2  # deep transition: L layers of the MLP between h(t-1) and h(t)
-    transition_shortcut: bool = (
-        True  # deep transition: a linear shortcut from h(t-1) to h(t) eases training (Pascanu et al.)
-    )
+    # deep transition: a linear shortcut from h(t-1) to h(t) eases training (Pascanu et al.)
+    transition_shortcut: bool = True
     attention_units: int = 64  # size of the additive attention's hidden layer (W and v)
     conv_filters: int = 64  # cnn_lstm: filters per 1-D convolution (DeepConvLSTM uses 64)
     conv_kernel: int = 5  # cnn_lstm: kernel length in time steps
@@ -136,6 +129,13 @@ class ModelConfig:
     # How bilstm, stacked, deep_input/output and cnn_lstm read their last recurrent layer: "last" (its
     # final state), or a pooling of its output at every step: "average", "max", "average-max" (both).
     pooling: str = "last"
+    # A statistics branch beside the recurrent summary (Ignatov 2018: window statistics beside learned
+    # features): per channel mean, std, min and max of the model's (normalized, noisy) input window,
+    # plus the gravity direction (the mean total acceleration as cosines to the three axes) where the
+    # channels name it, concatenated with the recurrent summary before the classifier. The mean is what
+    # survives the test noise (its noise is 0.5 / sqrt(T) of a channel's std), and the gravity direction
+    # is what separates sitting from standing.
+    window_stats: bool = False
     decoder_units: int = 64  # seq2seq: decoder LSTM size
     embedding_dim: int = 16  # seq2seq: size of the previous-token embedding fed to the decoder
     seq2seq_attention: bool = True  # seq2seq: Bahdanau attention at every decoder step; false = fixed context C only
@@ -148,6 +148,10 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be lstm, gru or rnn, got {getattr(self, name)!r}")
         if self.pooling not in ("last", "average", "max", "average-max"):
             raise ConfigError(f"model.pooling must be last, average, max or average-max, got {self.pooling!r}")
+        if self.window_stats and self.name == "seq2seq":
+            raise ConfigError(
+                "model.window_stats joins a classifier head; seq2seq decodes a token instead (use another model)"
+            )
         if self.merge_mode not in ("concat", "sum", "ave", "mul"):
             raise ConfigError(f"model.merge_mode must be concat, sum, ave or mul, got {self.merge_mode!r}")
 
@@ -244,9 +248,8 @@ class TrainConfig:
     # none | mirrored (TensorFlow's MirroredStrategy) | data_parallel (keras.distribution.DataParallel, JAX):
     # data parallelism over every visible device, the batch size staying global
     distribute: str = "none"
-    cpu_devices: int = (
-        0  # split the CPU into this many logical devices (to test multi-device training on CPU); 0 = leave
-    )
+    # split the CPU into this many logical devices (to test multi-device training on CPU); 0 = leave
+    cpu_devices: int = 0
     verbose: int = -1  # Keras progress bar: 0 off, 1 bar, 2 line; -1 = bar on a terminal, off otherwise
 
     def __post_init__(self) -> None:
@@ -281,10 +284,18 @@ class CvConfig:
     # A competition whose validation split (or held-out fold) has fewer series than this cannot
     # choose a checkpoint: `make train` cross-validates it instead, and `make predict` averages the folds
     min_validation: int = 50
+    # Repeated k-fold: the subjects are reshuffled into new folds for every repeat after the first
+    # (repeat 0 is the plain GroupKFold above, so earlier CV runs are reused). Two configurations
+    # compared on the same repeats and folds are compared by their per-fold differences (make
+    # cv-compare, the corrected resampled t-test); more repeats narrow its interval.
+    repeats: int = 1
+    repeat: int = 0  # which repeat a fold run belongs to (set by make cv, like `fold`)
 
     def __post_init__(self) -> None:
         if self.folds < 2 or not -1 <= self.fold < self.folds or self.gap < 0:
             raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{self.folds - 1}, cv.gap >= 0")
+        if self.repeats < 1 or not 0 <= self.repeat < self.repeats:
+            raise ConfigError(f"cv.repeats must be >= 1 and cv.repeat in 0..{self.repeats - 1}")
 
 
 @dataclass(frozen=True)
@@ -302,9 +313,8 @@ class TuneConfig:
         "train.learning_rate=log:5e-4..5e-3",
     )
     study: str = ""  # empty = <competition>_<experiment name>
-    storage: str = (
-        ""  # empty = an SQLite file runs/tune/<study>.db; any SQLAlchemy URL shares one study across machines
-    )
+    # empty = an SQLite file runs/tune/<study>.db; any SQLAlchemy URL shares one study across machines
+    storage: str = ""
     seed: int = 0  # the TPE sampler's seed (each worker offsets it by its number)
     startup_trials: int = 3  # finished trials before the median pruner stops any trial
     warmup_epochs: int = 3  # epochs of each fold before the pruner judges it
@@ -338,9 +348,8 @@ class TranscribeConfig:
     patience: int = 5  # early stopping on validation loss
     learning_rate: float = 0.002
     beam_width: int = 4
-    beam_segments: int = (
-        20  # beam search (one segment at a time, slow) scores this many test segments per length, first seed only
-    )
+    # beam search (one segment at a time, slow) scores this many test segments per length, first seed only
+    beam_segments: int = 20
     max_train_segments: int = 0  # cap for quick trials and tests (0 = all)
     # Seeds to train every variant with (empty: train.seed alone); conclusions are drawn across them.
     seeds: tuple[int, ...] = ()
@@ -456,8 +465,9 @@ class Config:
         content = {
             key: value for key, value in dataclasses.asdict(getattr(self, section)).items() if key not in leave_out
         }
-        text = json.dumps(content, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        from pipeline.files import short_hash  # files imports pandas: only when a hash is asked for
+
+        return short_hash(content, 16)
 
 
 # ---- building a Config ----------------------------------------------------------------

@@ -48,6 +48,15 @@ def prepared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture
+def shared_data_root(prepared_root: Path, tmp_path: Path) -> Path:
+    """A fresh project root (its own runs, reports, submissions) that shares the prepared data."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data").symlink_to(prepared_root / "data")
+    return root
+
+
 @pytest.fixture(scope="session")
 def prepared_config(prepared_root: Path) -> Config:
     return load_config(None, [f"paths.root={prepared_root}"])
@@ -72,7 +81,8 @@ def tiny_run(prepared_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def raw_run(prepared_root: Path) -> str:
-    """A small raw-window BiLSTM (16 units, 4 epochs, about 30 s) trained by make train: recordings and exports use it."""
+    """A small raw-window BiLSTM (16 units, 4 epochs, about 30 s) trained by make train: recordings and exports use it.
+    It has the window-statistics branch (model.window_stats), so that the branch goes through export and recording too."""
     from pipeline.stages import runs
 
     overrides = [
@@ -82,6 +92,7 @@ def raw_run(prepared_root: Path) -> str:
         "train.epochs=4",
         "train.noise_seeds=1",
         "train.verbose=0",
+        "model.window_stats=true",
     ]
     result = run_make("train", f"SET={' '.join(overrides)}")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -147,16 +147,14 @@ def test_every_registered_model_exports_with_builtin_ops_and_matches_keras():
     """Each model of pipeline.models (untrained, 4 units, 5 x 9 input) through the same conversion:
     builtin ops only, and the LiteRT interpreter's answers equal Keras' on random inputs."""
     from pipeline import models
+    from pipeline.data.signals import MEAN_FEATURES
 
     inputs = np.random.default_rng(0).normal(size=(16, 5, 9)).astype(np.float32)
-    for name in models.MODELS:
-        model = models.build_model(
-            load_config(
-                None, [f"model.name={name}", "model.units=4", "model.attention_units=4", "model.decoder_units=4"]
-            ),
-            (5, 9),
-            6,
-        )
+    small = ["model.units=4", "model.attention_units=4", "model.decoder_units=4"]
+    variants = [(name, [f"model.name={name}", *small]) for name in models.MODELS]
+    variants.append(("bilstm with window_stats", ["model.window_stats=true", *small]))  # the statistics branch too
+    for name, overrides in variants:
+        model = models.build_model(load_config(None, overrides), (5, 9), 6, channels=MEAN_FEATURES)
         model_bytes, select_ops = export.convert(export.frozen_function(model, (5, 9)))
         probabilities, _seconds = export.interpreter_probabilities(model_bytes, inputs)
         assert select_ops == [], name

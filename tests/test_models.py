@@ -421,3 +421,39 @@ def test_pooling_reads_every_step_and_keeps_run_ids_of_the_final_state():
     assert "average_pooling" in [layer.name for layer in cnn.layers]
     with pytest.raises(ConfigError, match="pooling"):
         config_for("bilstm", "model.pooling=mean")
+
+
+def test_window_stats_branch_reads_the_noisy_window_and_the_gravity_direction(tmp_path: Path):
+    from pipeline.data.signals import MEAN_FEATURES, RAW_CHANNELS
+    from pipeline.stages.runs import run_id_for
+
+    rng = np.random.default_rng(0)
+    series = rng.normal(size=(3, 16, 9)).astype(np.float32)
+    series[:, :, 6:9] += np.array([0.9, -0.3, 0.1], np.float32)  # a gravity direction in the total acceleration
+    mean, variance = np.full(9, 0.5), np.full(9, 4.0)
+    config = config_for("bilstm", "model.window_stats=true", "regularization.gaussian_noise=0.5")
+    model = models.build_model(config, (16, 9), 3, mean, variance, RAW_CHANNELS)
+    branch = keras.Model(model.input, model.get_layer("window_statistics").output)
+    stats, window = np.asarray(branch(series, training=False)), (series - 0.5) / 2
+    np.testing.assert_allclose(stats[:, :9], window.mean(1), atol=1e-5)
+    np.testing.assert_allclose(stats[:, 9:18], window.std(1), atol=1e-5)
+    np.testing.assert_allclose(stats[:, 18:27], window.min(1), atol=1e-5)
+    np.testing.assert_allclose(stats[:, 27:36], window.max(1), atol=1e-5)
+    gravity = series[:, :, 6:9].mean(1)
+    np.testing.assert_allclose(stats[:, 36:], gravity / np.linalg.norm(gravity, axis=-1, keepdims=True), atol=1e-4)
+    # In training the branch sees the window after the noise layer, as it sees noisy windows at test.
+    assert not np.allclose(np.asarray(branch(series, training=True))[:, :9], stats[:, :9], atol=1e-3)
+    assert model.get_layer("probabilities").input.shape[-1] == 16 + 39
+    # The classroom's gravity means are found by name; unnamed channels get the statistics only.
+    classroom = models.build_model(config, (5, 9), 3, channels=MEAN_FEATURES)
+    assert classroom.get_layer("window_statistics").output.shape[-1] == 39
+    assert models.build_model(config, (5, 9), 3).get_layer("window_statistics").output.shape[-1] == 36
+    model.save(tmp_path / "stats.keras")
+    np.testing.assert_allclose(
+        np.asarray(models.load_model(str(tmp_path / "stats.keras"))(series)), np.asarray(model(series)), atol=1e-6
+    )
+    # Named in the run id; off, the ids made before the option stay as they were.
+    assert run_id_for(config).split("_")[1] == "bilstm-stats"
+    assert run_id_for(config_for("bilstm", "model.window_stats=false")) == run_id_for(config_for("bilstm"))
+    with pytest.raises(ConfigError, match="window_stats"):
+        config_for("seq2seq", "model.window_stats=true")

@@ -72,12 +72,10 @@ def test_folds_of_the_real_classroom_data_hold_whole_subjects(prepared_root: Pat
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_and_the_folds_predict_as_an_ensemble(prepared_root: Path, tmp_path: Path):
+def test_two_workers_share_one_study_and_the_folds_predict_as_an_ensemble(shared_data_root: Path):
     import optuna
 
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "data").symlink_to(prepared_root / "data")
+    root = shared_data_root
     settings = " ".join(
         [
             f"paths.root={root}",
@@ -118,12 +116,10 @@ def test_two_workers_share_one_study_and_the_folds_predict_as_an_ensemble(prepar
     )
 
 
-def test_a_pruned_trial_is_recorded_as_pruned(prepared_root: Path, tmp_path: Path):
+def test_a_pruned_trial_is_recorded_as_pruned(shared_data_root: Path, tmp_path: Path):
     import optuna
 
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "data").symlink_to(prepared_root / "data")
+    root = shared_data_root
     overrides = [
         f"paths.root={root}",
         *TINY,
@@ -162,10 +158,8 @@ def test_a_study_reopened_with_other_settings_is_refused(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_cv_refit_trains_on_every_labeled_series_for_the_cv_epoch_count(prepared_root: Path, tmp_path: Path):
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "data").symlink_to(prepared_root / "data")
+def test_cv_refit_trains_on_every_labeled_series_for_the_cv_epoch_count(shared_data_root: Path):
+    root = shared_data_root
     settings = " ".join(
         [
             f"paths.root={root}",

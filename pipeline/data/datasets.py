@@ -133,10 +133,11 @@ def to_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
     return np.array([lookup[int(label)] for label in labels], dtype=np.int64)
 
 
-def fold_assignment(ids: np.ndarray, subjects: np.ndarray | None, folds: int, gap: int) -> np.ndarray:
+def fold_assignment(ids: np.ndarray, subjects: np.ndarray | None, folds: int, gap: int, repeat: int = 0) -> np.ndarray:
     """The CV fold of every series (-1: in no fold). Whole subjects per fold where subjects are known
-    (GroupKFold); otherwise contiguous blocks in id order, dropping `gap` series after each block
-    boundary so that neighbouring series, which share windows, never sit in two folds."""
+    (GroupKFold; for `repeat` > 0 the subjects are shuffled into other folds, seeded by the repeat);
+    otherwise contiguous blocks in id order, dropping `gap` series after each block boundary so that
+    neighbouring series, which share windows, never sit in two folds."""
     if subjects is not None:
         if len(np.unique(subjects)) < folds:
             raise DataError(
@@ -144,10 +145,18 @@ def fold_assignment(ids: np.ndarray, subjects: np.ndarray | None, folds: int, ga
             )
         from sklearn.model_selection import GroupKFold
 
+        splitter = (
+            GroupKFold(n_splits=folds, shuffle=True, random_state=repeat) if repeat else GroupKFold(n_splits=folds)
+        )
         assignment = np.full(len(ids), -1)
-        for fold, (_train, held_out) in enumerate(GroupKFold(n_splits=folds).split(ids, groups=subjects)):
+        for fold, (_train, held_out) in enumerate(splitter.split(ids, groups=subjects)):
             assignment[held_out] = fold
         return assignment
+    if repeat:
+        raise DataError(
+            "cv.repeats > 1 reshuffles whole subjects into new folds; this competition names no subjects "
+            "(id blocks cannot be reshuffled without sharing windows)"
+        )
     if len(ids) < folds * (gap + 2):
         raise DataError(f"{len(ids)} series are too few for cv.folds={folds} blocks with a gap of cv.gap={gap}")
     order = sorted(range(len(ids)), key=lambda index: natural_key(str(ids[index])))
@@ -185,7 +194,7 @@ def load_training_data(config: Config) -> TrainingData:
             else None
         )
         fold = max(config.cv.fold, 0)
-        assignment = fold_assignment(ids, subjects, config.cv.folds, config.cv.gap)
+        assignment = fold_assignment(ids, subjects, config.cv.folds, config.cv.gap, config.cv.repeat)
         held_out, kept = assignment == fold, (assignment != fold) & (assignment >= 0)
         train_series, train_labels = series[kept], labels[kept]
         validation_series, validation_labels, validation_ids = series[held_out], labels[held_out], ids[held_out]
@@ -236,9 +245,9 @@ def load_training_data(config: Config) -> TrainingData:
     )
 
 
-def fold_config(config: Config, fold: int) -> Config:
-    """The config of fold `fold` of this config's cross-validation."""
-    return dataclasses.replace(config, cv=dataclasses.replace(config.cv, fold=fold))
+def fold_config(config: Config, fold: int, repeat: int = 0) -> Config:
+    """The config of fold `fold` (of repeat `repeat`) of this config's cross-validation."""
+    return dataclasses.replace(config, cv=dataclasses.replace(config.cv, fold=fold, repeat=repeat))
 
 
 def too_small_to_validate(config: Config, competition: Competition) -> bool:

@@ -26,6 +26,16 @@ MEAN_FEATURES = (
     "tBodyGyro-mean()-X", "tBodyGyro-mean()-Y", "tBodyGyro-mean()-Z",
 )  # fmt: skip
 
+
+def gravity_channels(channels: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """Indices of the x, y, z channels whose window mean is the gravity direction: the total
+    acceleration of the raw windows, or the classroom's gravity means; () where none are named."""
+    for names in (RAW_CHANNELS[6:9], MEAN_FEATURES[3:6]):
+        if all(name in channels for name in names):
+            return tuple(list(channels).index(name) for name in names)
+    return ()
+
+
 ACTIVITY_NAMES = {
     1: "WALKING", 2: "WALKING_UPSTAIRS", 3: "WALKING_DOWNSTAIRS", 4: "SITTING", 5: "STANDING", 6: "LAYING",
     7: "STAND_TO_SIT", 8: "SIT_TO_STAND", 9: "SIT_TO_LIE", 10: "LIE_TO_SIT", 11: "STAND_TO_LIE", 12: "LIE_TO_STAND",

@@ -13,7 +13,7 @@ import_keras()  # on the TensorFlow backend, TensorFlow first, without its start
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from pipeline.config import Config, RegularizationConfig
 from pipeline.models import augment
@@ -61,6 +61,15 @@ def input_block(
 ) -> tuple[Any, Any]:
     """Input -> rotation -> Normalization (training statistics) -> augmentation -> GaussianNoise
     -> input dropout -> deep input MLP. Augmentation and noise act only in training."""
+    inputs, x = normalized_input(config, input_shape, mean, variance)
+    return inputs, deep_input(config, x)
+
+
+def normalized_input(
+    config: Config, input_shape: tuple[int, int], mean: np.ndarray | None, variance: np.ndarray | None
+) -> tuple[Any, Any]:
+    """input_block up to (not including) the deep input MLP: the window every model reads, normalized
+    with the training statistics, augmented and noised in training."""
     channels = input_shape[-1]
     mean = np.zeros(channels) if mean is None else np.asarray(mean, dtype=np.float64)
     variance = np.ones(channels) if variance is None else np.asarray(variance, dtype=np.float64)
@@ -78,9 +87,65 @@ def input_block(
         x = layers.GaussianNoise(regularization.gaussian_noise, name="gaussian_noise")(x)
     if regularization.input_dropout > 0:
         x = layers.Dropout(regularization.input_dropout, name="input_dropout")(x)
-    for index, size in enumerate(config.model.input_mlp):
-        x = layers.Dense(size, activation="relu", name=f"input_mlp_{index + 1}", **dense_options(regularization))(x)
     return inputs, x
+
+
+def deep_input(config: Config, x: Any) -> Any:
+    """The deep input-to-hidden MLP (model.input_mlp), applied at every time step."""
+    for index, size in enumerate(config.model.input_mlp):
+        x = layers.Dense(
+            size, activation="relu", name=f"input_mlp_{index + 1}", **dense_options(config.regularization)
+        )(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WindowStatistics(layers.Layer):
+    """(batch, T, C) normalized window -> (batch, 4C [+ 3]): per channel mean, std, min and max over
+    time, and, for `gravity_channels` (x, y, z), the direction of their mean in raw units as cosines
+    to the axes (`gravity_mean`, `gravity_std`: the normalization of those channels, to undo it).
+    Computed inside the model on the window it is given, noisy in training as at test."""
+
+    def __init__(
+        self,
+        gravity_channels: tuple[int, ...] = (),
+        gravity_mean: tuple[float, ...] = (),
+        gravity_std: tuple[float, ...] = (),
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if (
+            len(gravity_channels) not in (0, 3)
+            or len(gravity_mean) != len(gravity_channels)
+            or len(gravity_std) != len(gravity_channels)
+        ):
+            raise ValueError("gravity_channels, gravity_mean and gravity_std need 3 values each, or none")
+        self.gravity_channels, self.gravity_mean, self.gravity_std = (
+            tuple(gravity_channels),
+            tuple(gravity_mean),
+            tuple(gravity_std),
+        )
+
+    def call(self, window: Any) -> Any:
+        parts = [ops.mean(window, axis=1), ops.std(window, axis=1), ops.min(window, axis=1), ops.max(window, axis=1)]
+        if self.gravity_channels:
+            raw = ops.take(window, list(self.gravity_channels), axis=-1) * ops.convert_to_tensor(
+                self.gravity_std, window.dtype
+            )
+            mean = ops.mean(raw + ops.convert_to_tensor(self.gravity_mean, window.dtype), axis=1)
+            parts.append(mean / (ops.sqrt(ops.sum(mean * mean, axis=-1, keepdims=True)) + 1e-6))
+        return ops.concatenate(parts, axis=-1)
+
+    def compute_output_shape(self, window_shape: tuple) -> tuple:
+        return (window_shape[0], 4 * window_shape[-1] + len(self.gravity_channels))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "gravity_channels": list(self.gravity_channels),
+            "gravity_mean": list(self.gravity_mean),
+            "gravity_std": list(self.gravity_std),
+        }
 
 
 def classifier_head(x: Any, config: Config, num_classes: int) -> Any:

@@ -19,12 +19,14 @@ import_keras()  # on the TensorFlow backend, TensorFlow first, without its start
 
 import keras
 import numpy as np
+from keras import layers
 
 from pipeline.config import Config
+from pipeline.data.signals import gravity_channels
 from pipeline.errors import ConfigError
 from pipeline.models.attention import attention_pooling
 from pipeline.models.diagnostics import warn_if_not_fused
-from pipeline.models.layers import classifier_head, input_block
+from pipeline.models.layers import WindowStatistics, classifier_head, deep_input, normalized_input
 from pipeline.models.recurrent import bilstm, cnn_lstm, deep_transition, replace_model, single_cell, stacked
 from pipeline.models.seq2seq import seq2seq_classifier
 
@@ -79,22 +81,43 @@ def build_model(
     num_classes: int,
     mean: np.ndarray | None = None,
     variance: np.ndarray | None = None,
+    channels: tuple[str, ...] = (),
 ) -> keras.Model:
-    """The registered model `config.model.name` for series of `input_shape` = (T, C) and `num_classes` classes."""
+    """The registered model `config.model.name` for series of `input_shape` = (T, C) and `num_classes` classes.
+    `channels`: the channel names, where a branch needs them (model.window_stats finds the gravity channels)."""
     if config.model.name not in MODELS:
         raise ConfigError(f"unknown model {config.model.name!r} (known: {', '.join(MODELS)})")
     if len(input_shape) != 2 or min(input_shape) < 1 or num_classes < 2:
         raise ValueError(f"need input_shape (T, C) and at least 2 classes, got {input_shape} and {num_classes}")
     config = effective_config(config)
     spec = MODELS[config.model.name]
-    inputs, x = input_block(config, tuple(input_shape), mean, variance)
+    inputs, window = normalized_input(config, tuple(input_shape), mean, variance)
+    x = deep_input(config, window)
     if spec.has_head:
-        outputs = classifier_head(spec.body(config, x), config, num_classes)
+        summary = spec.body(config, x)
+        if config.model.window_stats:
+            summary = layers.Concatenate(name="with_window_stats")(
+                [summary, window_statistics(window, channels, mean, variance)]
+            )
+        outputs = classifier_head(summary, config, num_classes)
     else:
         outputs = spec.body(config, x, num_classes)
     model = keras.Model(inputs, outputs, name=config.model.name)
     warn_if_not_fused(model)
     return model
+
+
+def window_statistics(
+    window: Any, channels: tuple[str, ...], mean: np.ndarray | None, variance: np.ndarray | None
+) -> Any:
+    """The statistics branch of model.window_stats on the normalized window (gravity direction where the channels name it)."""
+    gravity = gravity_channels(channels)
+    channel_count = window.shape[-1]
+    mean = np.zeros(channel_count) if mean is None else np.asarray(mean, dtype=np.float64)
+    std = np.sqrt(np.ones(channel_count) if variance is None else np.asarray(variance, dtype=np.float64))
+    return WindowStatistics(
+        gravity, tuple(float(mean[i]) for i in gravity), tuple(float(std[i]) for i in gravity), name="window_statistics"
+    )(window)
 
 
 def save_model(model: keras.Model, path: Path) -> None:

@@ -4,7 +4,8 @@ talks to the next through files only.
   download.py   make data       a source -> data/raw/<name>/ (read-only)
   prepare.py    make prepare    data/raw -> data/processed/<competition>/ (+ the answer key in data/private/)
   train.py      make train      a competition -> runs/<run_id>/ (callbacks.py: what runs every epoch)
-  cv.py         make cv         subject-wise folds, each an ordinary run, and their summary
+  cv.py         make cv         subject-wise folds (repeated with cv.repeats), each an ordinary run, and their summary
+  cv_compare.py make cv-compare two CVs compared fold by fold: mean difference, corrected t-test interval, verdict
   predict.py    make predict    runs -> submissions/<...>.csv
   submit.py     make submit     a submission -> the local leaderboard, or Kaggle
   evaluate.py   make evaluate   a run -> reports/<run_id>/

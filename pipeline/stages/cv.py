@@ -90,7 +90,8 @@ def cross_validate(
     config: Config, experiment: str = "", callbacks_for: Any = None, refit: bool = False, force: bool = False
 ) -> Path:
     """Train (or reuse) every fold and write the cross-validation's registry entry; returns its folder.
-    `callbacks_for(fold)`: extra Keras callbacks for a fold's training (the tuner's pruning).
+    `callbacks_for(fold_run_config, index)`: extra Keras callbacks for a fold's training (the tuner's
+    pruning); `index` counts the fold runs, repeat by repeat.
     `refit`: then train on every labeled series for the folds' median best epoch count."""
     import keras
 
@@ -99,19 +100,17 @@ def cross_validate(
     cv_id = cv_id_for(config)
     folder = config.path("runs", cv_id)
     fold_dirs = []
-    for fold in range(config.cv.folds):
-        print(f"[fold {fold + 1}/{config.cv.folds}] {cv_id}", flush=True)
-        fold_dirs.append(
-            train.train(
-                fold_config(config, fold),
-                experiment=f"cv:{cv_id}",
-                force=force,
-                callbacks=tuple(callbacks_for(fold)) if callbacks_for else (),
-            )
-        )
-        keras.backend.clear_session()
+    for repeat in range(config.cv.repeats):
+        for fold in range(config.cv.folds):
+            run_config = fold_config(config, fold, repeat)
+            where = f"repeat {repeat + 1}/{config.cv.repeats}, " if config.cv.repeats > 1 else ""
+            print(f"[{where}fold {fold + 1}/{config.cv.folds}] {cv_id}", flush=True)
+            extra = tuple(callbacks_for(run_config, len(fold_dirs))) if callbacks_for else ()
+            fold_dirs.append(train.train(run_config, experiment=f"cv:{cv_id}", force=force, callbacks=extra))
+            keras.backend.clear_session()
     fold_metrics = [json.loads((run_dir / METRICS).read_text()) for run_dir in fold_dirs]
     metrics = cv_metrics(fold_metrics)
+    metrics["selection"]["repeats"] = config.cv.repeats
     first = json.loads((fold_dirs[0] / LINEAGE).read_text())
     lineage = {
         "run_id": cv_id,

@@ -95,12 +95,16 @@ def config_hash(config: Config) -> str:
         content["cv"] = {"refit": True}
     else:  # a CV fold: which fold of how many, and how blocks are cut
         content["cv"] = {key: content["cv"][key] for key in ("folds", "fold", "gap")}
+        if config.cv.repeat:  # a fold of a later repeat (repeat 0 keeps the ids made before repeats existed)
+            content["cv"]["repeat"] = config.cv.repeat
     content["train"].pop("verbose")
     content["train"].pop("steps_per_execution")  # how many steps per compiled call: speed, not the result
     if content["model"]["use_cudnn"]:  # the default keeps the run ids made before the option existed
         content["model"].pop("use_cudnn")
     if content["model"]["pooling"] == "last":  # likewise
         content["model"].pop("pooling")
+    if not content["model"]["window_stats"]:  # likewise
+        content["model"].pop("window_stats")
     if (
         backend_name() != "tensorflow"
     ):  # the same config on another backend is another run (TensorFlow ids stay as they were)
@@ -109,8 +113,10 @@ def config_hash(config: Config) -> str:
 
 
 def model_tag(config: Config) -> str:
-    """The model's name, and its pooling when it is not the final state: bilstm, bilstm-average."""
-    return config.model.name if config.model.pooling == "last" else f"{config.model.name}-{config.model.pooling}"
+    """The model's name, its pooling when it is not the final state, and its extra branches:
+    bilstm, bilstm-average, bilstm-stats."""
+    tag = config.model.name if config.model.pooling == "last" else f"{config.model.name}-{config.model.pooling}"
+    return f"{tag}-stats" if config.model.window_stats else tag
 
 
 def run_id_for(config: Config) -> str:
@@ -187,7 +193,8 @@ def best_run(config: Config, selection: dict[str, Any]) -> str:
 
 def cv_id_for(config: Config) -> str:
     """The id of the cross-validation of this config (`make cv`): its fold runs are ordinary runs."""
-    return f"{config.data.competition}_cv{config.cv.folds}_{model_tag(config)}_{regularizer_tag(config)}_{config_hash(config)}"
+    repeats = f"x{config.cv.repeats}" if config.cv.repeats > 1 else ""
+    return f"{config.data.competition}_cv{config.cv.folds}{repeats}_{model_tag(config)}_{regularizer_tag(config)}_{config_hash(config)}"
 
 
 def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:

@@ -154,7 +154,14 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
     batch_size, patience = adapted_schedule(config, len(train_series))
     scope, replicas = distribution_scope(config)
     with scope():
-        model = models.build_model(config, data.train_series.shape[1:], num_classes, flat.mean(0), flat.var(0))
+        model = models.build_model(
+            config,
+            data.train_series.shape[1:],
+            num_classes,
+            flat.mean(0),
+            flat.var(0),
+            tuple(data.competition.channels),
+        )
         compile_model(model, config)
     card_path = competition_folder(config) / DATACARD
     lineage = {

@@ -188,15 +188,14 @@ def flatten_config(config: Config) -> dict[str, Any]:
 
 
 def pruning_callback(trial: Any, config: Config, fold: int) -> Any:
-    """Reports every epoch's selection score of fold `fold` to the trial; stops the run when Optuna's
-    pruner says so, marking it pruned (it stays incomplete: a later trial of the same config resumes it)."""
+    """Reports every epoch's selection score of the fold run `config` (the `fold`-th of its CV) to the
+    trial; stops the run when Optuna's pruner says so, marking it pruned (it stays incomplete: a later
+    trial of the same config resumes it)."""
     import keras
     import optuna
 
-    from pipeline.data.datasets import fold_config
-
     monitor = "val_noisy_accuracy" if config.train.select_on == "noisy" else "val_clean_accuracy"
-    run_dir = config.path("runs", run_id_for(fold_config(config, fold)))
+    run_dir = config.path("runs", run_id_for(config))
 
     class PruneHopeless(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -235,7 +234,7 @@ def optimize(study: Any, base: Config, experiment: str | None, base_overrides: l
             folder = cross_validate(
                 config,
                 experiment=f"tune:{study.study_name}",
-                callbacks_for=lambda fold, trial=trial, config=config: [pruning_callback(trial, config, fold)],
+                callbacks_for=lambda run_config, index, trial=trial: [pruning_callback(trial, run_config, index)],
             )
         except optuna.TrialPruned as pruned:
             keras.backend.clear_session()

@@ -1,0 +1,156 @@
+"""Paired comparison of cross-validated configurations (make cv-compare) and repeated k-fold CV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from pipeline.data import datasets
+from pipeline.errors import DataError
+from pipeline.stages import runs
+from pipeline.stages.cv_compare import paired_comparison
+from tests.conftest import TINY, run_make
+
+# Five folds of subjects, three repeats: fold difficulty spreads the scores over 0.86-0.97, as on raw windows.
+DIFFICULTY = np.array([0.86, 0.96, 0.97, 0.89, 0.95, 0.88, 0.97, 0.94, 0.96, 0.87, 0.95, 0.90, 0.86, 0.97, 0.96])
+
+
+def test_a_small_consistent_difference_is_separated_paired_though_the_unpaired_spreads_overlap():
+    rng = np.random.default_rng(0)
+    a = DIFFICULTY + rng.normal(0, 0.002, len(DIFFICULTY))
+    b = a - 0.01 + rng.normal(0, 0.003, len(DIFFICULTY))  # B loses about a point on every fold
+    # Unpaired, the two means are far inside each other's spread over folds: nothing to rank.
+    assert abs(a.mean() - b.mean()) < 0.25 * min(a.std(), b.std())
+    result = paired_comparison(a, b, held_out_per_train=1 / 4)
+    assert result.verdict == "A ahead" and 0 < result.low < result.mean < result.high
+    assert result.mean == pytest.approx(0.01, abs=0.003)
+    assert paired_comparison(b, a, held_out_per_train=1 / 4).verdict == "B ahead"
+
+
+def test_differences_that_change_sign_are_not_separated():
+    rng = np.random.default_rng(1)
+    a = DIFFICULTY
+    b = DIFFICULTY + rng.normal(0, 0.01, len(DIFFICULTY))
+    result = paired_comparison(a, b, held_out_per_train=1 / 4)
+    assert result.verdict == "not separated" and result.low < 0 < result.high
+
+
+def test_the_correction_for_overlapping_training_sets_widens_the_interval():
+    """Nadeau and Bengio's term n_held_out / n_train: without it the plain paired t-test is too confident."""
+    rng = np.random.default_rng(2)
+    a = DIFFICULTY
+    b = DIFFICULTY - 0.004 + rng.normal(0, 0.01, len(DIFFICULTY))
+    plain, corrected = paired_comparison(a, b, 0.0), paired_comparison(a, b, 1 / 4)
+    assert corrected.high - corrected.low > 2 * (plain.high - plain.low)
+    assert plain.mean == corrected.mean and abs(corrected.t) < abs(plain.t)
+
+
+def test_lists_of_other_lengths_are_refused():
+    with pytest.raises(ValueError, match="equally long"):
+        paired_comparison(np.ones(3), np.ones(4), 0.5)
+
+
+def test_repeats_reshuffle_whole_subjects_and_repeat_zero_keeps_the_plain_folds():
+    ids = np.arange(60)
+    subjects = np.repeat(np.arange(12), 5)
+    plain = datasets.fold_assignment(ids, subjects, 3, 0)
+    first, second = (datasets.fold_assignment(ids, subjects, 3, 0, repeat) for repeat in (1, 2))
+    np.testing.assert_array_equal(datasets.fold_assignment(ids, subjects, 3, 0, 0), plain)
+    for assignment in (first, second):
+        assert set(assignment) == {0, 1, 2}
+        assert all(len(set(assignment[subjects == subject])) == 1 for subject in range(12))
+    assert not np.array_equal(first, plain) and not np.array_equal(first, second)
+    with pytest.raises(DataError, match="names no subjects"):
+        datasets.fold_assignment(ids, None, 3, 0, 1)
+
+
+def test_fold_run_ids_of_the_first_repeat_stay_as_they_were():
+    config = load_config(None, ["cv.folds=3"])
+    repeated = load_config(None, ["cv.folds=3", "cv.repeats=4"])
+    assert runs.run_id_for(datasets.fold_config(config, 1)) == runs.run_id_for(datasets.fold_config(repeated, 1))
+    assert runs.run_id_for(datasets.fold_config(repeated, 1, 2)) != runs.run_id_for(datasets.fold_config(repeated, 1))
+    assert "_cv3x4_" in runs.cv_id_for(repeated) and "_cv3_" in runs.cv_id_for(config)
+    with pytest.raises(ConfigError, match="cv.repeat"):
+        load_config(None, ["cv.repeats=2", "cv.repeat=2"])
+
+
+@pytest.mark.slow
+def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(shared_data_root: Path):
+    root = shared_data_root
+    base = [
+        f"paths.root={root}",
+        *TINY,
+        "train.epochs=1",
+        "train.max_train_series=200",
+        "train.noise_levels=[0.5]",
+        "model.layers=1",
+    ]
+    variants = (["model.units=4"], ["model.units=8", "model.window_stats=true"])  # B has the statistics branch
+    for variant in variants:
+        result = run_make("cv", "FOLDS=2", "REPEATS=2", f"SET={' '.join([*base, *variant])}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "[repeat 2/2, fold 2/2]" in result.stdout
+    default = "experiments/default.toml"
+    a, b = (runs.cv_id_for(load_config(default, [*base, "cv.folds=2", "cv.repeats=2", *v])) for v in variants)
+    assert "_bilstm-stats_" in b
+    compared = run_make("cv-compare", f"A=cv:{a}", f"B={b}", f"SET=paths.root={root}")
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    record = json.loads((root / "reports" / "cv_compare" / f"{a}__{b}" / "comparison.json").read_text())
+
+    def fold_scores(cv_id: str) -> list[float]:
+        folds = json.loads((root / "runs" / cv_id / "run.json").read_text())["folds"]
+        return [json.loads((root / "runs" / run / "metrics.json").read_text())["selection"]["score"] for run in folds]
+
+    scores = {name: fold_scores(name) for name in (a, b)}
+    np.testing.assert_allclose(record["differences"], np.subtract(scores[a], scores[b]))
+    assert len(record["differences"]) == 4 and record["low"] <= record["mean"] <= record["high"]
+    expected = "A ahead" if record["low"] > 0 else "B ahead" if record["high"] < 0 else "not separated"
+    assert record["verdict"] == expected and f"**{expected}**" in compared.stdout
+    # B's fold models (with the statistics branch) predict as an ensemble, and its first fold is evaluated.
+    folds = json.loads((root / "runs" / b / "run.json").read_text())["folds"]
+    predicted = run_make("predict", f"RUN=cv:{b}", f"SET=paths.root={root}")
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    (lineage,) = (root / "submissions").glob("classroom_ensemble4_*.json")
+    assert json.loads(lineage.read_text())["runs"] == folds
+    evaluated = run_make("evaluate", f"RUN={folds[0]}", f"SET=paths.root={root}")
+    assert evaluated.returncode == 0 and (root / "reports" / folds[0] / "report.md").is_file(), evaluated.stderr[-2000:]
+
+
+def registry_cv(root: Path, name: str, scores: list[float], validation_ids: list[str], folds: int = 2) -> None:
+    """A finished CV entry and its fold runs, as make cv writes them (the files cv-compare reads)."""
+    definition = {"noise_level": 0.5, "select_on": "noisy", "draws": 3}
+    fold_ids = [f"{name}_fold{index}" for index in range(len(scores))]
+    for fold_id, score, ids in zip(fold_ids, scores, validation_ids):
+        (root / "runs" / fold_id).mkdir(parents=True)
+        (root / "runs" / fold_id / "metrics.json").write_text(
+            json.dumps({"selection": {"score": score, "definition": {**definition, "validation_ids": ids}}})
+        )
+    folder = root / "runs" / name
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"kind": "cv", "folds": fold_ids}))
+    (folder / "config.json").write_text(json.dumps({"cv": {"folds": folds}}))
+    (folder / "metrics.json").write_text(json.dumps({"selection": {"definition": definition}}))
+
+
+def test_cross_validations_cut_into_other_folds_are_refused_and_like_ones_compared(tmp_path: Path):
+    from pipeline.stages import cv_compare
+
+    config = load_config(None, [f"paths.root={tmp_path}"])
+    registry_cv(tmp_path, "a_cv2x2", [0.90, 0.95, 0.91, 0.94], ["f0", "f1", "g0", "g1"])
+    registry_cv(tmp_path, "b_cv2x2", [0.89, 0.94, 0.90, 0.93], ["f0", "f1", "g0", "g1"])
+    registry_cv(tmp_path, "c_cv2", [0.89, 0.94], ["f0", "f1"])
+    registry_cv(tmp_path, "d_cv2x2", [0.89, 0.94, 0.90, 0.93], ["f0", "f1", "h0", "h1"])  # other subjects in repeat 2
+    result = cv_compare.compare(config, "cv:a_cv2x2", "b_cv2x2")
+    np.testing.assert_allclose(result.differences, [0.01] * 4)
+    assert result.verdict == "A ahead"  # the same point on every fold: no spread, no doubt
+    saved = json.loads((tmp_path / "reports" / "cv_compare" / "a_cv2x2__b_cv2x2" / "comparison.json").read_text())
+    assert saved["verdict"] == "A ahead" and saved["differences"] == pytest.approx([0.01] * 4)
+    for other in ("c_cv2", "d_cv2x2"):
+        with pytest.raises(DataError, match="not cut into the same folds"):
+            cv_compare.compare(config, "a_cv2x2", other)
+    with pytest.raises(DataError, match="no such cross-validation"):
+        cv_compare.compare(config, "a_cv2x2", "nothing")
