@@ -136,6 +136,17 @@ class ModelConfig:
     # survives the test noise (its noise is 0.5 / sqrt(T) of a channel's std), and the gravity direction
     # is what separates sitting from standing.
     window_stats: bool = False
+    # A multi-scale convolutional front end before the recurrent layers (Inception-style, as
+    # TCN-Inception): parallel 1-D convolutions of these kernel lengths over the window, each
+    # front_end_filters wide, concatenated, batch-normalized, ReLU; () = off. With front_end_residual the
+    # window (projected) is added back, so the recurrence still sees the raw signal.
+    front_end: tuple[int, ...] = ()
+    front_end_filters: int = 32
+    front_end_residual: bool = False
+    # Wide and deep: a linear path to the logits, added to the recurrent path's: from the flattened
+    # window ("input", where logistic regression is strong: the short classroom series) or from the
+    # window statistics ("stats"); "" = off.
+    wide: str = ""
     decoder_units: int = 64  # seq2seq: decoder LSTM size
     embedding_dim: int = 16  # seq2seq: size of the previous-token embedding fed to the decoder
     seq2seq_attention: bool = True  # seq2seq: Bahdanau attention at every decoder step; false = fixed context C only
@@ -148,9 +159,18 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be lstm, gru or rnn, got {getattr(self, name)!r}")
         if self.pooling not in ("last", "average", "max", "average-max"):
             raise ConfigError(f"model.pooling must be last, average, max or average-max, got {self.pooling!r}")
-        if self.window_stats and self.name == "seq2seq":
+        if (
+            self.wide not in ("", "input", "stats")
+            or any(kernel < 1 for kernel in self.front_end)
+            or self.front_end_filters < 1
+        ):
             raise ConfigError(
-                "model.window_stats joins a classifier head; seq2seq decodes a token instead (use another model)"
+                "model.wide must be '', input or stats; model.front_end kernels and front_end_filters >= 1"
+            )
+        if (self.window_stats or self.wide or self.front_end) and self.name == "seq2seq":
+            raise ConfigError(
+                "model.window_stats, model.wide and model.front_end join a classifier head; "
+                "seq2seq decodes a token instead (use another model)"
             )
         if self.merge_mode not in ("concat", "sum", "ave", "mul"):
             raise ConfigError(f"model.merge_mode must be concat, sum, ave or mul, got {self.merge_mode!r}")

@@ -152,7 +152,19 @@ def test_every_registered_model_exports_with_builtin_ops_and_matches_keras():
     inputs = np.random.default_rng(0).normal(size=(16, 5, 9)).astype(np.float32)
     small = ["model.units=4", "model.attention_units=4", "model.decoder_units=4"]
     variants = [(name, [f"model.name={name}", *small]) for name in models.MODELS]
-    variants.append(("bilstm with window_stats", ["model.window_stats=true", *small]))  # the statistics branch too
+    variants.append(("bilstm with window_stats", ["model.window_stats=true", *small]))  # the branches too
+    variants.append(
+        (
+            "bilstm with front_end and wide",
+            [
+                "model.front_end=[3,5]",
+                "model.front_end_filters=4",
+                "model.front_end_residual=true",
+                "model.wide=input",
+                *small,
+            ],
+        )
+    )
     for name, overrides in variants:
         model = models.build_model(load_config(None, overrides), (5, 9), 6, channels=MEAN_FEATURES)
         model_bytes, select_ops = export.convert(export.frozen_function(model, (5, 9)))

@@ -457,3 +457,38 @@ def test_window_stats_branch_reads_the_noisy_window_and_the_gravity_direction(tm
     assert run_id_for(config_for("bilstm", "model.window_stats=false")) == run_id_for(config_for("bilstm"))
     with pytest.raises(ConfigError, match="window_stats"):
         config_for("seq2seq", "model.window_stats=true")
+
+
+def test_multi_scale_front_end_and_wide_path_build_learn_and_keep_the_default_ids(tmp_path: Path):
+    from pipeline.stages.runs import run_id_for
+
+    series, labels = separable((16, 9), 128, 3)
+    front = config_for("bilstm", "model.front_end=[3,9]", "model.front_end_filters=4", "model.front_end_residual=true")
+    model = models.build_model(front, (16, 9), 3)
+    assert {"front_end_k3", "front_end_k9", "front_end_norm", "front_end_residual"} <= {
+        layer.name for layer in model.layers
+    }
+    assert model.get_layer("front_end_residual").output.shape[1:] == (16, 8)  # 2 kernels x 4 filters, every step kept
+    wide = config_for("bilstm", "model.wide=input")
+    model = models.build_model(wide, (16, 9), 3)
+    assert (
+        model.get_layer("wide_logits").input.shape[-1] == 16 * 9
+        and model.get_layer("probabilities").output.dtype == "float32"
+    )
+    # Wide and deep together learn a separable task (the wide logits are added to the deep path's) and reload the same.
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(series, keras.utils.to_categorical(labels, 3), epochs=8, batch_size=32, verbose=0)
+    assert history.history["accuracy"][-1] > 0.9
+    model.save(tmp_path / "wide.keras")
+    np.testing.assert_allclose(
+        np.asarray(models.load_model(str(tmp_path / "wide.keras"))(series[:4])),
+        np.asarray(model(series[:4])),
+        atol=1e-6,
+    )
+    stats_wide = models.build_model(config_for("bilstm", "model.wide=stats"), (16, 9), 3)
+    assert stats_wide.get_layer("wide_logits").input.shape[-1] == 36  # the window statistics, no gravity channels named
+    assert run_id_for(front).split("_")[1] == "bilstm-ms3x9" and run_id_for(wide).split("_")[1] == "bilstm-wideinput"
+    defaults = config_for("bilstm", "model.front_end=[]", "model.wide=''", "model.front_end_filters=32")
+    assert run_id_for(defaults) == run_id_for(config_for("bilstm"))
+    with pytest.raises(ConfigError, match="model.wide"):
+        config_for("bilstm", "model.wide=linear")

@@ -148,8 +148,25 @@ class WindowStatistics(layers.Layer):
         }
 
 
-def classifier_head(x: Any, config: Config, num_classes: int) -> Any:
-    """Deep hidden-to-output MLP (if any), dropout, and a float32 softmax (stable under mixed precision)."""
+def multi_scale_front_end(x: Any, config: Config) -> Any:
+    """model.front_end: parallel 1-D convolutions of several kernel lengths, concatenated, batch-normalized,
+    ReLU; with front_end_residual the (projected) input is added back."""
+    model, options = config.model, dense_options(config.regularization)
+    branches = [
+        layers.Conv1D(model.front_end_filters, kernel, padding="same", name=f"front_end_k{kernel}", **options)(x)
+        for kernel in model.front_end
+    ]
+    y = branches[0] if len(branches) == 1 else layers.Concatenate(name="front_end")(branches)
+    y = layers.Activation("relu", name="front_end_relu")(layers.BatchNormalization(name="front_end_norm")(y))
+    if model.front_end_residual:
+        shortcut = layers.Dense(y.shape[-1], name="front_end_shortcut", **options)(x)
+        y = layers.Add(name="front_end_residual")([y, shortcut])
+    return y
+
+
+def classifier_head(x: Any, config: Config, num_classes: int, wide: Any = None) -> Any:
+    """Deep hidden-to-output MLP (if any), dropout, and a float32 softmax (stable under mixed precision).
+    `wide`: the input of model.wide's linear path, whose logits are added to the deep path's."""
     regularization = config.regularization
     for index, size in enumerate(config.model.output_mlp):
         if regularization.dropout > 0:
@@ -157,6 +174,12 @@ def classifier_head(x: Any, config: Config, num_classes: int) -> Any:
         x = layers.Dense(size, activation="relu", name=f"output_mlp_{index + 1}", **dense_options(regularization))(x)
     if regularization.dropout > 0:
         x = layers.Dropout(regularization.dropout, name="head_dropout")(x)
-    return layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name="probabilities", **dense_options(regularization)
-    )(x)
+    if wide is None:
+        return layers.Dense(
+            num_classes, activation="softmax", dtype="float32", name="probabilities", **dense_options(regularization)
+        )(x)
+    deep = layers.Dense(num_classes, dtype="float32", name="deep_logits", **dense_options(regularization))(x)
+    linear = layers.Dense(num_classes, dtype="float32", name="wide_logits", **dense_options(regularization))(wide)
+    return layers.Activation("softmax", dtype="float32", name="probabilities")(
+        layers.Add(name="logits")([deep, linear])
+    )

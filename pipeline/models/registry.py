@@ -26,7 +26,13 @@ from pipeline.data.signals import gravity_channels
 from pipeline.errors import ConfigError
 from pipeline.models.attention import attention_pooling
 from pipeline.models.diagnostics import warn_if_not_fused
-from pipeline.models.layers import WindowStatistics, classifier_head, deep_input, normalized_input
+from pipeline.models.layers import (
+    WindowStatistics,
+    classifier_head,
+    deep_input,
+    multi_scale_front_end,
+    normalized_input,
+)
 from pipeline.models.recurrent import bilstm, cnn_lstm, deep_transition, replace_model, single_cell, stacked
 from pipeline.models.seq2seq import seq2seq_classifier
 
@@ -93,13 +99,23 @@ def build_model(
     spec = MODELS[config.model.name]
     inputs, window = normalized_input(config, tuple(input_shape), mean, variance)
     x = deep_input(config, window)
+    if config.model.front_end:
+        x = multi_scale_front_end(x, config)
     if spec.has_head:
         summary = spec.body(config, x)
+        stats = (
+            window_statistics(window, channels, mean, variance)
+            if config.model.window_stats or config.model.wide == "stats"
+            else None
+        )
         if config.model.window_stats:
-            summary = layers.Concatenate(name="with_window_stats")(
-                [summary, window_statistics(window, channels, mean, variance)]
-            )
-        outputs = classifier_head(summary, config, num_classes)
+            summary = layers.Concatenate(name="with_window_stats")([summary, stats])
+        wide = None
+        if config.model.wide == "input":
+            wide = layers.Flatten(name="wide_input")(window)
+        elif config.model.wide == "stats":
+            wide = stats
+        outputs = classifier_head(summary, config, num_classes, wide)
     else:
         outputs = spec.body(config, x, num_classes)
     model = keras.Model(inputs, outputs, name=config.model.name)

@@ -103,8 +103,15 @@ def config_hash(config: Config) -> str:
         content["model"].pop("use_cudnn")
     if content["model"]["pooling"] == "last":  # likewise
         content["model"].pop("pooling")
-    if not content["model"]["window_stats"]:  # likewise
-        content["model"].pop("window_stats")
+    for key, off in (
+        ("window_stats", False),
+        ("front_end", ()),
+        ("front_end_filters", 32),
+        ("front_end_residual", False),
+        ("wide", ""),
+    ):
+        if content["model"][key] == off:  # likewise: the options' defaults keep the run ids made before them
+            content["model"].pop(key)
     if (
         backend_name() != "tensorflow"
     ):  # the same config on another backend is another run (TensorFlow ids stay as they were)
@@ -114,9 +121,13 @@ def config_hash(config: Config) -> str:
 
 def model_tag(config: Config) -> str:
     """The model's name, its pooling when it is not the final state, and its extra branches:
-    bilstm, bilstm-average, bilstm-stats."""
-    tag = config.model.name if config.model.pooling == "last" else f"{config.model.name}-{config.model.pooling}"
-    return f"{tag}-stats" if config.model.window_stats else tag
+    bilstm, bilstm-average, bilstm-ms3x9x19-stats-wideinput."""
+    model = config.model
+    parts = [model.name] + ([model.pooling] if model.pooling != "last" else [])
+    parts += ["ms" + "x".join(map(str, model.front_end))] if model.front_end else []
+    parts += ["stats"] if model.window_stats else []
+    parts += [f"wide{model.wide}"] if model.wide else []
+    return "-".join(parts)
 
 
 def run_id_for(config: Config) -> str:
