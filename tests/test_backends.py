@@ -51,9 +51,10 @@ def test_the_model_and_augmentation_tests_pass_on_another_backend(backend: str, 
         "-p",
         "no:cacheprovider",
         # The fixed-context reverse task and the exhaustive beam check test decoding logic that does
-        # not depend on the backend (the attention reverse task and END/max-length decoding run here).
+        # not depend on the backend (the attention reverse task and END/max-length decoding run here), and
+        # the front end and wide path are Keras' own layers (the statistics branch, a layer of ours, runs here).
         "-k",
-        "not fixed_context and not exhaustive",
+        "not fixed_context and not exhaustive and not front_end",
         timeout=900,
         HAR_TEST_SHAPES="128x9",
         HAR_TEST_MODELS="bilstm,deep_transition,attention,seq2seq,cnn_lstm",
