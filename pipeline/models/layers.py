@@ -16,7 +16,7 @@ import numpy as np
 from keras import layers, ops
 
 from pipeline.config import Config, RegularizationConfig
-from pipeline.models import augment
+from pipeline.models.augment import normalized_augmentations, raw_augmentations
 
 PACKAGE = "har"  # the registered name of every custom layer: har>BahdanauAttention, ...
 
@@ -77,10 +77,10 @@ def normalized_input(
         raise ValueError(f"mean and variance must have {channels} values, got {mean.shape} and {variance.shape}")
     inputs = keras.Input(shape=input_shape, name="series")
     x = inputs
-    for layer in augment.raw_augmentations(config.augment, config.train.seed):
+    for layer in raw_augmentations(config.augment, config.train.seed):
         x = layer(x)
     x = layers.Normalization(axis=-1, mean=mean.tolist(), variance=variance.tolist(), name="normalization")(x)
-    for layer in augment.normalized_augmentations(config.augment, config.train.seed):
+    for layer in normalized_augmentations(config.augment, config.train.seed):
         x = layer(x)
     regularization = config.regularization
     if regularization.gaussian_noise > 0:
