@@ -30,7 +30,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test lint format clean
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test lint format clean postgres-server ui
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -128,8 +128,15 @@ models: $(STAMP) ## list the registered models with parameter counts for 5x9 and
 bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
 	$(PY) -m pipeline.perf.bench $(if $(SET),--sets "$$HAR_SET")
 
-test: lint $(TORCH_STAMP) ## lint, then the test suite (TEST_WORKERS=2 processes, a test file each at a time)
+test: lint $(TORCH_STAMP) postgres-server ## lint, then the test suite (TEST_WORKERS=2 processes, a test file each at a time)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The tuner's tests start a real PostgreSQL server: Debian's, installed here when it is missing.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  { echo "installing Debian's postgresql (the tuner's tests start a server)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  { echo "error: no PostgreSQL server binaries and apt-get failed: install postgresql (as root: apt-get install postgresql)" >&2; exit 1; }
 
 lint: $(STAMP) ## ruff check and ruff format --check (rules and line length: pyproject.toml)
 	$(VENV)/bin/ruff check .

@@ -335,13 +335,23 @@ class TuneConfig:
     study: str = ""  # empty = <competition>_<experiment name>
     # empty = an SQLite file runs/tune/<study>.db; any SQLAlchemy URL shares one study across machines
     storage: str = ""
-    seed: int = 0  # the TPE sampler's seed (each worker offsets it by its number)
+    seed: int = 0  # the TPE sampler's seed: trial n draws with seed + n, whichever worker runs it
     startup_trials: int = 3  # finished trials before the median pruner stops any trial
     warmup_epochs: int = 3  # epochs of each fold before the pruner judges it
+    # A running trial's worker writes a heartbeat every heartbeat_seconds; a trial silent for
+    # grace_seconds (its worker was killed, its machine went away) is marked failed and queued again,
+    # up to `retries` times, for a live worker, which resumes its fold runs where runs/ is shared.
+    heartbeat_seconds: int = 10
+    grace_seconds: int = 60
+    retries: int = 3
 
     def __post_init__(self) -> None:
         if self.trials < 1 or self.startup_trials < 0 or self.warmup_epochs < 0:
             raise ConfigError("tune.trials must be >= 1, tune.startup_trials and tune.warmup_epochs >= 0")
+        if self.heartbeat_seconds < 1 or self.grace_seconds <= self.heartbeat_seconds or self.retries < 0:
+            raise ConfigError(
+                "tune.heartbeat_seconds must be >= 1, tune.grace_seconds > tune.heartbeat_seconds, tune.retries >= 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -438,6 +448,19 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    # Every run, CV, trial and study mirrored into MLflow (pipeline/stages/tracking.py). The project's
+    # registry (runs/) stays the source of truth; a tracking failure warns once and never stops a run.
+    uri: str = ""  # empty = the embedded store sqlite:///<root>/runs/mlflow.db; "off"; or a server (http://host:5000)
+
+    def __post_init__(self) -> None:
+        if self.uri not in ("", "off") and "://" not in self.uri:
+            raise ConfigError(
+                f"tracking.uri={self.uri!r}: expected empty (the project's store), off, or a URI such as http://host:5000"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -452,6 +475,7 @@ class Config:
     peers: PeersConfig = field(default_factory=PeersConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # ---- paths, anchored at the project root -------------------------------------------
     @property

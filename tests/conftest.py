@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,13 @@ def run_make(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a real make target in the project root; output is captured for assertions."""
     return subprocess.run(
         ["make", "--no-print-directory", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_make(log: Path, *args: str) -> subprocess.Popen:
+    """Start a real make target in the background, its output going to `log` (no pipe to fill up)."""
+    return subprocess.Popen(
+        ["make", "--no-print-directory", *args], cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
 
 
@@ -55,6 +63,23 @@ def shared_data_root(prepared_root: Path, tmp_path: Path) -> Path:
     root.mkdir()
     (root / "data").symlink_to(prepared_root / "data")
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url() -> Iterator[str]:
+    """A real PostgreSQL server on a free loopback port for this test process (tests/postgres.py)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_base_url: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database on that server, named after the test."""
+    from tests.postgres import create_database
+
+    return create_database(postgres_base_url, request.node.name.lower()[:60])
 
 
 @pytest.fixture(scope="session")

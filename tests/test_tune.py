@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.config import load_config
@@ -13,7 +17,7 @@ from pipeline.data import datasets
 from pipeline.errors import ConfigError
 from pipeline.stages import runs
 from pipeline.studies import tune
-from tests.conftest import TINY, run_make
+from tests.conftest import PROJECT_ROOT, TINY, run_make, start_make
 
 
 def test_the_search_space_is_typed_by_the_config_keys():
@@ -71,40 +75,76 @@ def test_folds_of_the_real_classroom_data_hold_whole_subjects(prepared_root: Pat
     )
 
 
-@pytest.mark.slow
-def test_two_workers_share_one_study_and_the_folds_predict_as_an_ensemble(shared_data_root: Path):
-    import optuna
-
-    root = shared_data_root
-    settings = " ".join(
+def tune_settings(root: Path, *extra: str) -> str:
+    return " ".join(
         [
             f"paths.root={root}",
             *TINY,
-            "train.epochs=1",
             "train.max_train_series=200",
             "cv.folds=2",
             "tune.space=['model.units=4|6|8','regularization.dropout=0.0..0.3']",
+            "tune.heartbeat_seconds=1",
+            "tune.grace_seconds=10",
+            *extra,
         ]
     )
-    result = run_make("tune", "JOBS=2", "TRIALS=2", f"SET={settings}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(
-        study_name="classroom_default", storage=f"sqlite:///{root}/runs/tune/classroom_default.db"
-    )
-    trials = sorted(study.get_trials(), key=lambda trial: trial.number)
-    counted = [trial for trial in trials if "skipped" not in trial.user_attrs]
-    assert [trial.number for trial in counted] == [0, 1]
-    assert all(trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for trial in counted)
-    assert all(trial.state == optuna.trial.TrialState.FAIL for trial in trials if "skipped" in trial.user_attrs)
-    # No run trained twice: every fold run's history has each epoch once.
+
+
+def finished_trials(study) -> list:
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return [trial for trial in study.get_trials() if trial.state in done]
+
+
+def assert_no_epoch_twice(root: Path) -> None:
     for history in (root / "runs").glob("classroom_*/history.csv"):
         epochs = [line.split(",")[0] for line in history.read_text().splitlines()[1:]]
         assert len(epochs) == len(set(epochs)), history
-    best = root / "runs" / "tune" / "classroom_default.toml"
-    assert "CV selection score" in best.read_text() and load_config(best).cv.folds == 2
-    # The best trial's cross-validation is one registry row, and its folds predict as an ensemble.
+
+
+@pytest.mark.slow
+def test_workers_on_two_machines_share_one_postgresql_study(shared_data_root: Path, tmp_path: Path, postgres_url: str):
+    """Two machines: separate project roots sharing only the prepared data and the database URL; the
+    first runs two local workers (JOBS=2). A real PostgreSQL server, through psycopg."""
+    import optuna
+
+    first, second = shared_data_root, tmp_path / "second"
+    second.mkdir()
+    (second / "data").symlink_to((first / "data").resolve())
+    workers = [
+        start_make(
+            tmp_path / f"worker{index}.log",
+            "tune",
+            *jobs,
+            "TRIALS=3",
+            f"STORAGE={postgres_url}",
+            f"SET={tune_settings(root, 'train.epochs=1')}",
+        )
+        for index, (root, jobs) in enumerate(((first, ["JOBS=2"]), (second, [])))
+    ]
+    for index, worker in enumerate(workers):
+        assert worker.wait(timeout=600) == 0, (tmp_path / f"worker{index}.log").read_text()[-3000:]
+    study = optuna.load_study(study_name="classroom_default", storage=postgres_url)
+    trials = study.get_trials()
+    counted = [trial for trial in trials if "skipped" not in trial.user_attrs]
+    assert len(finished_trials(study)) == 3 and len(counted) == 3  # every trial opened and trained was finished
+    assert all(trial.state == optuna.trial.TrialState.FAIL for trial in trials if "skipped" in trial.user_attrs)
+    # None trained twice: no fold run finished on both machines, no epoch twice in a run.
+    finished = [
+        {path.parent.name for path in (root / "runs").glob("classroom_*/metrics.json")} for root in (first, second)
+    ]
+    assert finished[0] and finished[1] and not finished[0] & finished[1]
+    for root in (first, second):
+        assert_no_epoch_twice(root)
+    # The best trial is the same whichever worker reads it.
+    best_files = [(root / "runs" / "tune" / "classroom_default.toml").read_text() for root in (first, second)]
+    assert best_files[0] == best_files[1] and "CV selection score" in best_files[0]
+    # The best trial's cross-validation is one registry row where it ran, and its folds predict as an ensemble.
     best_trial = max((trial for trial in counted if trial.value is not None), key=lambda trial: trial.value)
+    assert f"Best trial ({best_trial.number})" in best_files[0]
     cv_id = best_trial.user_attrs["cv_id"]
+    root = first if (first / "runs" / cv_id).is_dir() else second
     table = runs.list_runs(root / "runs")
     row = table[table["run_id"] == cv_id].iloc[0]
     assert row["status"] == "complete" and row["select"] == pytest.approx(best_trial.value)
@@ -114,6 +154,97 @@ def test_two_workers_share_one_study_and_the_folds_predict_as_an_ensemble(shared
     assert (
         json.loads(lineage.read_text())["runs"] == json.loads((root / "runs" / cv_id / "run.json").read_text())["folds"]
     )
+
+
+def running_trials(url: str) -> int:
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name="classroom_default", storage=url)
+    except KeyError:  # not created yet
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+
+
+# A tune worker killed hard (no cleanup, no goodbye to the database) after the second epoch of its first fold.
+CRASHING_TUNE = """
+import os, sys
+import keras
+from pipeline.stages import callbacks
+from pipeline.studies import tune
+original = callbacks.make_callbacks
+class Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == 2:
+            os._exit(9)
+callbacks.make_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Crash()]
+sys.exit(tune.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_loses_nothing(shared_data_root: Path, tmp_path: Path, postgres_url: str):
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    root = shared_data_root
+    settings = tune_settings(root, "train.patience=10")
+    crasher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CRASHING_TUNE,
+            "--exp=experiments/default.toml",
+            f"--set=tune.storage={postgres_url}",
+            "--set=tune.trials=1",
+            "--sets",
+            settings,
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=(tmp_path / "crasher.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    # The second worker joins once the first has opened the study's one trial, and watches it.
+    deadline = time.monotonic() + 300
+    while not running_trials(postgres_url) and crasher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    survivor = start_make(tmp_path / "survivor.log", "tune", "TRIALS=1", f"STORAGE={postgres_url}", f"SET={settings}")
+    assert crasher.wait(timeout=600) == 9, (tmp_path / "crasher.log").read_text()[-3000:]
+    assert survivor.wait(timeout=600) == 0, (tmp_path / "survivor.log").read_text()[-3000:]
+    study = optuna.load_study(study_name="classroom_default", storage=postgres_url)
+    assert len(finished_trials(study)) == 1
+    (killed,) = [
+        trial
+        for trial in study.get_trials()
+        if trial.state == optuna.trial.TrialState.FAIL and "skipped" not in trial.user_attrs
+    ]
+    (retry,) = [
+        trial
+        for trial in study.get_trials()
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) == killed.number
+    ]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == killed.params
+    # The retry resumed the killed worker's first fold after its two finished epochs.
+    fold = datasets.fold_config(
+        load_config("experiments/default.toml", [*settings.split(" "), *killed.user_attrs["overrides"]]), 0
+    )
+    run_id = runs.run_id_for(fold)
+    log = (tmp_path / "survivor.log").read_text()
+    assert f"retrying trial {killed.number}" in log and f"resuming {run_id}" in log
+    history = pd.read_csv(root / "runs" / run_id / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2]  # epochs 1 and 2 from the killed worker, 3 from the retry
+    assert_no_epoch_twice(root)
+
+
+def test_an_unreachable_database_is_one_line_naming_it(tmp_path: Path):
+    from tests.postgres import free_port
+
+    url = f"postgresql+psycopg://optuna:secret@127.0.0.1:{free_port()}/optuna"
+    result = run_make("tune", "TRIALS=1", f"STORAGE={url}", f"SET=paths.root={tmp_path}")
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "cannot reach the database" in line and "127.0.0.1" in line and "secret" not in result.stderr
+    assert not (tmp_path / "runs" / "tune").exists() or not list((tmp_path / "runs" / "tune").iterdir())
 
 
 def test_a_pruned_trial_is_recorded_as_pruned(shared_data_root: Path, tmp_path: Path):

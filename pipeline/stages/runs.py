@@ -87,6 +87,7 @@ def config_hash(config: Config) -> str:
     content.pop("recording")
     content.pop("peers")
     content.pop("export")
+    content.pop("tracking")
     if (
         content["cv"]["fold"] == -1 and not content["cv"]["refit"]
     ):  # selection on the validation split: the run ids made before CV existed

@@ -26,7 +26,9 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,7 +113,7 @@ def experiment_toml(config: Config, title: str) -> str:
     defaults, values = load_config().to_dict(), config.to_dict()
     lines = [f"# {title}", ""]
     for section, settings in values.items():
-        if section in ("paths", "tune") or not isinstance(settings, dict):
+        if section in ("paths", "tune", "tracking") or not isinstance(settings, dict):
             continue
         changed = {
             key: value
@@ -145,22 +147,87 @@ def storage_url(config: Config, name: str) -> str:
     return f"sqlite:///{folder / name}.db"
 
 
-def open_study(config: Config, name: str, worker: int = 0) -> Any:
+def shown_url(url: str) -> str:
+    """A storage URL as errors show it: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: shown as given, it holds no recognizable password
+        return url
+
+
+def storage_errors(url: str) -> Any:
+    """Turns a database that cannot be reached into one clear line naming it (nothing is written
+    before the study opens; a worker stopped by this can simply be started again)."""
+    import contextlib
+
+    import sqlalchemy.exc
+
+    @contextlib.contextmanager
+    def translated() -> Any:
+        try:
+            yield
+        except sqlalchemy.exc.OperationalError as error:
+            reason = str(error.orig or error).strip().splitlines()[0]
+            raise ConfigError(
+                f"tune storage {shown_url(url)}: cannot reach the database ({reason}); "
+                "start the worker again once it is back: finished trials are kept, a lost one is retried"
+            ) from None
+        except ModuleNotFoundError as error:
+            raise ConfigError(f"tune storage {shown_url(url)}: no driver for it ({error})") from None
+
+    return translated()
+
+
+def open_study(config: Config, name: str) -> Any:
+    """The study on its storage, with heartbeats: a trial whose worker stopped beating for
+    tune.grace_seconds is failed and queued again (tune.retries times) by the next live worker."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=config.tune.startup_trials, n_warmup_steps=config.tune.warmup_epochs
     )
-    sampler = optuna.samplers.TPESampler(seed=config.tune.seed + worker)
-    return optuna.create_study(
-        study_name=name,
-        storage=storage_url(config, name),
-        direction="maximize",
-        load_if_exists=True,
-        pruner=pruner,
-        sampler=sampler,
-    )
+    # Optuna marks the heartbeat API experimental and warns on every use; the project pins its version.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    import sqlalchemy.exc
+
+    url = storage_url(config, name)
+    with storage_errors(url):
+        for attempt in range(5):
+            try:
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=config.tune.heartbeat_seconds,
+                    grace_period=config.tune.grace_seconds,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=config.tune.retries
+                    ),
+                )
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers started together on a new database race to create Optuna's tables: the
+                # loser finds them made, or half made, and tries again once the winner is done.
+                if attempt == 4:
+                    raise
+                time.sleep(1.0 + attempt)
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction="maximize",
+            load_if_exists=True,
+            pruner=pruner,
+            sampler=trial_sampler(config, 0),
+        )
+
+
+def trial_sampler(config: Config, number: int) -> Any:
+    """TPE seeded by the trial's number: workers started alike (two machines, each `make tune`) draw
+    different configurations, and a one-worker study draws the same ones every time."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=config.tune.seed + number)
 
 
 def check_base(study: Any, config: Config, name: str) -> None:
@@ -170,7 +237,10 @@ def check_base(study: Any, config: Config, name: str) -> None:
     settings = {
         key: value
         for key, value in flatten_config(config).items()
-        if key not in searched and not key.startswith(("paths.", "tune.trials", "tune.storage"))
+        if key not in searched
+        and not key.startswith(
+            ("paths.", "tracking.", "tune.trials", "tune.storage", "tune.heartbeat", "tune.grace", "tune.retries")
+        )
     }
     base = short_hash(settings, 16, default=str)
     recorded = study.user_attrs.get("base")
@@ -211,42 +281,81 @@ def pruning_callback(trial: Any, config: Config, fold: int) -> Any:
     return PruneHopeless()
 
 
-def optimize(study: Any, base: Config, experiment: str | None, base_overrides: list[str], trials: int) -> None:
-    """One worker: open trials until the study holds `trials` of them, cross-validating each."""
-    import keras
-    import optuna
+class SkippedTrial(Exception):
+    """A trial closed untrained (failed, with the reason in its `skipped` attribute)."""
+
+
+def trial_counts(study: Any) -> dict[str, int]:
     from optuna.trial import TrialState
 
+    trials = study.get_trials(deepcopy=False)
+    return {state.name: sum(trial.state == state for trial in trials) for state in TrialState}
+
+
+def optimize(
+    study: Any, base: Config, experiment: str | None, base_overrides: list[str], trials: int, poll: float = 0.0
+) -> None:
+    """One worker: run trials until the study holds `trials` finished ones (complete or pruned), all
+    workers together. While the others' running trials would make up the rest, wait and watch them:
+    one whose worker died is failed after the grace period and queued again, and this worker runs it."""
     from pipeline.stages.cv import cross_validate
 
     parameters = parse_space(base.tune.space)
-    while len(study.get_trials(deepcopy=False)) < trials:
-        trial = study.ask()
-        if trial.number >= trials:  # another worker took the last one meanwhile
+    poll = poll or base.tune.heartbeat_seconds
+
+    def objective(trial: Any) -> float:
+        import keras
+        import optuna
+        from optuna.trial import TrialState
+
+        counts = trial_counts(study)
+        others_running = counts["RUNNING"] - 1
+        if counts["COMPLETE"] + counts["PRUNED"] + others_running >= trials:  # another worker took the last one
             trial.set_user_attr("skipped", f"beyond tune.trials={trials}; nothing trained")
-            study.tell(trial, state=TrialState.FAIL)
-            break
+            raise SkippedTrial(trial.number)
+        study.sampler = trial_sampler(base, trial.number)
         chosen = suggest(trial, parameters)
         config = load_config(experiment, [*base_overrides, *chosen])
+        cv_id = cv_id_for(config)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        twin = next(
+            (t.number for t in running if t.number != trial.number and t.user_attrs.get("cv_id") == cv_id), None
+        )
+        if twin is not None:  # the same configuration is being trained by another worker right now
+            trial.set_user_attr("skipped", f"the configuration of running trial {twin}; nothing trained")
+            raise SkippedTrial(trial.number)
         trial.set_user_attr("overrides", chosen)
-        trial.set_user_attr("cv_id", cv_id_for(config))
+        trial.set_user_attr("cv_id", cv_id)
+        frozen = next(other for other in study.get_trials(deepcopy=False) if other.number == trial.number)
+        retried = frozen.system_attrs.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
+        if retried is not None:
+            print(f"trial {trial.number}: retrying trial {retried}, whose worker stopped", flush=True)
         try:
             folder = cross_validate(
                 config,
                 experiment=f"tune:{study.study_name}",
-                callbacks_for=lambda run_config, index, trial=trial: [pruning_callback(trial, run_config, index)],
+                callbacks_for=lambda run_config, index: [pruning_callback(trial, run_config, index)],
             )
         except optuna.TrialPruned as pruned:
             keras.backend.clear_session()
-            study.tell(trial, state=TrialState.PRUNED)
             print(f"trial {trial.number}: {pruned}", flush=True)
-            continue
-        except BaseException:
-            study.tell(trial, state=TrialState.FAIL)
             raise
         score = json.loads((folder / "metrics.json").read_text())["selection"]["score"]
-        study.tell(trial, score)
         print(f"trial {trial.number}/{trials}: CV selection score {score:.4f} with {' '.join(chosen)}", flush=True)
+        return score
+
+    import optuna
+
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
+        counts = trial_counts(study)
+        finished = counts["COMPLETE"] + counts["PRUNED"]
+        if finished >= trials:
+            return
+        if finished + counts["RUNNING"] >= trials and not counts["WAITING"]:
+            time.sleep(poll)  # the others' trials make up the rest; wait in case one of them dies
+            continue
+        study.optimize(objective, n_trials=1, catch=(SkippedTrial,), gc_after_trial=True)
 
 
 def write_best(study: Any, base: Config, experiment: str | None, base_overrides: list[str], name: str) -> Path | None:
@@ -284,7 +393,7 @@ def tune(
         raise ConfigError(f"JOBS={jobs}: need at least one worker")
     parse_space(config.tune.space)  # a bad space fails before any worker starts
     name = study_name(config, experiment)
-    study = open_study(config, name, worker)  # created once here, before the workers load it
+    study = open_study(config, name)  # created once here, before the workers load it
     check_base(study, config, name)
     command = [
         sys.executable,
@@ -295,7 +404,8 @@ def tune(
     ]
     children = [subprocess.Popen([*command, f"--worker={index}"]) for index in range(1, jobs)] if worker == 0 else []
     try:
-        optimize(study, config, experiment, base_overrides, config.tune.trials)
+        with storage_errors(storage_url(config, name)):
+            optimize(study, config, experiment, base_overrides, config.tune.trials)
     finally:
         failed = [child.args for child in children if child.wait() != 0]
     if failed:
