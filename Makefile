@@ -1,7 +1,8 @@
 # One target per stage; `make help` lists them. Every target installs what it needs first.
 # Variables (all optional): SOURCE (make data), COMPETITION, NAME, EXP (an experiments/*.toml file),
 # MODEL, RUN (run ids), FILE and MESSAGE (submit; FILE is the recording of make recording), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5"),
-# BACKEND (the Keras backend: tensorflow, the default, jax or torch; the same as exporting KERAS_BACKEND).
+# BACKEND (the Keras backend: tensorflow, the default, jax or torch; the same as exporting KERAS_BACKEND),
+# TRACKING (MLflow: empty = runs/mlflow.db, off, or a server URI).
 
 PYTHON ?= python3
 VENV := .venv
@@ -27,7 +28,7 @@ export HAR_SET := $(SET)
 
 # Config overrides from make variables; unset variables leave the experiment's or the default's value.
 ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set data.competition=$(COMPETITION)) \
-        $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(SET),--sets "$$HAR_SET")
+        $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(TRACKING),--set tracking.uri=$(TRACKING)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test lint format clean postgres-server ui
@@ -121,6 +122,9 @@ export: $(STAMP) ## RUN's model (default: the best run) as LiteRT files, parity 
 
 runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
 	@$(PY) -m pipeline.stages.runs $(if $(SET),--sets "$$HAR_SET") $(if $(COMPETITION),--competition $(COMPETITION))
+
+ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 for the project's store (PORT=; TRACKING= another store)
+	$(PY) -m pipeline.stages.tracking $(ARGS) $(if $(PORT),--port $(PORT))
 
 models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
 	@$(PY) -m pipeline.models

@@ -14,6 +14,10 @@ from pipeline.config import Config, load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# MLflow tracking off in the make targets the tests run (make reads TRACKING from the environment);
+# the tracking tests turn it on with TRACKING= on their command line (tests/test_tracking.py).
+os.environ["TRACKING"] = "off"
+UNTRACKED = "--set=tracking.uri=off"  # the same for a stage run as `python -m`
 
 
 def run_make(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -23,17 +27,26 @@ def run_make(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     )
 
 
-def start_make(log: Path, *args: str) -> subprocess.Popen:
-    """Start a real make target in the background, its output going to `log` (no pipe to fill up)."""
+def start_make(log: Path, *args: str, new_session: bool = False) -> subprocess.Popen:
+    """Start a real make target in the background, its output going to `log` (no pipe to fill up).
+    `new_session`: in a process group of its own, so that a server it starts can be stopped with it."""
     return subprocess.Popen(
-        ["make", "--no-print-directory", *args], cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT
+        ["make", "--no-print-directory", *args],
+        cwd=PROJECT_ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=new_session,
     )
 
 
 def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python -m pipeline.<module>` in a fresh process, as make does."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args, UNTRACKED],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -16,13 +16,13 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data import datasets
 from pipeline.stages import runs, train
-from tests.conftest import PROJECT_ROOT, TINY, TINY_RUN_OVERRIDES, run_make
+from tests.conftest import PROJECT_ROOT, TINY, TINY_RUN_OVERRIDES, UNTRACKED, run_make
 
 pytestmark = pytest.mark.slow
 
 
 def sets(root: Path, *overrides: str) -> list[str]:
-    return [f"--set={item}" for item in (f"paths.root={root}", *TINY, *overrides)]
+    return [f"--set={item}" for item in (f"paths.root={root}", *TINY, *overrides)] + [UNTRACKED]
 
 
 def train_process(root: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:

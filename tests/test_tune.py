@@ -17,7 +17,7 @@ from pipeline.data import datasets
 from pipeline.errors import ConfigError
 from pipeline.stages import runs
 from pipeline.studies import tune
-from tests.conftest import PROJECT_ROOT, TINY, run_make, start_make
+from tests.conftest import PROJECT_ROOT, TINY, UNTRACKED, run_make, start_make
 
 
 def test_the_search_space_is_typed_by_the_config_keys():
@@ -195,6 +195,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(shared_data_root: Path, tmp_pat
             "-c",
             CRASHING_TUNE,
             "--exp=experiments/default.toml",
+            UNTRACKED,
             f"--set=tune.storage={postgres_url}",
             "--set=tune.trials=1",
             "--sets",
@@ -257,6 +258,7 @@ def test_a_pruned_trial_is_recorded_as_pruned(shared_data_root: Path, tmp_path: 
         "train.max_train_series=100",
         "cv.folds=2",
         "tune.space=['model.units=4..6']",
+        "tracking.uri=off",
     ]
     config = load_config(None, overrides)
     # Any accuracy is below 1.01: the threshold pruner stops the first fold after its first epoch.

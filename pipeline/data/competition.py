@@ -21,8 +21,10 @@ DataError that names the file and the problem.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -92,7 +94,22 @@ class Competition:
 
 
 def read_series_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
-    """One series CSV (index column first) -> ((T, C) float32, column names)."""
+    """One series CSV (index column first) -> ((T, C) float32, column names).
+    A well-formed file is parsed by the csv module (a competition is thousands of tiny files: pandas'
+    per-file overhead was most of a training run's start); anything else goes through pandas, whose
+    checks name the problem."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            header, *rows = csv.reader(handle)
+        values = np.array([[float(cell) for cell in row[1:]] for row in rows], dtype=np.float64)
+        if values.ndim == 2 and values.shape[0] and values.shape[1] == len(header) - 1 and np.isfinite(values).all():
+            return values.astype(np.float32), tuple(header[1:])
+    except (ValueError, UnicodeDecodeError, csv.Error):
+        pass  # not the plain layout: pandas reads it, or says what is wrong
+    return _read_series_csv_checked(path)
+
+
+def _read_series_csv_checked(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     try:
         table = pd.read_csv(path, index_col=0)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -267,11 +284,46 @@ def _series_file(path: Path, layout: str, split_name: str, split: Split, index: 
     return str(folder / f"{split.ids[index]}.csv")
 
 
+def folder_signature(path: Path) -> tuple[int, int, int]:
+    """(files, total bytes, newest mtime) of everything under `path`: changes when any file does."""
+    count = size = newest = 0
+    pending = [str(path)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                else:
+                    info = entry.stat()
+                    count, size, newest = count + 1, size + info.st_size, max(newest, info.st_mtime_ns)
+    return count, size, newest
+
+
+_loaded: dict[Path, tuple[tuple[int, int, int], Competition]] = {}
+
+
 def load_competition(path: str | Path) -> Competition:
-    """Load and validate a competition folder of either layout."""
+    """Load and validate a competition folder of either layout. A stage asks for it several times (a
+    CV once per fold): it is read once per process while no file under it changes, its arrays
+    read-only so that no caller can change what the next one gets."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: no such competition folder")
+    signature = folder_signature(path)
+    cached = _loaded.get(path)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    competition = _read_competition(path)
+    for split in (competition.train, competition.validation, competition.test):
+        for array in (split.series, split.ids, split.labels, split.subjects) if split is not None else ():
+            if array is not None:
+                array.setflags(write=False)
+    _loaded.clear()  # one competition at a time: a big one is not held twice
+    _loaded[path] = (signature, competition)
+    return competition
+
+
+def _read_competition(path: Path) -> Competition:
     layout = "npz" if (path / "train.npz").exists() else "csv"
     channels, splits = (_load_npz_layout if layout == "npz" else _load_csv_layout)(path)
     seen: dict[str, str] = {}

@@ -10,4 +10,5 @@ talks to the next through files only.
   submit.py     make submit     a submission -> the local leaderboard, or Kaggle
   evaluate.py   make evaluate   a run -> reports/<run_id>/
   runs.py       make runs       the run registry: ids, "the best run", the table of runs
+  tracking.py   make ui         every run, CV, trial and study mirrored into MLflow; the MLflow UI
 """

@@ -31,7 +31,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import cv_definition, fold_config
 from pipeline.files import atomic_files
 from pipeline.runtime import backend_name
-from pipeline.stages import train
+from pipeline.stages import tracking, train
 from pipeline.stages.runs import LINEAGE, METRICS, cv_id_for, model_tag, regularizer_tag
 
 
@@ -134,6 +134,7 @@ def cross_validate(
     with atomic_files(*(folder / name for name in contents)) as temps:
         for temp, content in zip(temps, contents.values()):
             temp.write_text(json.dumps(content, indent=2, default=str) + "\n")
+    tracking.mirror_cv(config, folder)
     selection = metrics["selection"]
     levels = "  ".join(
         f"{level}: {value['mean']:.3f} ± {value['std']:.3f}" for level, value in metrics["validation"].items()

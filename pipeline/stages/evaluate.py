@@ -44,6 +44,7 @@ from pipeline.data.scoring import noise_draws, predicted_classes
 from pipeline.data.signals import ACTIVITY_NAMES
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder, sha256_file, write_json_atomic
+from pipeline.stages import tracking
 from pipeline.stages.runs import HISTORY, LINEAGE, METRICS, MODEL, finished_run, resolve_runs, run_config
 
 NOISE_LEVELS = tuple(np.round(np.arange(0.0, 1.51, 0.25), 2))
@@ -353,6 +354,9 @@ def evaluate(config: Config, run_id: str) -> Path:
     print(
         f"wrote {target}/report.md: accuracy {evaluation['accuracy']:.4f} on the {scored.name} series "
         f"(baselines: {', '.join(f'{k} {v:.4f}' for k, v in baseline_accuracy.items())}); figures: {', '.join(figures)}"
+    )
+    tracking.add_artifacts(
+        config, run_dir, [target / "report.md", target / "evaluation.json", *(target / f for f in figures)]
     )
     return target
 

@@ -41,6 +41,7 @@ from pipeline.data.scoring import accuracy_at_noise, predicted_classes
 from pipeline.errors import UserError
 from pipeline.files import write_json_atomic
 from pipeline.runtime import backend_name, distribution_scope, environment, peak_rss_mb, setup_devices
+from pipeline.stages import tracking
 from pipeline.stages.runs import (
     CHECKPOINT,
     HISTORY,
@@ -120,6 +121,7 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
     if (run_dir / METRICS).is_file() and not force:
         if trained_on_current_data(run_dir, config):
             print(f"{run_dir}: already trained with this config (use FORCE=1 to train again)")
+            tracking.mirror_run(config, run_dir)  # a run trained while tracking was off appears now
             return run_dir
         # The same config on data prepared again since: the old run no longer describes this data.
         print(f"{run_dir}: trained on {competition_folder(config)} as it was prepared before; training it again")
@@ -223,7 +225,9 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
         raise TrainingError(
             f"{run_dir}: the loss became NaN or infinite; lower train.learning_rate or set train.clipnorm (e.g. 1.0)"
         )
-    return finish_run(run_dir, config, data, monitor, seconds)
+    finish_run(run_dir, config, data, monitor, seconds)
+    tracking.mirror_run(config, run_dir)
+    return run_dir
 
 
 def selection_score(model: Any, config: Config, data: TrainingData) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import load_training_data, organizer_side
 from pipeline.errors import DataError
 from pipeline.files import atomic_files
+from pipeline.stages import tracking
 
 # Regularizer cells: name -> config overrides. Strengths are the usual ones for HAR; noise levels
 # are in units of each feature's std, like the test noise.
@@ -217,6 +218,18 @@ def compare(config: Config, experiment: str | None, overrides: list[str]) -> Pat
         summary_path.write_text(text)
     print(text)
     print(f"wrote {folder}/compare.csv, summary.md, compare.png")
+    row = {
+        "name": f"regularizers on {config.data.competition}",
+        "runs": len(table),
+        "params": {
+            "models": ",".join(config.compare.models),
+            "seeds": config.compare.seeds,
+            "epochs": config.train.epochs,
+        },
+    }
+    tracking.mirror_table(
+        config, "compare", [row], [folder / name for name in ("summary.md", "compare.png", "compare.csv")]
+    )
     return folder
 
 

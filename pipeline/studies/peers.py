@@ -26,6 +26,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.datasets import load_training_data, organizer_side, selection_definition
 from pipeline.errors import ConfigError, DataError
 from pipeline.files import atomic_files
+from pipeline.stages import tracking
 from pipeline.stages.runs import METRICS, best_run
 
 
@@ -102,6 +103,16 @@ def peers(config: Config) -> Path:
         markdown_path.write_text(header + table.to_markdown(index=False, floatfmt=".4f") + "\n")
     print(table.to_markdown(index=False, floatfmt=".4f"))
     print(f"wrote {folder / 'peers.csv'} and {folder / 'peers.md'}")
+    rows = [  # one MLflow run per peer and training set (the recurrent run is mirrored by make train)
+        {
+            **{key: value for key, value in row.items() if key not in ("peer", "noised copies")},
+            "name": f"{row['peer']}, {row['noised copies']} noised copies",
+            "params": {"peer": row["peer"], "noised_copies": row["noised copies"]},
+        }
+        for row in table.to_dict("records")
+        if not str(row["peer"]).startswith("recurrent")
+    ]
+    tracking.mirror_table(config, "peer", rows, [folder / "peers.md"])
     return folder
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.files import atomic_file, short_hash, write_json_atomic
+from pipeline.stages import tracking
 from pipeline.stages.runs import PRUNED, cv_id_for, run_id_for
 
 # ---- the search space (pure) -----------------------------------------------------------------------
@@ -201,9 +202,7 @@ def open_study(config: Config, name: str) -> Any:
                     url,
                     heartbeat_interval=config.tune.heartbeat_seconds,
                     grace_period=config.tune.grace_seconds,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=config.tune.retries
-                    ),
+                    heartbeat_stale_trial_callback=RetryAndMirror(config),
                 )
                 break
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
@@ -220,6 +219,20 @@ def open_study(config: Config, name: str) -> Any:
             pruner=pruner,
             sampler=trial_sampler(config, 0),
         )
+
+
+class RetryAndMirror:
+    """Queues a trial whose worker died again (Optuna's retry callback) and mirrors it, failed, into MLflow."""
+
+    def __init__(self, config: Config) -> None:
+        import optuna
+
+        self.config = config
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.tune.retries)
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        self.retry(study, trial)
+        tracking.mirror_trial(self.config, study.study_name, trial)
 
 
 def trial_sampler(config: Config, number: int) -> Any:
@@ -302,8 +315,10 @@ def optimize(
 
     parameters = parse_space(base.tune.space)
     poll = poll or base.tune.heartbeat_seconds
+    opened: list[int] = []  # the trials this worker ran, mirrored into MLflow as each ends
 
     def objective(trial: Any) -> float:
+        opened.append(trial.number)
         import keras
         import optuna
         from optuna.trial import TrialState
@@ -346,6 +361,7 @@ def optimize(
 
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # as in open_study
     while True:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
         counts = trial_counts(study)
@@ -355,7 +371,13 @@ def optimize(
         if finished + counts["RUNNING"] >= trials and not counts["WAITING"]:
             time.sleep(poll)  # the others' trials make up the rest; wait in case one of them dies
             continue
-        study.optimize(objective, n_trials=1, catch=(SkippedTrial,), gc_after_trial=True)
+        try:
+            study.optimize(objective, n_trials=1, catch=(SkippedTrial,), gc_after_trial=True)
+        finally:
+            for trial in study.get_trials(deepcopy=False):
+                if trial.number in opened:
+                    tracking.mirror_trial(base, study.study_name, trial)
+            opened.clear()
 
 
 def write_best(study: Any, base: Config, experiment: str | None, base_overrides: list[str], name: str) -> Path | None:

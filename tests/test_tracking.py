@@ -1,0 +1,146 @@
+"""MLflow: every run, CV and report mirrored into a real SQLite store, read back through MlflowClient;
+`make ui` serving it over its REST API; a tracking server that is down costs one warning line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.files import sha256_file
+from pipeline.stages import tracking
+from tests.conftest import TINY, run_make, start_make
+from tests.postgres import free_port
+
+
+def test_parameters_and_metrics_are_named_as_mlflow_accepts():
+    params = tracking.flat_params(
+        {"paths": {"root": "/x"}, "model": {"units": 8, "front_end": [3, 9]}, "data": {"name": "a"}}
+    )
+    assert params == {"model.units": "8", "model.front_end": "[3, 9]", "data.name": "a"}  # paths: where, not what
+    metrics = tracking.score_metrics(
+        {
+            "best_epoch": 3,
+            "validation": {"0.5": {"mean": 0.8, "std": 0.01}},
+            "selection": {"score": 0.79, "definition": {}},
+            "test": {"noise_levels": {"0.5": {"mean": 0.7, "std": 0.0}}, "competition_file": 0.71},
+            "best_validation": None,
+        }
+    )
+    assert metrics == {
+        "best_epoch": 3.0,
+        "val_noise_0.5": 0.8,
+        "val_noise_0.5_std": 0.01,
+        "selection_score": 0.79,
+        "test_noise_0.5": 0.7,
+        "test_file": 0.71,
+    }
+    assert tracking.shown("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
+    assert tracking.tracking_uri(load_config(None, ["tracking.uri=off"])) is None
+    assert tracking.tracking_uri(load_config(None, ["paths.root=/p"])) == "sqlite:////p/runs/mlflow.db"
+
+
+def test_a_tracking_uri_without_a_scheme_is_refused():
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tracking.uri='localhost:5000'"):
+        load_config(None, ["tracking.uri=localhost:5000"])
+
+
+@pytest.mark.slow
+def test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them(shared_data_root: Path, tmp_path: Path):
+    from mlflow import MlflowClient
+
+    root = shared_data_root
+    settings = " ".join([f"paths.root={root}", *TINY, "train.epochs=2", "train.max_train_series=200"])
+    result = run_make("cv", "FOLDS=2", "TRACKING=", f"SET={settings}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (cv_dir,) = (root / "runs").glob("classroom_cv2_*")
+    folds = json.loads((cv_dir / "run.json").read_text())["folds"]
+    evaluated = run_make("evaluate", f"RUN={folds[0]}", "TRACKING=", f"SET=paths.root={root}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/runs/mlflow.db")
+    experiment = client.get_experiment_by_name("har/classroom")
+    mirrored = {run.data.tags["har.run_id"]: run for run in client.search_runs([experiment.experiment_id])}
+    assert set(mirrored) == {cv_dir.name, *folds}
+    cv_run = mirrored[cv_dir.name]
+    for fold in folds:
+        run, run_dir = mirrored[fold], root / "runs" / fold
+        # Parameters are the run's config.json, metrics its metrics.json and history.csv.
+        assert run.data.params == tracking.flat_params(json.loads((run_dir / "config.json").read_text()))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert run.data.metrics["selection_score"] == pytest.approx(metrics["selection"]["score"])
+        assert run.data.metrics["val_noise_0.5"] == pytest.approx(metrics["validation"]["0.5"]["mean"])
+        assert run.data.metrics["test_file"] == pytest.approx(metrics["test"]["competition_file"])
+        history = pd.read_csv(run_dir / "history.csv")
+        curve = client.get_metric_history(run.info.run_id, "epoch_val_noisy_accuracy")
+        assert [point.step for point in curve] == list(history["epoch"])
+        assert [point.value for point in curve] == pytest.approx(list(history["val_noisy_accuracy"]))
+        card = root / "data" / "processed" / "classroom" / "datacard.json"
+        assert run.data.tags["har.kind"] == "fold" and run.data.tags["har.data_card"] == sha256_file(card)[:16]
+        assert run.data.tags["har.backend"] == "tensorflow" and run.data.tags["har.competition"] == "classroom"
+        assert run.data.tags["mlflow.parentRunId"] == cv_run.info.run_id  # the folds are the CV's children
+        assert {"model.keras", "metrics.json", "config.json", "history.csv"} <= {
+            artifact.path for artifact in client.list_artifacts(run.info.run_id)
+        }
+    folds_scores = client.get_metric_history(cv_run.info.run_id, "fold_selection_score")
+    cv_metrics = json.loads((cv_dir / "metrics.json").read_text())
+    assert [point.value for point in folds_scores] == pytest.approx(cv_metrics["selection"]["folds"])
+    assert cv_run.data.tags["har.kind"] == "cv" and cv_run.data.tags["har.folds"] == ",".join(folds)
+    # make evaluate added its report and figures to the fold it evaluated.
+    report = {artifact.path for artifact in client.list_artifacts(mirrored[folds[0]].info.run_id, "report")}
+    assert {"report/report.md", "report/confusion_matrix.png", "report/noise_curve.png"} <= report
+    local = client.download_artifacts(mirrored[folds[0]].info.run_id, "report/report.md", str(tmp_path))
+    assert Path(local).read_text() == (root / "reports" / folds[0] / "report.md").read_text()
+
+    # make ui: the MLflow server on a free loopback port lists the runs just trained through its REST API.
+    port = free_port()
+    server = start_make(
+        tmp_path / "ui.log", "ui", f"PORT={port}", "TRACKING=", f"SET=paths.root={root}", new_session=True
+    )
+    try:
+        listed = search_runs_when_up(port, experiment.experiment_id, server, tmp_path / "ui.log")
+        assert {run["info"]["run_name"] for run in listed} == {cv_dir.name, *folds}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def search_runs_when_up(port: int, experiment_id: str, server: subprocess.Popen, log: Path) -> list[dict]:
+    request = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            reply = urllib.request.urlopen(
+                urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+                    data=request,
+                    headers={"Content-Type": "application/json"},
+                ),
+                timeout=5,
+            )
+            return json.loads(reply.read())["runs"]
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"make ui did not answer on port {port}: {log.read_text()[-3000:]}")
+
+
+def test_a_tracking_server_that_is_down_costs_one_warning_and_the_run_finishes(tmp_path: Path, shared_data_root: Path):
+    root = shared_data_root
+    down = f"http://127.0.0.1:{free_port()}"
+    result = run_make("train", f"TRACKING={down}", f"SET=paths.root={root} {' '.join(TINY)} train.epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if "tracking" in line.lower()]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: MLflow tracking to {down} failed")
+    (run_dir,) = [path for path in (root / "runs").iterdir() if path.is_dir()]
+    assert (run_dir / "metrics.json").is_file() and not (root / "runs" / "mlflow.db").exists()
