@@ -185,7 +185,6 @@ sys.exit(tune.main(sys.argv[1:]))
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_loses_nothing(shared_data_root: Path, tmp_path: Path, postgres_url: str):
     import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     root = shared_data_root
     settings = tune_settings(root, "train.patience=10")
@@ -209,7 +208,9 @@ def test_a_worker_killed_mid_trial_loses_nothing(shared_data_root: Path, tmp_pat
     deadline = time.monotonic() + 300
     while not running_trials(postgres_url) and crasher.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
-    survivor = start_make(tmp_path / "survivor.log", "tune", "TRIALS=1", f"STORAGE={postgres_url}", f"SET={settings}")
+    survivor = start_make(
+        tmp_path / "survivor.log", "tune", "TRIALS=1", f"STORAGE={postgres_url}", "TRACKING=", f"SET={settings}"
+    )
     assert crasher.wait(timeout=600) == 9, (tmp_path / "crasher.log").read_text()[-3000:]
     assert survivor.wait(timeout=600) == 0, (tmp_path / "survivor.log").read_text()[-3000:]
     study = optuna.load_study(study_name="classroom_default", storage=postgres_url)
@@ -222,7 +223,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(shared_data_root: Path, tmp_pat
     (retry,) = [
         trial
         for trial in study.get_trials()
-        if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) == killed.number
+        if trial.system_attrs.get("failed_trial") == killed.number  # RetryHeartbeatStaleTrialCallback's mark
     ]
     assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == killed.params
     # The retry resumed the killed worker's first fold after its two finished epochs.
@@ -235,6 +236,23 @@ def test_a_worker_killed_mid_trial_loses_nothing(shared_data_root: Path, tmp_pat
     history = pd.read_csv(root / "runs" / run_id / "history.csv")
     assert list(history["epoch"]) == [0, 1, 2]  # epochs 1 and 2 from the killed worker, 3 from the retry
     assert_no_epoch_twice(root)
+    # In MLflow (the survivor tracked): the killed trial failed, its retry finished and linked to its CV's folds.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/runs/mlflow.db")
+    trials = client.search_runs([client.get_experiment_by_name("har/tune/classroom_default").experiment_id])
+    by_trial = {run.data.tags["har.trial"]: run for run in trials}
+    assert by_trial[str(killed.number)].info.status == "FAILED"
+    mirrored = by_trial[str(retry.number)]
+    assert mirrored.info.status == "FINISHED" and mirrored.data.tags["har.retry_of"] == str(killed.number)
+    assert mirrored.data.metrics["selection_score"] == pytest.approx(retry.value)
+    children = client.search_runs(
+        [client.get_experiment_by_name("har/classroom").experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{mirrored.data.tags['har.cv_run']}'",
+    )
+    assert sorted(run.data.tags["har.run_id"] for run in children) == sorted(
+        mirrored.data.tags["har.fold_runs"].split(",")
+    )
 
 
 def test_an_unreachable_database_is_one_line_naming_it(tmp_path: Path):

@@ -8,11 +8,14 @@ reports each epoch's score to Optuna's median pruner, which stops hopeless trial
 stopped is marked pruned (`make runs` shows it), and the trial is recorded as pruned.
 
 Storage: an SQLite file runs/tune/<study>.db by default (no server to start). With
-`STORAGE=<SQLAlchemy URL>` (e.g. postgresql://user@host/db) workers on several machines share one
-study: each runs `make tune STORAGE=...` against the same project data. `JOBS=N` starts N local
-worker processes on one storage. The study stops at `tune.trials` trials, all workers together: a
-trial that a worker opens beyond that number (two workers racing for the last one) is closed
-untrained, as failed, with the reason in its `skipped` attribute.
+`STORAGE=postgresql+psycopg://user@host/db` workers on several machines share one study: each runs
+`make tune STORAGE=...` against the same prepared data. `JOBS=N` starts N local worker processes on
+one storage. The study stops at `tune.trials` finished (complete or pruned) trials, all workers
+together. Every running trial beats a heartbeat; one silent for tune.grace_seconds (its worker was
+killed) is failed and queued again for a live worker, which resumes its fold runs where runs/ is
+shared. A trial opened beyond the count, or drawing a configuration another worker is training, is
+closed untrained, as failed, with the reason in its `skipped` attribute. docs/tracking.md has the
+rules and a worked example.
 
 The best trial becomes runs/tune/<study>.toml: an experiment file for `make train EXP=...`
 (or `make cv EXP=...`). Watch a study live with optuna-dashboard:
@@ -356,7 +359,11 @@ def optimize(
             print(f"trial {trial.number}: {pruned}", flush=True)
             raise
         score = json.loads((folder / "metrics.json").read_text())["selection"]["score"]
-        print(f"trial {trial.number}/{trials}: CV selection score {score:.4f} with {' '.join(chosen)}", flush=True)
+        done = sum(trial_counts(study)[state] for state in ("COMPLETE", "PRUNED")) + 1
+        print(
+            f"trial {trial.number} ({done} of {trials} finished): CV selection score {score:.4f} with {' '.join(chosen)}",
+            flush=True,
+        )
         return score
 
     import optuna
