@@ -144,3 +144,33 @@ def test_a_tracking_server_that_is_down_costs_one_warning_and_the_run_finishes(t
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: MLflow tracking to {down} failed")
     (run_dir,) = [path for path in (root / "runs").iterdir() if path.is_dir()]
     assert (run_dir / "metrics.json").is_file() and not (root / "runs" / "mlflow.db").exists()
+
+
+def test_a_peer_table_becomes_one_mlflow_run_per_row_with_its_report(tmp_path: Path):
+    from mlflow import MlflowClient
+
+    config = load_config(None, [f"paths.root={tmp_path}"])
+    report = tmp_path / "peers.md"
+    report.write_text("| peer |\n")
+    rows = [
+        {
+            "name": "minirocket, 1 noised copies",
+            "val@0.5": 0.91,
+            "test file": 0.9,
+            "fit seconds": 3.0,
+            "params": {"peer": "minirocket"},
+        },
+        {"name": "random_forest, 0 noised copies", "val@0.5": 0.85, "test file": float("nan"), "params": {}},
+    ]
+    tracking.mirror_table(config, "peer", rows, [report])
+    tracking.mirror_table(config, "peer", rows, [report])  # again: replaced, not doubled
+    client = MlflowClient(tracking_uri=tracking.tracking_uri(config))
+    runs = client.search_runs([client.get_experiment_by_name("har/classroom").experiment_id])
+    by_name = {run.info.run_name: run for run in runs}
+    assert sorted(by_name) == ["peer: minirocket, 1 noised copies", "peer: random_forest, 0 noised copies"]
+    minirocket = by_name["peer: minirocket, 1 noised copies"]
+    assert minirocket.data.metrics == {"val_noise_0.5": 0.91, "test_file": 0.9, "fit_seconds": 3.0}
+    assert minirocket.data.params == {"peer": "minirocket"} and minirocket.data.tags["har.kind"] == "peer"
+    assert "test_file" not in by_name["peer: random_forest, 0 noised copies"].data.metrics  # NaN left out
+    assert [artifact.path for artifact in client.list_artifacts(minirocket.info.run_id)] == ["peers.md"]
+    assert (tmp_path / "runs" / "mlflow-artifacts").is_dir()  # artifacts beside the embedded store
