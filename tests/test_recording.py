@@ -348,3 +348,10 @@ def test_a_classroom_run_reads_the_same_windows_as_mean_feature_series(prepared_
     assert summary["inputs"] == "5 windows' mean features" and summary["format"] == "phyphox"
     assert len(windows) == 30  # (40 s x 50 Hz - 128) // 64 + 1 windows, each covered by one to five series
     np.testing.assert_allclose(windows.filter(like="p_").sum(axis=1), 1, atol=1e-4)
+
+
+def test_the_legend_names_labelled_classes_that_were_never_predicted():
+    table = pd.DataFrame({"activity": ["STANDING", "WALKING", "STANDING"]})
+    labels = (np.arange(4.0), np.array([4, 4, 5, 1]))  # sitting is labelled, never predicted
+    assert recording.legend_names(table, labels) == ["WALKING", "SITTING", "STANDING"]
+    assert recording.legend_names(table, None) == ["WALKING", "STANDING"]

@@ -323,6 +323,16 @@ def held_out_agreement(config: Config, predictor: Predictor, folder: Path) -> pd
 # ---- the figure -----------------------------------------------------------------------------------
 
 
+def legend_names(table: pd.DataFrame, labels: tuple[np.ndarray, np.ndarray] | None) -> list[str]:
+    """Every activity the figure colours, predicted or labelled, in the activities' order: one legend
+    for the predicted bands and the label strip, so a labelled class never predicted has its colour named."""
+    order = list(ACTIVITY_NAMES.values())
+    shown = set(table["activity"])
+    if labels is not None:
+        shown |= {ACTIVITY_NAMES[int(label)] for label in np.unique(labels[1]) if int(label) in ACTIVITY_NAMES}
+    return sorted(shown, key=lambda name: order.index(name) if name in order else len(order))
+
+
 def plot(
     recording: PhoneRecording,
     windows: pd.DataFrame,
@@ -339,7 +349,7 @@ def plot(
     import matplotlib.pyplot as plt
 
     order = list(ACTIVITY_NAMES.values())
-    names = sorted(set(table["activity"]), key=lambda name: order.index(name) if name in order else len(order))
+    names = legend_names(table, labels)
     colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(order)}
     rows = 4 if labels is not None else 3
     figure, axes = plt.subplots(
@@ -360,7 +370,15 @@ def plot(
         axis.set_ylabel(unit)
     axes[0].legend(loc="upper right", fontsize=7, ncol=3)
     bands = [plt.Rectangle((0, 0), 1, 1, color=colours.get(name, "grey"), alpha=0.4) for name in names]
-    axes[1].legend(bands, [name.lower() for name in names], loc="upper right", fontsize=7, ncol=min(6, len(names)))
+    axes[1].legend(
+        bands,
+        [name.lower() for name in names],
+        loc="upper right",
+        fontsize=7,
+        ncol=min(6, len(names)),
+        title="bands: predicted" + ("; bottom strip: labels, same colours" if labels is not None else ""),
+        title_fontsize=7,
+    )
     centres = (windows["start_s"] + windows["end_s"]) / 2
     for _segment, part in windows.assign(centre=centres).groupby("segment"):
         axes[2].plot(part["centre"], part["confidence"], color="black", linewidth=0.8)
