@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data import scoring
 from pipeline.data.competition import DataError, load_competition
-from pipeline.stages import predict, submit
+from pipeline.stages import ensemble, predict, runs, submit
 from tests.conftest import PROJECT_ROOT, TINY, run_make
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,42 @@ def test_ensemble_averages_the_members_probabilities(tiny_run: Path, second_run:
     )
     assert lineage["model"] == "ensemble2" and lineage["runs"] == [tiny_run.name, second_run]
     assert tiny_run.name in lineage["message"] and second_run in lineage["message"]
+
+
+def test_an_ensemble_is_a_run_that_predict_evaluate_and_export_take(
+    tiny_run: Path, second_run: str, prepared_root: Path, shared_data_root: Path
+):
+    root, members = shared_data_root, [tiny_run.name, second_run]
+    for member in members:  # a root of its own: the session's root keeps only the runs its tests made
+        shutil.copytree(prepared_root / "runs" / member, root / "runs" / member)
+    made = run_make("ensemble", f"RUN={' '.join(members)}", f"SET=paths.root={root}")
+    assert made.returncode == 0, made.stderr[-3000:]
+    ensemble_id = ensemble.ensemble_id("classroom", members)
+    lineage = json.loads((root / "runs" / ensemble_id / "run.json").read_text())
+    metrics = json.loads((root / "runs" / ensemble_id / "metrics.json").read_text())
+    assert lineage["kind"] == "ensemble" and lineage["members"] == members and lineage["model"] == "ensemble2"
+    assert metrics["selection"] is None and {"0", "0.5"} <= set(metrics["validation"]) and "test" in metrics
+    # Its one model predicts what averaging its members predicts.
+    config = load_config(None, [f"paths.root={root}"])
+    _, averaged, _ = predict.predict_probabilities(config, members)
+    _, single, _ = predict.predict_probabilities(config, [ensemble_id])
+    np.testing.assert_allclose(single.filter(like="p_"), averaged.filter(like="p_"), rtol=1e-5, atol=1e-6)
+    # It is never "the best run" (no selection score), and make evaluate and make export take it.
+    assert (
+        runs.best_run(
+            config, json.loads((root / "runs" / members[0] / "metrics.json").read_text())["selection"]["definition"]
+        )
+        in members
+    )
+    evaluated = run_make("evaluate", f"RUN={ensemble_id}", f"SET=paths.root={root}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = (root / "reports" / ensemble_id / "report.md").read_text()
+    assert "Model `ensemble2`" in report and "Learning curves" not in report  # an ensemble trained nothing itself
+    exported = run_make("export", f"RUN={ensemble_id}", f"SET=paths.root={root}")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (root / "exports" / ensemble_id / "model.tflite").is_file()
+    refused = run_make("ensemble", f"RUN={members[0]}", f"SET=paths.root={root}")
+    assert refused.returncode != 0 and "an ensemble needs two runs or more" in refused.stderr
 
 
 def test_validation_rejects_what_kaggle_would_reject():

@@ -6,6 +6,7 @@ talks to the next through files only.
   train.py      make train      a competition -> runs/<run_id>/ (callbacks.py: what runs every epoch)
   cv.py         make cv         subject-wise folds (repeated with cv.repeats), each an ordinary run, and their summary
   cv_compare.py make cv-compare two CVs compared fold by fold: mean difference, corrected t-test interval, verdict
+  ensemble.py   make ensemble   several runs (or a CV's folds) -> one run whose model averages them
   predict.py    make predict    runs -> submissions/<...>.csv
   submit.py     make submit     a submission -> the local leaderboard, or Kaggle
   evaluate.py   make evaluate   a run -> reports/<run_id>/

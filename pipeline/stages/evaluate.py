@@ -239,7 +239,7 @@ def plot_gradient(path: Path, norms: np.ndarray, title: str) -> None:
 def evaluation_key(trained_with: Config, run_dir: Path) -> str:
     """What a report depends on: the run's files and the competition's data (participant and organizer side)."""
     digest = hashlib.sha256()
-    inputs = [run_dir / name for name in (MODEL, METRICS, HISTORY, "config.json")]
+    inputs = [run_dir / name for name in (MODEL, METRICS, HISTORY, "config.json") if (run_dir / name).is_file()]
     for folder in (competition_folder(trained_with), trained_with.private_dir / trained_with.data.competition):
         inputs += [folder / name for name in (DATACARD, SOLUTION, CLEAN_TEST) if (folder / name).is_file()]
     for path in inputs:
@@ -301,11 +301,14 @@ def evaluate(config: Config, run_id: str) -> Path:
         trained_with.train.seed + CURVE_SEED,
         progress=True,
     )
-    history = pd.read_csv(run_dir / HISTORY).drop_duplicates("epoch", keep="last")
+    # an ensemble run (make ensemble) has no training history of its own: no learning curves
+    history = (
+        pd.read_csv(run_dir / HISTORY).drop_duplicates("epoch", keep="last") if (run_dir / HISTORY).is_file() else None
+    )
     baseline_accuracy = {
         name: float((predicted_classes(b, scored.noisy) == scored.labels).mean()) for name, b in fitted.items()
     }
-    figures = ["confusion_matrix.png", "learning_curves.png", "noise_curve.png"]
+    figures = ["confusion_matrix.png", *(["learning_curves.png"] if history is not None else []), "noise_curve.png"]
     with atomic_folder(config.path("reports", run_id)) as folder:
         table = pd.DataFrame(
             {
@@ -319,7 +322,8 @@ def evaluate(config: Config, run_id: str) -> Path:
         per_class.to_csv(folder / "per_class.csv", index=False)
         curve.to_csv(folder / "noise_curve.csv", index=False)
         counts = plot_confusion(folder / "confusion_matrix.png", scored.labels, predicted, names, title)
-        plot_learning_curves(folder / "learning_curves.png", history, run_id)
+        if history is not None:
+            plot_learning_curves(folder / "learning_curves.png", history, run_id)
         plot_noise_curve(folder / "noise_curve.png", curve, title, trained_with.data.test_noise)
         if "attention" in [layer.name for layer in model.layers]:
             weights = np.asarray(models.attention_model(model)(scored.noisy[:2000]))
@@ -398,11 +402,9 @@ def report_markdown(
         "",
         "![noise curve](noise_curve.png)",
         "",
-        "## Learning curves",
-        "",
-        "![learning curves](learning_curves.png)",
-        "",
     ]
+    if "learning_curves.png" in evaluation["figures"]:
+        lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     if "attention_maps.png" in evaluation["figures"]:
         lines += ["## Where the model attends", "", "![attention maps](attention_maps.png)", ""]
     if "gradient_through_time.png" in evaluation["figures"]:

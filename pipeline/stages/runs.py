@@ -282,7 +282,8 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
     row.update(flatten(config))
     if row["status"] == "complete":
         metrics = json.loads((run_dir / METRICS).read_text())
-        row.update({key: metrics[key] for key in ("best_epoch", "epochs_run", "train_seconds", "peak_rss_mb")})
+        # an ensemble run (make ensemble) trained nothing itself: it has none of these
+        row.update({key: metrics.get(key) for key in ("best_epoch", "epochs_run", "train_seconds", "peak_rss_mb")})
         if metrics.get("selection"):
             row["select"] = metrics["selection"]["score"]
         for level, scores in metrics.get(
