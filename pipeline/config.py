@@ -247,6 +247,13 @@ class TrainConfig:
     early_stopping: bool = True
     patience: int = 10  # epochs without improvement before stopping
     reduce_lr_patience: int = 4  # epochs without improvement before halving the learning rate
+    # plateau: halve the rate after reduce_lr_patience epochs without improvement; cosine: a linear
+    # warmup over warmup_epochs, then a cosine decay to 1% of learning_rate at train.epochs
+    schedule: str = "plateau"
+    warmup_epochs: int = 3
+    # Polyak averaging: the momentum of the optimizer's moving average of the weights (Keras use_ema);
+    # validation, checkpoints and the saved model use the average. 0 = off
+    ema: float = 0.0
     # Model selection: "noisy" scores the validation subjects under the test noise profile (the
     # competition's real difficulty); "clean" uses them as given.
     select_on: str = "noisy"
@@ -280,6 +287,10 @@ class TrainConfig:
         if self.distribute not in ("none", "mirrored", "data_parallel"):
             raise ConfigError(
                 f"train.distribute must be none, mirrored (TensorFlow) or data_parallel (JAX), got {self.distribute!r}"
+            )
+        if self.schedule not in ("plateau", "cosine") or self.warmup_epochs < 0 or not 0 <= self.ema < 1:
+            raise ConfigError(
+                f"train.schedule must be plateau or cosine (got {self.schedule!r}), train.warmup_epochs >= 0, train.ema in [0, 1)"
             )
         if self.steps_per_execution < 1:
             raise ConfigError(f"train.steps_per_execution must be >= 1, got {self.steps_per_execution}")

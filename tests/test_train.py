@@ -167,6 +167,67 @@ def test_resumed_callbacks_carry_the_best_score_and_the_wait(tmp_path: Path):
             assert (callback.best, callback.wait) == (0.8, 1), type(callback).__name__
 
 
+def test_the_cosine_schedule_warms_up_then_decays_to_one_percent():
+    from pipeline.stages.callbacks import cosine_rate
+
+    rates = [cosine_rate(epoch, 0.01, 2, 6) for epoch in range(6)]
+    assert rates[:2] == pytest.approx([0.005, 0.01])  # warmup
+    assert rates[2] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.0001)  # then from the top ...
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))  # ... down to 1%
+    from pipeline.stages.callbacks import make_callbacks
+
+    data = types.SimpleNamespace(
+        validation_series=np.zeros((1, 5, 9)),
+        noisy_validation_series=np.zeros((1, 5, 9)),
+        validation_labels=np.zeros(1),
+    )
+    config = load_config(None, ["train.schedule=cosine", "train.warmup_epochs=2", "train.epochs=6"])
+    (scheduler,) = [
+        callback
+        for callback in make_callbacks(Path("unused"), config, data, "val_noisy_accuracy", None)
+        if isinstance(callback, (keras.callbacks.LearningRateScheduler, keras.callbacks.ReduceLROnPlateau))
+    ]  # the cosine schedule replaces the halving on plateaus
+    assert [scheduler.schedule(epoch, 0.0) for epoch in range(6)] == pytest.approx(
+        [cosine_rate(epoch, config.train.learning_rate, 2, 6) for epoch in range(6)]
+    )
+
+
+def test_weight_averaging_validates_and_checkpoints_the_average(tmp_path: Path):
+    """With train.ema, the backup sees the raw weights and the validation and checkpoint the average."""
+    from pipeline.stages.callbacks import make_callbacks
+
+    overrides = ["train.ema=0.5", "train.epochs=2", "train.early_stopping=false", "train.learning_rate=0.05"]
+    config = load_config(None, overrides)
+    generator = np.random.default_rng(0)
+    series, labels = generator.normal(size=(64, 5, 9)).astype("float32"), generator.integers(0, 3, 64)
+    data = types.SimpleNamespace(validation_series=series, noisy_validation_series=series, validation_labels=labels)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 9)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    train.compile_model(model, config)
+    callbacks = make_callbacks(tmp_path, config, data, "val_noisy_accuracy", None)
+    names = [type(callback).__name__ for callback in callbacks[:4]]
+    assert names == ["StopOnNaN", "BackupAndRestore", "SwapEMAWeights", "BothValidations"]
+
+    class Probe(keras.callbacks.Callback):  # the model's weights at its place in the epoch-end order
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights = self.model.get_weights()[0]
+
+    before, after = Probe(), Probe()
+    targets = keras.utils.to_categorical(labels, 3)
+    model.fit(
+        series,
+        targets,
+        validation_data=(series, targets),
+        epochs=2,
+        batch_size=8,
+        callbacks=[*callbacks[:2], before, callbacks[2], after, *callbacks[3:]],
+        verbose=0,
+    )
+    checkpoint = keras.models.load_model(tmp_path / "checkpoint.keras").get_weights()[0]
+    np.testing.assert_allclose(checkpoint, after.weights)  # the last epoch's average, swapped in before the checkpoint
+    assert not np.allclose(after.weights, before.weights, atol=1e-4)  # ... which differs from the last step's weights
+
+
 def test_select_on_clean_with_mixed_precision(prepared_root: Path):
     overrides = ["train.select_on=clean", "train.mixed_precision=true", "train.epochs=2"]
     result = train_process(prepared_root, *overrides)

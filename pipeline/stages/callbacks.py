@@ -4,6 +4,7 @@ trains with (`make_callbacks`). Module-level classes, so each can be read and te
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,16 @@ def resumable(callback: Any, resumed: tuple[float, int] | None) -> Any:
     return callback
 
 
+def cosine_rate(epoch: int, base: float, warmup: int, epochs: int) -> float:
+    """The learning rate of `epoch` (from 0): linear warmup to `base` over `warmup` epochs, then a
+    cosine decay to 1% of `base` at the last epoch."""
+    if epoch < warmup:
+        return base * (epoch + 1) / warmup
+    progress = (epoch - warmup) / max(1, epochs - 1 - warmup)
+    floor = 0.01 * base
+    return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def make_callbacks(
     run_dir: Path,
     config: Config,
@@ -118,7 +129,11 @@ def make_callbacks(
             save_best_only=train.early_stopping,
             initial_value_threshold=resumed[0] if resumed and train.early_stopping else None,
         ),
-        resumable(
+        keras.callbacks.LearningRateScheduler(
+            lambda epoch, rate: cosine_rate(epoch, train.learning_rate, train.warmup_epochs, train.epochs)
+        )
+        if train.schedule == "cosine"
+        else resumable(
             keras.callbacks.ReduceLROnPlateau(
                 monitor=monitor, mode="max", factor=0.5, patience=train.reduce_lr_patience, min_lr=1e-5, verbose=0
             ),
@@ -131,9 +146,15 @@ def make_callbacks(
         callbacks.insert(-1, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, update_freq="epoch"))
     else:
         print("no TensorBoard logs: Keras writes them through TensorFlow, which is not installed here", flush=True)
+    if train.ema:
+        # The average is swapped into the model at each epoch's end, after the backup saved the raw
+        # weights (so a resumed run continues from them) and before the validation and the checkpoint.
+        callbacks.remove(both)
+        callbacks.insert(2, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        callbacks.insert(3, both)
     if train.early_stopping:
         callbacks.insert(
-            4,
+            4 + bool(train.ema),  # after the checkpoint
             resumable(
                 keras.callbacks.EarlyStopping(
                     monitor=monitor, mode="max", patience=patience or train.patience, restore_best_weights=True

@@ -69,7 +69,15 @@ def regularizer_tag(config: Config) -> str:
         parts.append(f"perm{a.permutation_segments}")
     if a.noised_copies:
         parts.append(f"x{a.noised_copies}")
-    for value, short in ((t.label_smoothing, "ls"), (t.weight_decay, "wd"), (t.clipnorm, "cn"), (t.clipvalue, "cv")):
+    if t.schedule == "cosine":
+        parts.append(f"cos{t.warmup_epochs}")
+    for value, short in (
+        (t.label_smoothing, "ls"),
+        (t.weight_decay, "wd"),
+        (t.clipnorm, "cn"),
+        (t.clipvalue, "cv"),
+        (t.ema, "ema"),
+    ):
         if value:
             parts.append(f"{short}{value:g}")
     if not t.early_stopping:
@@ -98,6 +106,9 @@ def config_hash(config: Config) -> str:
         content["cv"] = {key: content["cv"][key] for key in ("folds", "fold", "gap")}
         if config.cv.repeat:  # a fold of a later repeat (repeat 0 keeps the ids made before repeats existed)
             content["cv"]["repeat"] = config.cv.repeat
+    for key, off in (("schedule", "plateau"), ("warmup_epochs", 3), ("ema", 0.0)):
+        if content["train"][key] == off:  # the recipe options' defaults keep the run ids made before them
+            content["train"].pop(key)
     content["train"].pop("verbose")
     content["train"].pop("steps_per_execution")  # how many steps per compiled call: speed, not the result
     if content["model"]["use_cudnn"]:  # the default keeps the run ids made before the option existed

@@ -78,7 +78,11 @@ def compile_model(model: Any, config: Config) -> None:
     import keras
 
     train = config.train
-    clipping = {key: value for key, value in (("clipnorm", train.clipnorm), ("clipvalue", train.clipvalue)) if value}
+    clipping: dict[str, Any] = {
+        key: value for key, value in (("clipnorm", train.clipnorm), ("clipvalue", train.clipvalue)) if value
+    }
+    if train.ema:  # the moving average of the weights; the callbacks swap it in for validation and checkpoints
+        clipping.update(use_ema=True, ema_momentum=train.ema)
     if train.optimizer == "adamw":
         optimizer = keras.optimizers.AdamW(train.learning_rate, weight_decay=train.weight_decay, **clipping)
     elif train.optimizer == "sgd":
