@@ -23,12 +23,12 @@ from typing import Any
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
-from pipeline.data.datasets import check_run_data, load_training_data, organizer_side
-from pipeline.data.scoring import accuracy_at_noise, predicted_classes
+from pipeline.data.datasets import check_run_data, load_training_data
 from pipeline.errors import DataError
 from pipeline.files import short_hash
 from pipeline.stages import tracking
 from pipeline.stages.runs import LINEAGE, METRICS, MODEL, finished_run, resolve_runs, run_config, write_run
+from pipeline.stages.train import test_scores, test_summary, validation_scores
 
 SAME = ("competition", "classes", "channels", "series_shape", "data_inputs")  # what members must share
 
@@ -91,7 +91,6 @@ def build_ensemble(config: Config, run_ids: list[str]) -> Path:
     first = run_config(config, finished_run(config, members[0]))
     base = load_config(None, [f"paths.root={config.root}", *config_without_fold(first)])
     data = load_training_data(base)
-    train, profile = base.train, base.data.noise_profile
     folds_seen = any(lineage.get("kind") == "cv" for lineage in lineages) or any(
         run_config(config, finished_run(config, member)).cv.fold >= 0
         or run_config(config, finished_run(config, member)).cv.refit
@@ -101,40 +100,16 @@ def build_ensemble(config: Config, run_ids: list[str]) -> Path:
         "members": members,
         "selection": None,  # never "the best run": an ensemble's members are chosen by CV
         "best_validation": None,
-        "validation": accuracy_at_noise(
-            model,
-            data.validation_series,
-            data.validation_labels,
-            train.noise_levels,
-            train.noise_seeds,
-            profile,
-            data.train_std,
-            train.seed,
-        ),
+        "validation": validation_scores(model, base, data),
         "note": (
             "members include fold or refit models whose training covered these validation series: optimistic, a report only"
             if folds_seen
             else "validation split held out from every member's training; a report, not a selection"
         ),
     }
-    host = organizer_side(base, data.competition, data.classes)
-    if host is not None:
-        metrics["test"] = {
-            "note": "organizer-side scores from data/private; reported, never used for training or selection",
-            "competition_file": float(
-                (predicted_classes(model, data.competition.test.series) == host.file_labels).mean()
-            ),
-            "noise_levels": accuracy_at_noise(
-                model,
-                host.clean_series,
-                host.labels,
-                train.noise_levels,
-                train.noise_seeds,
-                profile,
-                host.noise_unit,
-                train.seed + 99,
-            ),
-        }
+    test = test_scores(model, base, data)
+    if test is not None:
+        metrics["test"] = test
     lineage = {
         **lineages[0],
         "run_id": run_id,
@@ -148,11 +123,8 @@ def build_ensemble(config: Config, run_ids: list[str]) -> Path:
     write_run(run_dir, model, metrics, {"config.json": base.to_dict(), LINEAGE: lineage})
     levels = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
     print(f"wrote {run_dir}: the mean of {len(members)} runs; validation accuracy by noise level (a report)  {levels}")
-    if host is not None:
-        test = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["test"]["noise_levels"].items())
-        print(
-            f"host-side test accuracy by noise level  {test}; on the competition's test file {metrics['test']['competition_file']:.3f}"
-        )
+    if test is not None:
+        print(test_summary(test))
     tracking.mirror_run(config, run_dir, "ensemble")
     return run_dir
 

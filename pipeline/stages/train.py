@@ -252,6 +252,43 @@ def selection_score(model: Any, config: Config, data: TrainingData) -> dict[str,
     return {"definition": definition, "score": table[f"{level:g}"]["mean"]}
 
 
+def validation_scores(model: Any, config: Config, data: TrainingData) -> dict[str, Any]:
+    """Accuracy on the validation series at each of train.noise_levels (mean and spread over draws)."""
+    train = config.train
+    return accuracy_at_noise(
+        model,
+        data.validation_series,
+        data.validation_labels,
+        train.noise_levels,
+        train.noise_seeds,
+        config.data.noise_profile,
+        data.train_std,
+        train.seed,
+    )
+
+
+def test_scores(model: Any, config: Config, data: TrainingData) -> dict[str, Any] | None:
+    """The organizer-side test scores (data/private), reported beside a run; None where there is no answer key."""
+    host = organizer_side(config, data.competition, data.classes)
+    if host is None:
+        return None
+    train = config.train
+    return {
+        "note": "organizer-side scores from data/private; reported, never used for training or selection",
+        "competition_file": float((predicted_classes(model, data.competition.test.series) == host.file_labels).mean()),
+        "noise_levels": accuracy_at_noise(
+            model,
+            host.clean_series,
+            host.labels,
+            train.noise_levels,
+            train.noise_seeds,
+            config.data.noise_profile,
+            host.noise_unit,
+            train.seed + 99,
+        ),
+    }
+
+
 def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, seconds: float) -> Path:
     """Load the best checkpoint, score it, and write model.keras and metrics.json (last: it marks the run done)."""
     import keras
@@ -261,7 +298,7 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
     keras.mixed_precision.set_global_policy("float32")
     best = models.load_model(str(run_dir / CHECKPOINT))
     history = pd.read_csv(run_dir / HISTORY).drop_duplicates("epoch", keep="last")
-    train, profile = config.train, config.data.noise_profile
+    train = config.train
     metrics: dict[str, Any] = {
         "monitor": monitor,
         "best_epoch": int(history.loc[history[monitor].idxmax(), "epoch"]) + 1
@@ -275,35 +312,11 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
     if config.cv.refit:  # nothing was held out: no validation score, and never a candidate for "the best run"
         metrics.update(validation={}, selection=None, best_validation=None, note=data.validation)
     else:
-        metrics["validation"] = accuracy_at_noise(
-            best,
-            data.validation_series,
-            data.validation_labels,
-            train.noise_levels,
-            train.noise_seeds,
-            profile,
-            data.train_std,
-            train.seed,
-        )
+        metrics["validation"] = validation_scores(best, config, data)
         metrics["selection"] = selection_score(best, config, data)
-    host = organizer_side(config, data.competition, data.classes)
-    if host is not None:
-        metrics["test"] = {
-            "note": "organizer-side scores from data/private; reported, never used for training or selection",
-            "competition_file": float(
-                (predicted_classes(best, data.competition.test.series) == host.file_labels).mean()
-            ),
-            "noise_levels": accuracy_at_noise(
-                best,
-                host.clean_series,
-                host.labels,
-                train.noise_levels,
-                train.noise_seeds,
-                profile,
-                host.noise_unit,
-                train.seed + 99,
-            ),
-        }
+    test = test_scores(best, config, data)
+    if test is not None:
+        metrics["test"] = test
     write_run(run_dir, best, metrics)
     summary = (
         "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
@@ -312,12 +325,14 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
     print(
         f"done {run_dir.name} in {seconds:.0f}s, best epoch {metrics['best_epoch']}; validation accuracy by noise level  {summary}"
     )
-    if host is not None:
-        test = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["test"]["noise_levels"].items())
-        print(
-            f"host-side test accuracy by noise level  {test}; on the competition's test file {metrics['test']['competition_file']:.3f}"
-        )
+    if test is not None:
+        print(test_summary(test))
     return run_dir
+
+
+def test_summary(test: dict[str, Any]) -> str:
+    levels = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in test["noise_levels"].items())
+    return f"host-side test accuracy by noise level  {levels}; on the competition's test file {test['competition_file']:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
