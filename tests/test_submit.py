@@ -104,6 +104,16 @@ def test_an_ensemble_is_a_run_that_predict_evaluate_and_export_take(
     exported = run_make("export", f"RUN={ensemble_id}", f"SET=paths.root={root}")
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (root / "exports" / ensemble_id / "model.tflite").is_file()
+    # make recording's analysis reads a phone recording with it as with its members averaged.
+    from pipeline.phone import formats, recording
+    from tests.test_recording import app_recording
+
+    _acc, _gyro, times, acc_ms2, app_gyro = app_recording(20)
+    formats.write_phyphox(root / "walk", times, acc_ms2, app_gyro)
+    by_ensemble = pd.read_csv(recording.analyse(config, root / "walk", [ensemble_id]) / "windows.csv")
+    by_members = pd.read_csv(recording.analyse(config, root / "walk", members) / "windows.csv")
+    assert len(by_ensemble) == len(by_members) > 0
+    np.testing.assert_allclose(by_ensemble.filter(like="p_"), by_members.filter(like="p_"), atol=1e-5)
     refused = run_make("ensemble", f"RUN={members[0]}", f"SET=paths.root={root}")
     assert refused.returncode != 0 and "an ensemble needs two runs or more" in refused.stderr
 
