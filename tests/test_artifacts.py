@@ -267,15 +267,13 @@ def test_the_best_run_is_the_same_with_the_answer_key_removed(tiny_run: Path, pr
 
 
 def test_small_training_sets_get_smaller_batches_and_more_patience():
-    from pipeline.stages import train
+    from pipeline.stages.training import adapted_schedule
 
     config = load_config()
-    assert train.adapted_schedule(config, 4026) == (64, 10) and train.adapted_schedule(config, 300) == (
-        64,
-        10,
-    )  # the competitions as they are
-    assert train.adapted_schedule(config, 48) == (8, 34)  # 6 steps an epoch: about 200 steps of patience
-    assert train.adapted_schedule(load_config(None, ["train.patience=50"]), 48) == (8, 50)
+    # the competitions as they are
+    assert adapted_schedule(config, 4026) == (64, 10) and adapted_schedule(config, 300) == (64, 10)
+    assert adapted_schedule(config, 48) == (8, 34)  # 6 steps an epoch: about 200 steps of patience
+    assert adapted_schedule(load_config(None, ["train.patience=50"]), 48) == (8, 50)
 
 
 def test_a_validation_split_of_a_few_dozen_series_is_too_small_to_choose_on(tmp_path: Path):

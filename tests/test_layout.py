@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import graphlib
 import re
 from pathlib import Path
 
@@ -65,6 +66,47 @@ def test_a_stage_importing_a_study_is_reported(tmp_path):
     (package / "stages" / "train.py").write_text("def f():\n    from pipeline.studies.tune import study\n")
     (package / "stages" / "cv.py").write_text("from pipeline.stages import train\nfrom pipeline import config\n")
     assert layer_violations(package) == ["pipeline/stages/train.py:2: stages imports studies (pipeline.studies.tune)"]
+
+
+def import_cycle(package_root: Path) -> list[str]:
+    """One circle of module imports (function-level imports included), or [] when there is none.
+    `from pipeline.stages import train` counts as importing the module pipeline.stages.train."""
+    modules = {}
+    for path in sorted(package_root.rglob("*.py")):
+        relative = path.relative_to(package_root.parent).with_suffix("")
+        modules[".".join(relative.parts).removesuffix(".__init__")] = path
+    graph = {}
+    for module, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    targets.add(submodule if submodule in modules else node.module)
+        graph[module] = {target for target in targets if target in modules and target != module}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        return list(error.args[1])
+    return []
+
+
+def test_no_import_circle():
+    assert import_cycle(PROJECT_ROOT / "pipeline") == []
+
+
+def test_an_import_circle_through_a_function_level_import_is_reported(tmp_path):
+    package = tmp_path / "pipeline"
+    (package / "stages").mkdir(parents=True)
+    for name in ("__init__.py", "stages/__init__.py"):
+        (package / name).write_text("")
+    (package / "stages" / "train.py").write_text("def f():\n    from pipeline.stages.cv import cross_validate\n")
+    (package / "stages" / "cv.py").write_text("from pipeline.stages import train\n")
+    assert sorted(set(import_cycle(package))) == ["pipeline.stages.cv", "pipeline.stages.train"]
+    (package / "stages" / "train.py").write_text("from pipeline import config\n")
+    assert import_cycle(package) == []
 
 
 def test_every_layer_named_in_the_order_exists_as_a_package():

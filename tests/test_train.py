@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data import datasets
-from pipeline.stages import runs, train
+from pipeline.stages import runs, training
 from tests.conftest import PROJECT_ROOT, TINY, TINY_RUN_OVERRIDES, UNTRACKED, run_make
 
 pytestmark = pytest.mark.slow
@@ -151,7 +151,7 @@ def test_resumed_callbacks_carry_the_best_score_and_the_wait(tmp_path: Path):
         {"epoch": [0, 1, 2, 2], "val_noisy_accuracy": [0.5, 0.8, 0.7, 0.75]}
     )  # epoch 2 logged twice (redone)
     history.to_csv(tmp_path / "history.csv", index=False)
-    assert train.resume_state(tmp_path, "val_noisy_accuracy") == (0.8, 1)
+    assert training.resume_state(tmp_path, "val_noisy_accuracy") == (0.8, 1)
     config = load_config(None, ["train.patience=3"])
     data = types.SimpleNamespace(
         validation_series=np.zeros((1, 5, 9)),
@@ -203,7 +203,7 @@ def test_weight_averaging_validates_and_checkpoints_the_average(tmp_path: Path):
     data = types.SimpleNamespace(validation_series=series, noisy_validation_series=series, validation_labels=labels)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5, 9)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
-    train.compile_model(model, config)
+    training.compile_model(model, config)
     callbacks = make_callbacks(tmp_path, config, data, "val_noisy_accuracy", None)
     names = [type(callback).__name__ for callback in callbacks[:4]]
     assert names == ["StopOnNaN", "BackupAndRestore", "SwapEMAWeights", "BothValidations"]

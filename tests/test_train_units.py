@@ -11,7 +11,7 @@ import pytest
 from pipeline import models
 from pipeline.config import load_config
 from pipeline.data import scoring
-from pipeline.stages import runs, train
+from pipeline.stages import runs, training
 
 
 def test_regularizer_tag_names_every_active_regularizer():
@@ -50,7 +50,7 @@ def test_run_id_ignores_paths_and_verbosity_but_not_the_seed():
 def test_compile_applies_optimizer_clipping_and_label_smoothing(overrides, optimizer_class):
     config = load_config(None, ["model.units=4", "train.clipnorm=1.0", "train.label_smoothing=0.1", *overrides])
     model = models.build_model(config, (5, 9), 3)
-    train.compile_model(model, config)
+    training.compile_model(model, config)
     assert type(model.optimizer) is optimizer_class
     assert model.optimizer.clipnorm == 1.0
     assert model.loss.label_smoothing == 0.1
@@ -64,7 +64,7 @@ def test_clipvalue_bounds_each_gradient_element():
         ["model.name=lstm", "model.units=4", "train.optimizer=sgd", "train.learning_rate=1.0", "train.clipvalue=0.001"],
     )
     model = models.build_model(config, (5, 9), 3)
-    train.compile_model(model, config)
+    training.compile_model(model, config)
     before = [w.copy() for w in model.get_weights()]
     x = np.random.default_rng(0).normal(size=(8, 5, 9)).astype(np.float32) * 100
     model.train_on_batch(x, keras.utils.to_categorical(np.arange(8) % 3, 3))
@@ -160,7 +160,7 @@ def test_the_cuda_initialization_line_is_hidden_only_without_an_nvidia_driver():
 
 
 def test_a_finished_run_is_reused_only_on_the_data_it_was_trained_on(tmp_path):
-    from pipeline.stages.train import trained_on_current_data
+    from pipeline.stages.training import trained_on_current_data
 
     config = load_config(None, [f"paths.root={tmp_path}", "data.competition=tiny"])
     folder = tmp_path / "data" / "processed" / "tiny"

@@ -31,7 +31,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import cv_definition, fold_config
 from pipeline.files import atomic_files
 from pipeline.runtime import backend_name
-from pipeline.stages import tracking, train
+from pipeline.stages import tracking, training
 from pipeline.stages.runs import LINEAGE, METRICS, cv_id_for, model_tag, regularizer_tag
 
 
@@ -106,7 +106,7 @@ def cross_validate(
             where = f"repeat {repeat + 1}/{config.cv.repeats}, " if config.cv.repeats > 1 else ""
             print(f"[{where}fold {fold + 1}/{config.cv.folds}] {cv_id}", flush=True)
             extra = tuple(callbacks_for(run_config, len(fold_dirs))) if callbacks_for else ()
-            fold_dirs.append(train.train(run_config, experiment=f"cv:{cv_id}", force=force, callbacks=extra))
+            fold_dirs.append(training.train(run_config, experiment=f"cv:{cv_id}", force=force, callbacks=extra))
             keras.backend.clear_session()
     fold_metrics = [json.loads((run_dir / METRICS).read_text()) for run_dir in fold_dirs]
     metrics = cv_metrics(fold_metrics)
@@ -125,7 +125,9 @@ def cross_validate(
     }
     if refit:
         print(f"[refit] {metrics['best_epoch']} epochs (the folds' median best) on every labeled series", flush=True)
-        lineage["refit"] = train.train(refit_config(config, metrics["best_epoch"]), experiment=f"cv:{cv_id}:refit").name
+        lineage["refit"] = training.train(
+            refit_config(config, metrics["best_epoch"]), experiment=f"cv:{cv_id}:refit"
+        ).name
     contents = {
         "config.json": config.to_dict(),
         LINEAGE: lineage,

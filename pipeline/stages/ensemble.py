@@ -28,7 +28,7 @@ from pipeline.errors import DataError
 from pipeline.files import short_hash
 from pipeline.stages import tracking
 from pipeline.stages.runs import LINEAGE, METRICS, MODEL, finished_run, resolve_runs, run_config, write_run
-from pipeline.stages.train import test_scores, test_summary, validation_scores
+from pipeline.stages.training import test_scores, test_summary, validation_scores
 
 SAME = ("competition", "classes", "channels", "series_shape", "data_inputs")  # what members must share
 

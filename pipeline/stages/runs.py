@@ -1,6 +1,6 @@
 """The run registry: run ids, the files of a run, "the best run", and `make runs`.
 
-A run lives in runs/<run_id>/ (see pipeline/stages/train.py for its files). The run id is
+A run lives in runs/<run_id>/ (see pipeline/stages/training.py for its files). The run id is
 `<competition>_<model>_<regularizers>_<config hash>`: the same config gives the same id, so a stage
 finds a run from its config alone.
 

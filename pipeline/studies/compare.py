@@ -79,7 +79,7 @@ def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd
     """Train (or reuse) every cell; one row per run with its scores."""
     import keras
 
-    from pipeline.stages import train
+    from pipeline.stages import training
 
     cells = list(config.compare.cells) or list(GRID)
     rows = []
@@ -91,7 +91,7 @@ def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd
                 done += 1
                 cell_cfg = cell_config(config, overrides, experiment, model, cell, config.train.seed + seed)
                 print(f"[{done}/{total}] {model} / {cell} / seed {cell_cfg.train.seed}", flush=True)
-                run_dir = train.train(cell_cfg, experiment=f"compare:{cell}")
+                run_dir = training.train(cell_cfg, experiment=f"compare:{cell}")
                 keras.backend.clear_session()
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 row = {
