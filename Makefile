@@ -14,7 +14,7 @@ TORCH_STAMP := $(VENV)/.torch-$(shell cat requirements-torch.txt 2>/dev/null | s
 EXP ?= experiments/default.toml
 comma := ,
 space := $(subst ,, )
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # compare and transcribe have their own default experiment: EXP reaches them only when it is given
 EXP_GIVEN := $(if $(filter-out file default,$(origin EXP)),--exp $(EXP))
 

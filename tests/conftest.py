@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from pipeline.config import Config, load_config
 
@@ -60,12 +62,34 @@ def config_at(tmp_path: Path):
     return make
 
 
-@pytest.fixture(scope="session")
-def prepared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project root where `make data prepare` has run on the embedded HAPT data (about 15 s)."""
-    root = tmp_path_factory.mktemp("project")
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder built once per test session, by whichever xdist worker asks first: the others wait on
+    a file lock and reuse it (the workers' temp roots share a parent). Callers copy out what they
+    change, so that no worker sees another's files."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / f"built-{name}"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".complete").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
+
+
+def make_data_prepare(root: Path) -> None:
     result = run_make("data", "prepare", f"SET=paths.root={root}")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def prepared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project root of this worker's own holding the embedded HAPT data as `make data prepare`
+    writes it: prepared once per session (about 20 s), copied into each worker's root."""
+    built = built_once(tmp_path_factory, "prepared", make_data_prepare)
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(built / "data", root / "data", symlinks=True)
     return root
 
 
@@ -105,33 +129,45 @@ TINY = ["train.max_train_series=300", "model.units=8", "train.epochs=3", "train.
 TINY_RUN_OVERRIDES = [*TINY, "regularization.gaussian_noise=0.5", "regularization.l2=1e-4"]
 
 
-@pytest.fixture(scope="session")
-def tiny_run(prepared_root: Path) -> Path:
-    """One finished run made by `make train` (baseline experiment + a noise layer and L2)."""
+def make_train(root: Path, *overrides: str, exp: str = "experiments/default.toml") -> Path:
+    """`make train` of a config in a project root; its finished run folder."""
     from pipeline.stages import runs
 
-    overrides = " ".join([f"paths.root={prepared_root}", *TINY_RUN_OVERRIDES])
-    result = run_make("train", "EXP=experiments/baseline.toml", f"SET={overrides}")
+    sets = [f"paths.root={root}", *overrides]
+    result = run_make("train", f"EXP={exp}", f"SET={' '.join(sets)}")
     assert result.returncode == 0, result.stdout + result.stderr
-    config = load_config("experiments/baseline.toml", overrides.split())
-    return prepared_root / "runs" / runs.run_id_for(config)
+    return root / "runs" / runs.run_id_for(load_config(exp, sets))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path) -> Path:
+    """One finished run made by `make train` (baseline experiment + a noise layer and L2), trained
+    once per session on the same prepared data and copied into this worker's root (a run folder
+    holds no paths of its own)."""
+
+    def train(folder: Path) -> None:
+        (folder / "data").symlink_to(built_once(tmp_path_factory, "prepared", make_data_prepare) / "data")
+        run_dir = make_train(folder, *TINY_RUN_OVERRIDES, exp="experiments/baseline.toml")
+        (folder / "run").write_text(run_dir.name)
+
+    built = built_once(tmp_path_factory, "tiny_run", train)
+    run_id = (built / "run").read_text()
+    run_dir = prepared_root / "runs" / run_id
+    if not (run_dir / "metrics.json").is_file():  # unless a test of this worker trained it already
+        shutil.copytree(built / "runs" / run_id, run_dir, dirs_exist_ok=True)
+    return run_dir
 
 
 @pytest.fixture(scope="session")
 def raw_run(prepared_root: Path) -> str:
     """A small raw-window BiLSTM (16 units, 4 epochs, about 30 s) trained by make train: recordings and exports use it.
     It has the window-statistics branch (model.window_stats), so that the branch goes through export and recording too."""
-    from pipeline.stages import runs
-
-    overrides = [
-        f"paths.root={prepared_root}",
+    return make_train(
+        prepared_root,
         "data.competition=raw",
         "model.units=16",
         "train.epochs=4",
         "train.noise_seeds=1",
         "train.verbose=0",
         "model.window_stats=true",
-    ]
-    result = run_make("train", f"SET={' '.join(overrides)}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return runs.run_id_for(load_config("experiments/default.toml", overrides))
+    ).name

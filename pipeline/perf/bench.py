@@ -360,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         help="train (fit), infer, litert (exported file: size, latency; tensorflow only), step (the compiled training step alone; jax and torch)",
     )
     parser.add_argument(
+        "--precisions",
+        default="",
+        help="float32,mixed_float16: measure each in turn in this one run (default: the config's own precision)",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="run every phase in this process (faster; peak memory then covers all phases): for dry runs",
@@ -376,27 +381,36 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     output = Path(args.output) if args.output else load_config(None, args.set).path("reports") / "bench"
     shapes = [tuple(int(v) for v in text.split("x")) for text in args.shapes.split(",")]
+    precisions = [name for name in args.precisions.split(",") if name]
+    if not set(precisions) <= {"float32", "mixed_float16"}:
+        print(f"error: --precisions takes float32 and mixed_float16, got {args.precisions!r}", file=sys.stderr)
+        return 1
     results = []
-    for model in args.models.split(","):
-        for shape in shapes:
-            row: dict[str, Any] = {}
-            for phase in args.phases.split(","):
-                if phase == "step" and model == REFERENCE:
-                    continue  # the reference's training loop is already its bare step
-                if phase == "litert" and (model == REFERENCE or backend_name() != "tensorflow"):
-                    continue  # the LiteRT converter takes TensorFlow graphs
-                measured = (
-                    measure(phase, model, *shape, args.windows, args.set)
-                    if args.in_process
-                    else run_child(phase, model, shape, args.windows, args.set)
+    for precision in precisions or [""]:
+        overrides = [
+            *args.set,
+            *([f"train.mixed_precision={str(precision == 'mixed_float16').lower()}"] * bool(precision)),
+        ]
+        for model in args.models.split(","):
+            for shape in shapes:
+                row: dict[str, Any] = {}
+                for phase in args.phases.split(","):
+                    if phase == "step" and model == REFERENCE:
+                        continue  # the reference's training loop is already its bare step
+                    if phase == "litert" and (model == REFERENCE or backend_name() != "tensorflow"):
+                        continue  # the LiteRT converter takes TensorFlow graphs
+                    measured = (
+                        measure(phase, model, *shape, args.windows, overrides)
+                        if args.in_process
+                        else run_child(phase, model, shape, args.windows, overrides)
+                    )
+                    row.update({k: v for k, v in measured.items() if k not in row})
+                print(
+                    f"{model:12s} {shape[0]}x{shape[1]} {row['precision']}: "
+                    + ", ".join(f"{key} {row[key]}" for key in MEASURES if key in row),
+                    flush=True,
                 )
-                row.update({k: v for k, v in measured.items() if k not in row})
-            print(
-                f"{model:12s} {shape[0]}x{shape[1]}: "
-                + ", ".join(f"{key} {row[key]}" for key in MEASURES if key in row),
-                flush=True,
-            )
-            results.append(row)
+                results.append(row)
     report = {
         **device_description(),
         "command": " ".join(["python -m pipeline.perf.bench", *(argv if argv is not None else sys.argv[1:])]),

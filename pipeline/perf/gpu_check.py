@@ -106,11 +106,10 @@ def bench(
     deadline: float,
     dry_run: bool = False,
 ) -> list[dict[str, Any]]:
-    # A dry run measures the two precisions only (the other settings are the same steps with other
-    # numbers), every phase in one process per setting: it checks the steps, not the speed.
-    settings = BENCH_SETTINGS[:2] if dry_run else BENCH_SETTINGS
+    if dry_run:
+        return dry_run_bench(work, backends, windows, batch_size, errors)
     rows = []
-    for number, (setting, phases, with_reference, overrides) in enumerate(settings):
+    for number, (setting, phases, with_reference, overrides) in enumerate(BENCH_SETTINGS):
         # The plain PyTorch reference does not depend on Keras' backend: measured once per setting,
         # in a step of its own so that a failing Keras backend cannot take it along.
         for backend, model in ([(backends[0], REFERENCE)] if with_reference else []) + [
@@ -148,16 +147,46 @@ def bench(
             ) as error:  # one broken setting must not cost the others' numbers
                 errors.append(f"{name}: {error}")
                 continue
-            report = json.loads(stem.with_suffix(".json").read_text())
-            for row in report["results"]:
-                rows.append(
-                    {
-                        **row,
-                        "setting": setting,
-                        "backend": "plain PyTorch" if row["model"] == REFERENCE else backend,
-                        "device": report["device"],
-                    }
-                )
+            rows += bench_rows(stem, backend, setting)
+    return rows
+
+
+def bench_rows(stem: Path, backend: str, setting: str = "") -> list[dict[str, Any]]:
+    """The rows a bench step wrote, named by setting (its precision where not given) and backend."""
+    report = json.loads(stem.with_suffix(".json").read_text())
+    return [
+        {
+            **row,
+            "setting": setting or row["precision"],
+            "backend": "plain PyTorch" if row["model"] == REFERENCE else backend,
+            "device": report["device"],
+        }
+        for row in report["results"]
+    ]
+
+
+def dry_run_bench(
+    work: Path, backends: list[str], windows: int, batch_size: int, errors: list[str]
+) -> list[dict[str, Any]]:
+    """The two precisions only (the other settings are the same steps with other numbers), every
+    phase, in one process per backend, the plain PyTorch reference in the first: it checks the
+    steps, not the speed, in two processes where the measuring bench starts six."""
+    precisions = ",".join(setting for setting, *_rest in BENCH_SETTINGS[:2])
+    rows = []
+    for index, backend in enumerate(backends):
+        stem = work / f"dry_run_{backend}"
+        models = ",".join([KERAS_MODEL, *([REFERENCE] if index == 0 else [])])
+        command = [
+            sys.executable, "-m", "pipeline.perf.bench", "--models", models, "--shapes", "128x9",
+            "--windows", str(windows), "--phases", "train,infer,step", "--precisions", precisions,
+            "--output", str(stem), f"--set=train.batch_size={batch_size}", "--in-process",
+        ]  # fmt: skip
+        try:
+            run_step(f"bench {backend} {precisions} (dry run)", command, backend, 600)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            errors.append(f"bench {backend}: {error}")
+            continue
+        rows += bench_rows(stem, backend)
     return rows
 
 
