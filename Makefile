@@ -135,7 +135,7 @@ models: $(STAMP) ## list the registered models with parameter counts for 5x9 and
 bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
 	$(PY) -m pipeline.perf.bench $(if $(SET),--sets "$$HAR_SET")
 
-test: lint $(TORCH_STAMP) postgres-server ## lint, then the test suite (TEST_WORKERS=2 processes, a test file each at a time)
+test: lint $(TORCH_STAMP) postgres-server ## lint, then the test suite (TEST_WORKERS=3 processes, a test file each at a time)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The tuner's tests start a real PostgreSQL server: Debian's, installed here when it is missing.

@@ -52,6 +52,14 @@ def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.Comple
     )
 
 
+def on_backend(backend: str, *command: str, timeout: int = 600, **variables: str) -> subprocess.CompletedProcess:
+    """Run a command in the project root with KERAS_BACKEND=backend (and more variables); output captured."""
+    environment = {**os.environ, "KERAS_BACKEND": backend, **variables}
+    return subprocess.run(
+        list(command), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=environment
+    )
+
+
 @pytest.fixture
 def config_at(tmp_path: Path):
     """config_at(*overrides) -> a Config whose data, runs and submissions live under tmp_path."""

@@ -1,12 +1,12 @@
-"""Keras backends: the model tests and a real training run on JAX, a model file moving between
+"""Keras backends: a real training run on JAX (the model tests rerun on JAX and PyTorch:
+tests/test_models_on_other_backends.py), a model file moving between
 TensorFlow, JAX and PyTorch, data parallelism on two JAX CPU devices, TensorFlow-only features
-refused elsewhere, and the GPU check's CPU dry run."""
+refused elsewhere (the GPU check's CPU dry run: tests/test_gpu_check.py, a file of its own so that
+another test worker can take it)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,53 +16,13 @@ import pytest
 from pipeline import runtime
 from pipeline.config import ConfigError
 from pipeline.runtime import BackendError
-from tests.conftest import PROJECT_ROOT, TINY, run_make
+from tests.conftest import TINY, on_backend, run_make
 
 pytestmark = pytest.mark.slow
 
 
-def on_backend(backend: str, *command: str, timeout: int = 600, **variables: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "KERAS_BACKEND": backend, **variables}
-    return subprocess.run(
-        list(command), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=environment
-    )
-
-
 def tiny_sets(root: Path, *overrides: str) -> str:
     return " ".join([f"paths.root={root}", *TINY, *overrides])
-
-
-@pytest.mark.parametrize(
-    ("backend", "files"),
-    [("jax", ["tests/test_models.py", "tests/test_augment.py"]), ("torch", ["tests/test_augment.py"])],
-)
-def test_the_model_and_augmentation_tests_pass_on_another_backend(backend: str, files: list[str]):
-    """The model tests (each model learns, saves, reloads in a fresh process) run again on JAX, on the
-    128x9 windows and the models with layers or cells of their own: the deep-transition cell, additive
-    attention, the seq2seq decoder (the others, bilstm and cnn_lstm included, are Keras' own LSTM, GRU,
-    Conv1D and Dense stacks around the same input layers); the augmentation layers on JAX and PyTorch
-    (PyTorch's model path is covered below)."""
-    result = on_backend(
-        backend,
-        sys.executable,
-        "-m",
-        "pytest",
-        *files,
-        "-q",
-        "-x",
-        "-p",
-        "no:cacheprovider",
-        # The fixed-context reverse task and the exhaustive beam check test decoding logic that does
-        # not depend on the backend (the attention reverse task and END/max-length decoding run here), and
-        # the front end and wide path are Keras' own layers (the statistics branch, a layer of ours, runs here).
-        "-k",
-        "not fixed_context and not exhaustive and not front_end",
-        timeout=900,
-        HAR_TEST_SHAPES="128x9",
-        HAR_TEST_MODELS="deep_transition,attention,seq2seq",
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout.strip().splitlines()[-1] and " failed" not in result.stdout
 
 
 def test_training_predicting_and_evaluating_on_jax_is_a_run_of_its_own(prepared_root: Path, tiny_run: Path):
@@ -184,77 +144,3 @@ def test_backend_refusal_names_both_backends():
 
     with pytest.raises(BackendError, match="needs KERAS_BACKEND=jax; this process runs KERAS_BACKEND=tensorflow"):
         require_backend("something", "jax")
-
-
-def test_the_gpu_check_dry_run_exercises_every_step(prepared_root: Path, tmp_path: Path):
-    # A real wheel for the install step, built offline from a one-module package.
-    package = tmp_path / "probe"
-    (package / "gpu_check_probe").mkdir(parents=True)
-    (package / "gpu_check_probe" / "__init__.py").write_text("VALUE = 42\n")
-    (package / "pyproject.toml").write_text(
-        '[project]\nname = "gpu-check-probe"\nversion = "1.0"\n[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-    )
-    wheels = tmp_path / "wheels"
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(wheels),
-            str(package),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr
-    output = tmp_path / "gpu_check"
-    environment = {**os.environ, "PYTHON": sys.executable, "WHEELS": str(wheels)}
-    result = subprocess.run(
-        [
-            "bash",
-            "scripts/gpu-check.sh",
-            "--dry-run",
-            "--root",
-            str(prepared_root),
-            "--windows",
-            "32",
-            "--output",
-            str(output),
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=environment,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "installed 1 wheel(s)" in result.stdout
-    report = json.loads(output.with_suffix(".json").read_text())
-    assert report["dry_run"] and report["errors"] == []
-    assert {report["device"][backend]["backend"] for backend in ("jax", "torch")} == {"jax", "torch"}
-    rows = report["bench"]
-    measured = {(row["backend"], row["precision"]) for row in rows}
-    assert {
-        (backend, precision)
-        for backend in ("jax", "torch", "plain PyTorch")
-        for precision in ("float32", "mixed_float16")
-    } <= measured
-    assert all(row["train_windows_per_second"] > 0 and row["kernel_paths"] for row in rows)
-    assert all(
-        row.get("step_windows_per_second", 0) > 0
-        for row in rows
-        if row["backend"] in ("jax", "torch") and row["setting"] == "float32"
-    )
-    assert {check["check"].split(" / ")[0] for check in report["targets"]} >= {"Keras jax", "Keras torch"}
-    assert (
-        report["time"]
-        and report["training"]["backend"] == "jax"
-        and set(report["training"]["test"]) == {"0", "0.25", "0.5", "1"}
-    )
-    assert "## Where the time goes" in output.with_suffix(".md").read_text()
