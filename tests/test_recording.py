@@ -11,6 +11,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import pytest
@@ -355,3 +356,5 @@ def test_the_legend_names_labelled_classes_that_were_never_predicted():
     labels = (np.arange(4.0), np.array([4, 4, 5, 1]))  # sitting is labelled, never predicted
     assert recording.legend_names(table, labels) == ["WALKING", "SITTING", "STANDING"]
     assert recording.legend_names(table, None) == ["WALKING", "STANDING"]
+    colours = recording.class_colours()  # the bands, the legend and the label strip: one colour each
+    assert len(colours) == 12 and len({tuple(matplotlib.colors.to_rgb(c)) for c in colours.values()}) == 12

@@ -333,6 +333,15 @@ def legend_names(table: pd.DataFrame, labels: tuple[np.ndarray, np.ndarray] | No
     return sorted(shown, key=lambda name: order.index(name) if name in order else len(order))
 
 
+def class_colours() -> dict[str, Any]:
+    """One colour per class, none reused (bands, legend and label strip share them): tab10's ten,
+    then two darker ones for the last two transitions."""
+    from matplotlib import colormaps
+
+    palette = [*colormaps["tab10"].colors, "#1a1a6e", "#b8860b"]
+    return {name: palette[index % len(palette)] for index, name in enumerate(ACTIVITY_NAMES.values())}
+
+
 def plot(
     recording: PhoneRecording,
     windows: pd.DataFrame,
@@ -348,9 +357,8 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = list(ACTIVITY_NAMES.values())
     names = legend_names(table, labels)
-    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(order)}
+    colours = class_colours()
     rows = 4 if labels is not None else 3
     figure, axes = plt.subplots(
         rows,
