@@ -154,3 +154,17 @@ def test_cross_validations_cut_into_other_folds_are_refused_and_like_ones_compar
             cv_compare.compare(config, "a_cv2x2", other)
     with pytest.raises(DataError, match="no such cross-validation"):
         cv_compare.compare(config, "a_cv2x2", "nothing")
+
+
+def test_repeats_a_competition_cannot_cut_are_refused_before_any_fold_trains(monkeypatch, tmp_path: Path):
+    from types import SimpleNamespace
+
+    from pipeline.stages import cv, training
+
+    blocks = SimpleNamespace(ids=np.array([f"s{index}" for index in range(40)]), subjects=None)  # no subjects
+    monkeypatch.setattr(datasets, "open_competition", lambda config: SimpleNamespace(train=blocks, validation=None))
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: pytest.fail("a fold trained before the refusal"))
+    config = load_config(None, [f"paths.root={tmp_path}", "cv.folds=2", "cv.repeats=2"])
+    with pytest.raises(DataError, match="names no subjects"):
+        cv.cross_validate(config)
+    datasets.check_folds(load_config(None, [f"paths.root={tmp_path}", "cv.folds=2"]))  # one repeat: blocks do

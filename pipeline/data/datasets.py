@@ -245,6 +245,21 @@ def load_training_data(config: Config) -> TrainingData:
     )
 
 
+def check_folds(config: Config) -> None:
+    """Every repeat of this config's cross-validation can be cut into folds (the pool the folds
+    share: training and validation series): refused before the first fold trains, not after."""
+    competition = open_competition(config)
+    labeled = [competition.train] + ([competition.validation] if competition.validation is not None else [])
+    ids = np.concatenate([split.ids for split in labeled])
+    subjects = (
+        np.concatenate([split.subjects for split in labeled])
+        if all(split.subjects is not None for split in labeled)
+        else None
+    )
+    for repeat in range(config.cv.repeats):
+        fold_assignment(ids, subjects, config.cv.folds, config.cv.gap, repeat)
+
+
 def fold_config(config: Config, fold: int, repeat: int = 0) -> Config:
     """The config of fold `fold` (of repeat `repeat`) of this config's cross-validation."""
     return dataclasses.replace(config, cv=dataclasses.replace(config.cv, fold=fold, repeat=repeat))

@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.data.datasets import cv_definition, fold_config
+from pipeline.data.datasets import check_folds, cv_definition, fold_config
 from pipeline.files import atomic_files
 from pipeline.runtime import backend_name
 from pipeline.stages import tracking, training
@@ -97,6 +97,7 @@ def cross_validate(
 
     if config.cv.fold != -1:
         raise ConfigError(f"cv.fold={config.cv.fold}: make cv sets the fold of each run itself; leave cv.fold at -1")
+    check_folds(config)
     cv_id = cv_id_for(config)
     folder = config.path("runs", cv_id)
     fold_dirs = []
