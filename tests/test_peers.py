@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.models import baselines
 from tests.conftest import run_make, run_module
@@ -34,6 +37,14 @@ def test_make_peers_scores_every_peer_with_and_without_noised_copies(prepared_ro
     linear = peers[peers["peer"] == "logistic_regression"].set_index("noised copies")
     assert linear.loc[1, "val@0.5"] > linear.loc[0, "val@0.5"] + 0.05
     assert (prepared_root / "reports" / "peers" / "classroom" / "peers.md").read_text().count("\n|") >= 7
+    # each peer's confusion counts on the test file: one row per true class, agreeing with its score
+    confusion = json.loads((prepared_root / "reports" / "peers" / "classroom" / "confusion.json").read_text())
+    assert confusion["classes"] == [1, 2, 3, 4, 5, 6] and len(confusion["peers"]) == 6
+    for entry in confusion["peers"]:
+        counts = np.array(entry["counts"])
+        row = peers[(peers["peer"] == entry["peer"]) & (peers["noised copies"] == entry["noised copies"])]
+        assert counts.shape == (6, 6) and counts.sum() == 1977  # the classroom test file's series
+        assert np.trace(counts) / counts.sum() == pytest.approx(row["test file"].iloc[0], abs=1e-4)
 
 
 def test_an_unknown_peer_is_one_line(prepared_root):

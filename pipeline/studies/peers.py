@@ -9,7 +9,9 @@ test subjects at each level and the competition's noisy test file. Beside them: 
 best recurrent run, chosen on its validation selection score (pipeline.stages.runs.best_run), with the
 scores from its metrics.json. Peers are not tuned: these are their default settings.
 
-Writes reports/peers/<competition>/peers.csv and peers.md.
+Writes reports/peers/<competition>/peers.csv and peers.md, and, where the organizer side is known,
+confusion.json: each peer's confusion counts on the competition's test file (rows the truth, columns
+the prediction), to set beside a run's (`make evaluate`'s evaluation.json).
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
     return row
 
 
-def peer_table(config: Config) -> pd.DataFrame:
+def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
+    """The peers' scores, one row per peer and training set; with the organizer side, their confusion
+    counts on the test file."""
+    from sklearn.metrics import confusion_matrix
+
+    from pipeline.data.scoring import predicted_classes
     from pipeline.models import augment, baselines
 
     known = baselines.make_peers(config.train.seed)
@@ -59,6 +66,9 @@ def peer_table(config: Config) -> pd.DataFrame:
     data = load_training_data(config)
     host = organizer_side(config, data.competition, data.classes)
     rows = []
+    confusion: dict[str, object] | None = (
+        None if host is None else {"classes": list(data.classes), "file": "test", "peers": []}
+    )
     for copies in sorted({0, config.peers.noised_copies}):
         series, labels = augment.noised_copies(
             data.train_series,
@@ -82,27 +92,34 @@ def peer_table(config: Config) -> pd.DataFrame:
                 "noised copies": copies,
                 "fit seconds": round(time.perf_counter() - started, 1),
             }
-            row.update(baselines.noise_scores(model, data, host, config))
+            predicted = predicted_classes(model, data.competition.test.series) if host is not None else None
+            row.update(baselines.noise_scores(model, data, host, config, predicted))
             rows.append(row)
+            if confusion is not None:
+                counts = confusion_matrix(host.file_labels, predicted, labels=range(len(data.classes)))
+                confusion["peers"].append({"peer": name, "noised copies": copies, "counts": counts.tolist()})
     recurrent = recurrent_row(config, selection_definition(config, data))
     if recurrent is not None:
         rows.append(recurrent)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), confusion
 
 
 def peers(config: Config) -> Path:
-    table = peer_table(config)
+    table, confusion = peer_table(config)
     folder = config.path("reports", "peers", config.data.competition)
     folder.mkdir(parents=True, exist_ok=True)
     header = (
         f"Peers on {config.data.competition}: fitted on the training split, scored on the same validation series and "
         f"noise draws as the runs; the test columns are reports, never choices.\n\n"
     )
-    with atomic_files(folder / "peers.csv", folder / "peers.md") as (csv_path, markdown_path):
+    names = ["peers.csv", "peers.md", *(["confusion.json"] if confusion is not None else [])]
+    with atomic_files(*(folder / name for name in names)) as (csv_path, markdown_path, *confusion_path):
         table.to_csv(csv_path, index=False, float_format="%.4f")
         markdown_path.write_text(header + table.to_markdown(index=False, floatfmt=".4f") + "\n")
+        if confusion_path:
+            confusion_path[0].write_text(json.dumps(confusion, indent=1) + "\n")
     print(table.to_markdown(index=False, floatfmt=".4f"))
-    print(f"wrote {folder / 'peers.csv'} and {folder / 'peers.md'}")
+    print(f"wrote {', '.join(str(folder / name) for name in names)}")
     rows = [  # one MLflow run per peer and training set (the recurrent run is mirrored by make train)
         {
             **{key: value for key, value in row.items() if key not in ("peer", "noised copies")},
