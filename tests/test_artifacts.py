@@ -306,3 +306,22 @@ def test_a_validation_split_of_a_few_dozen_series_is_too_small_to_choose_on(tmp_
     assert not datasets.too_small_to_validate(
         load_config(None, ["cv.fold=0"]), competition(20)
     )  # a fold run is already a CV's
+
+
+def test_compare_pairs_each_cell_with_its_models_first_seed_by_seed():
+    from pipeline.studies import compare
+
+    rng = np.random.default_rng(1)
+    seed_effect = rng.normal(0, 0.05, 4)  # seeds differ far more than the cells do
+    rows = []
+    for seed, effect in zip(range(4), seed_effect):
+        for cell, shift in (("none", 0.0), ("l2", -0.01), ("dropout", 0.0)):
+            jitter = 0.0 if cell != "dropout" else (0.02 if seed % 2 else -0.02)
+            rows.append({"model": "bilstm", "cell": cell, "seed": seed, "val@0.5": 0.9 + effect + shift + jitter})
+    table = pd.DataFrame(rows)
+    paired = compare.paired_against_first(table, compare.summarize(table, 0.5), 0.5).set_index("cell")
+    assert set(paired["against"]) == {"none"} and set(paired.index) == {"l2", "dropout"}
+    assert paired.loc["l2", "mean difference"] == pytest.approx(-0.01) and paired.loc["l2", "verdict"] == "none ahead"
+    assert paired.loc["dropout", "verdict"] == "not separated"  # +-0.02 by seed: no consistent difference
+    one_seed = table[table["seed"] == 0]
+    assert compare.paired_against_first(one_seed, compare.summarize(one_seed, 0.5), 0.5).empty

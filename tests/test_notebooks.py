@@ -66,6 +66,7 @@ def test_compare_regularizers_states_a_conclusion_from_its_numbers(prepared_root
     assert set(runs_table[runs_table["model"] == "baselines"]["cell"]) == {"logistic_regression", "random_forest"}
     summary = (prepared_root / "reports" / "compare" / "classroom" / "summary.md").read_text()
     assert "ranked within each model by validation accuracy" in summary
+    assert "One seed per cell: no paired comparison" in summary  # compare.seeds=1 here
     assert (prepared_root / "reports" / "compare" / "classroom" / "compare.png").is_file()
 
 

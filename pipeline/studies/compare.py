@@ -6,7 +6,8 @@ Every cell of GRID (a regularizer and its strength) is trained for every model o
 `make runs`; a cell already trained is reused. The result, in reports/compare/<competition>/:
   compare.csv   one row per run: model, cell, seed, validation and test accuracy per noise level,
                 and the scikit-learn baselines (model "baselines") scored on the same series and noise
-  summary.md    mean and spread across seeds per model, cell and test-noise level
+  summary.md    mean and spread across seeds per model, cell and test-noise level, and every cell
+                against its model's first-ranked one, paired seed by seed
   compare.png   accuracy at each test-noise level per regularizer, error bars across seeds
 """
 
@@ -155,6 +156,42 @@ def summarize(table: pd.DataFrame, select_level: float) -> pd.DataFrame:
     )
 
 
+def paired_against_first(table: pd.DataFrame, summary: pd.DataFrame, select_level: float) -> pd.DataFrame:
+    """Every cell against its model's first-ranked cell, paired seed by seed at `select_level`
+    (pipeline.stages.cv_compare's t-test with no overlap term: the cells share one validation split,
+    so the seeds vary the training only, and a verdict says nothing about other subjects). A model
+    with one seed, or cells without common seeds, gets no paired row."""
+    from pipeline.stages.cv_compare import paired_comparison
+
+    key = f"val@{select_level:g}"
+    rows = []
+    for model, ranked in summary.groupby("model", sort=False):
+        if model == "baselines":
+            continue
+        scores = table[table["model"] == model].pivot_table(index="seed", columns="cell", values=key)
+        first = ranked.iloc[0]["cell"]
+        for cell in ranked["cell"].iloc[1:]:
+            both = scores[[first, cell]].dropna()
+            if len(both) < 2:
+                continue
+            result = paired_comparison(both[cell].to_numpy(), both[first].to_numpy(), 0.0)
+            rows.append(
+                {
+                    "model": model,
+                    "cell": cell,
+                    "against": first,
+                    "seeds": len(both),
+                    "mean difference": result.mean,
+                    "95% low": result.low,
+                    "95% high": result.high,
+                    "verdict": {"A ahead": "cell ahead", "B ahead": f"{first} ahead"}.get(
+                        result.verdict, result.verdict
+                    ),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
     from matplotlib.figure import Figure
 
@@ -206,6 +243,18 @@ def compare(config: Config, experiment: str | None, overrides: list[str]) -> Pat
             else "\n\n"
         )
         + f"{shown.to_markdown(index=False, floatfmt='.3f')}\n"
+    )
+    paired = paired_against_first(table, summary, select_level)
+    text += (
+        (
+            f"\n## Each cell against its model's first, paired seed by seed (`val@{select_level:g}`)\n\n"
+            'Differences of the same seeds, their mean and 95% interval (paired t-test); "not separated" when the '
+            "interval holds zero. The cells share one validation split, so this measures the seeds' spread, not the "
+            "subjects': `make cv-compare` compares two configurations over subject folds.\n\n"
+            f"{paired.to_markdown(index=False, floatfmt='+.4f')}\n"
+        )
+        if not paired.empty
+        else "\nOne seed per cell: no paired comparison (`compare.seeds` >= 2 gives one).\n"
     )
     # The three files of one comparison appear together.
     with atomic_files(folder / "compare.csv", folder / "compare.png", folder / "summary.md") as (
