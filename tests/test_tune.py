@@ -140,6 +140,7 @@ def test_workers_on_two_machines_share_one_postgresql_study(shared_data_root: Pa
     # The best trial is the same whichever worker reads it.
     best_files = [(root / "runs" / "tune" / "classroom_default.toml").read_text() for root in (first, second)]
     assert best_files[0] == best_files[1] and "CV selection score" in best_files[0]
+    assert "against the runner-up, trial" in best_files[0] and "paired fold by fold" in best_files[0]
     # The best trial's cross-validation is one registry row where it ran, and its folds predict as an ensemble.
     best_trial = max((trial for trial in counted if trial.value is not None), key=lambda trial: trial.value)
     assert f"Best trial ({best_trial.number})" in best_files[0]
@@ -335,3 +336,21 @@ def test_cv_refit_trains_on_every_labeled_series_for_the_cv_epoch_count(shared_d
         and refit_metrics["selection"] is None
         and refit_metrics["validation"] == {}
     )
+
+
+def test_the_best_trial_is_paired_with_the_runner_up_fold_by_fold():
+    from types import SimpleNamespace
+
+    from pipeline.studies.tune import against_runner_up
+
+    def trial(number: int, folds: list[float]) -> SimpleNamespace:
+        attrs = {"fold_scores": folds, "held_out_per_train": 0.25}
+        return SimpleNamespace(number=number, value=sum(folds) / len(folds), user_attrs=attrs)
+
+    hard_and_easy = [0.86, 0.95, 0.97, 0.88, 0.96]  # folds differ far more than the trials do
+    steady = trial(3, [score + 0.01 for score in hard_and_easy])
+    line = against_runner_up([trial(1, hard_and_easy), steady, trial(2, [s - 0.02 for s in hard_and_easy])])
+    assert line.startswith("against the runner-up, trial 1") and line.endswith(": trial 3 ahead")
+    mixed = against_runner_up([trial(1, [0.9, 0.95]), trial(2, [0.92, 0.94])])
+    assert "runner-up, trial 1 (CV 0.9250)" in mixed and mixed.endswith(": not separated")  # trial 2 is best
+    assert against_runner_up([steady]).startswith("no runner-up")

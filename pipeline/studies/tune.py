@@ -40,6 +40,7 @@ from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.files import atomic_file, short_hash, write_json_atomic
 from pipeline.stages import tracking
+from pipeline.stages.cv_compare import fold_scores, paired_comparison
 from pipeline.stages.runs import PRUNED, cv_id_for, run_id_for
 
 # ---- the search space (pure) -----------------------------------------------------------------------
@@ -359,6 +360,10 @@ def optimize(
             print(f"trial {trial.number}: {pruned}", flush=True)
             raise
         score = json.loads((folder / "metrics.json").read_text())["selection"]["score"]
+        # the per-fold scores travel with the trial, so that any worker can pair two trials' folds
+        scores, _folds, _definition, held_out_per_train = fold_scores(config, folder.name)
+        trial.set_user_attr("fold_scores", scores)
+        trial.set_user_attr("held_out_per_train", held_out_per_train)
         done = sum(trial_counts(study)[state] for state in ("COMPLETE", "PRUNED")) + 1
         print(
             f"trial {trial.number} ({done} of {trials} finished): CV selection score {score:.4f} with {' '.join(chosen)}",
@@ -387,6 +392,28 @@ def optimize(
             opened.clear()
 
 
+def against_runner_up(finished: list[Any]) -> str:
+    """The best finished trial against the second best, paired fold by fold (the trials of one study
+    share its folds): a sentence for the report, or why there is none."""
+    ranked = sorted(
+        (trial for trial in finished if trial.user_attrs.get("fold_scores")), key=lambda trial: -trial.value
+    )
+    if len(ranked) < 2:
+        return "no runner-up with per-fold scores to pair the best trial with"
+    best, second = ranked[0], ranked[1]
+    a, b = best.user_attrs["fold_scores"], second.user_attrs["fold_scores"]
+    if len(a) != len(b):
+        return f"trials {best.number} and {second.number} were cut into other folds: not paired"
+    result = paired_comparison(a, b, best.user_attrs["held_out_per_train"])
+    verdict = {"A ahead": f"trial {best.number} ahead", "B ahead": f"trial {second.number} ahead"}.get(
+        result.verdict, result.verdict
+    )
+    return (
+        f"against the runner-up, trial {second.number} (CV {second.value:.4f}), paired fold by fold: mean difference "
+        f"{result.mean:+.4f}, 95% interval [{result.low:+.4f}, {result.high:+.4f}] (corrected resampled t-test): {verdict}"
+    )
+
+
 def write_best(study: Any, base: Config, experiment: str | None, base_overrides: list[str], name: str) -> Path | None:
     from optuna.trial import TrialState
 
@@ -401,8 +428,9 @@ def write_best(study: Any, base: Config, experiment: str | None, base_overrides:
         f"Best trial ({best.number}) of the Optuna study {name}: CV selection score "
         f"{best.value:.4f} ({config.cv.folds} folds, chosen on validation folds only)"
     )
+    paired = against_runner_up(finished)
     with atomic_file(target) as temp:
-        temp.write_text(experiment_toml(config, title))
+        temp.write_text(experiment_toml(config, f"{title}\n# {paired}"))
     counts = {
         state.name.lower(): sum(trial.state == state for trial in study.get_trials(deepcopy=False))
         for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -410,6 +438,7 @@ def write_best(study: Any, base: Config, experiment: str | None, base_overrides:
     print(
         f"study {name}: {counts}; best trial {best.number}, CV selection score {best.value:.4f}: {' '.join(best.user_attrs['overrides'])}"
     )
+    print(f"best trial {best.number} {paired}")
     print(f"wrote {target}: `make train EXP={target}` trains it")
     return target
 
