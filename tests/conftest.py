@@ -153,13 +153,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path) -> P
     once per session on the same prepared data and copied into this worker's root (a run folder
     holds no paths of its own)."""
 
+    from pipeline.stages import runs
+
     def train(folder: Path) -> None:
         (folder / "data").symlink_to(built_once(tmp_path_factory, "prepared", make_data_prepare) / "data")
-        run_dir = make_train(folder, *TINY_RUN_OVERRIDES, exp="experiments/baseline.toml")
-        (folder / "run").write_text(run_dir.name)
+        make_train(folder, *TINY_RUN_OVERRIDES, exp="experiments/baseline.toml")
 
     built = built_once(tmp_path_factory, "tiny_run", train)
-    run_id = (built / "run").read_text()
+    run_id = runs.run_id_for(load_config("experiments/baseline.toml", TINY_RUN_OVERRIDES))  # paths are not hashed
     run_dir = prepared_root / "runs" / run_id
     if not (run_dir / "metrics.json").is_file():  # unless a test of this worker trained it already
         shutil.copytree(built / "runs" / run_id, run_dir, dirs_exist_ok=True)

@@ -187,12 +187,7 @@ def load_training_data(config: Config) -> TrainingData:
         )
         series = np.concatenate([split.series for split in labeled])
         labels = to_indices(np.concatenate([split.labels for split in labeled]), classes)
-        ids = np.concatenate([split.ids for split in labeled])
-        subjects = (
-            np.concatenate([split.subjects for split in labeled])
-            if all(split.subjects is not None for split in labeled)
-            else None
-        )
+        ids, subjects = pooled_ids(labeled)
         fold = max(config.cv.fold, 0)
         assignment = fold_assignment(ids, subjects, config.cv.folds, config.cv.gap, config.cv.repeat)
         held_out, kept = assignment == fold, (assignment != fold) & (assignment >= 0)
@@ -245,16 +240,20 @@ def load_training_data(config: Config) -> TrainingData:
     )
 
 
+def pooled_ids(splits: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ids of several splits pooled for folding, and their subjects where every split names them."""
+    ids = np.concatenate([split.ids for split in splits])
+    if any(split.subjects is None for split in splits):
+        return ids, None
+    return ids, np.concatenate([split.subjects for split in splits])
+
+
 def check_folds(config: Config) -> None:
     """Every repeat of this config's cross-validation can be cut into folds (the pool the folds
     share: training and validation series): refused before the first fold trains, not after."""
     competition = open_competition(config)
-    labeled = [competition.train] + ([competition.validation] if competition.validation is not None else [])
-    ids = np.concatenate([split.ids for split in labeled])
-    subjects = (
-        np.concatenate([split.subjects for split in labeled])
-        if all(split.subjects is not None for split in labeled)
-        else None
+    ids, subjects = pooled_ids(
+        [competition.train] + ([competition.validation] if competition.validation is not None else [])
     )
     for repeat in range(config.cv.repeats):
         fold_assignment(ids, subjects, config.cv.folds, config.cv.gap, repeat)

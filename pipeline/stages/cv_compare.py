@@ -49,6 +49,10 @@ class PairedComparison:
     p: float
     verdict: str  # "A ahead", "B ahead" or "not separated"
 
+    def verdict_naming(self, a: str, b: str) -> str:
+        """The verdict with A and B named: "<a> ahead", "<b> ahead" or "not separated"."""
+        return {"A ahead": f"{a} ahead", "B ahead": f"{b} ahead"}.get(self.verdict, self.verdict)
+
 
 def paired_comparison(
     a: np.ndarray, b: np.ndarray, held_out_per_train: float, confidence: float = 0.95

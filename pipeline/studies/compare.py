@@ -184,9 +184,7 @@ def paired_against_first(table: pd.DataFrame, summary: pd.DataFrame, select_leve
                     "mean difference": result.mean,
                     "95% low": result.low,
                     "95% high": result.high,
-                    "verdict": {"A ahead": "cell ahead", "B ahead": f"{first} ahead"}.get(
-                        result.verdict, result.verdict
-                    ),
+                    "verdict": result.verdict_naming("cell", first),
                 }
             )
     return pd.DataFrame(rows)

@@ -405,9 +405,7 @@ def against_runner_up(finished: list[Any]) -> str:
     if len(a) != len(b):
         return f"trials {best.number} and {second.number} were cut into other folds: not paired"
     result = paired_comparison(a, b, best.user_attrs["held_out_per_train"])
-    verdict = {"A ahead": f"trial {best.number} ahead", "B ahead": f"trial {second.number} ahead"}.get(
-        result.verdict, result.verdict
-    )
+    verdict = result.verdict_naming(f"trial {best.number}", f"trial {second.number}")
     return (
         f"against the runner-up, trial {second.number} (CV {second.value:.4f}), paired fold by fold: mean difference "
         f"{result.mean:+.4f}, 95% interval [{result.low:+.4f}, {result.high:+.4f}] (corrected resampled t-test): {verdict}"
