@@ -143,6 +143,11 @@ class ModelConfig:
     front_end: tuple[int, ...] = ()
     front_end_filters: int = 32
     front_end_residual: bool = False
+    # Average the window over blocks of this many steps before the recurrence (1 = off): the recurrence
+    # reads T / downsample steps (that much faster), and white test noise is averaged down by
+    # sqrt(downsample), which is what a still window's small movements need to survive it. The
+    # statistics branch still reads the full window.
+    downsample: int = 1
     # Wide and deep: a linear path to the logits, added to the recurrent path's: from the flattened
     # window ("input", where logistic regression is strong: the short classroom series) or from the
     # window statistics ("stats"); "" = off.
@@ -163,13 +168,14 @@ class ModelConfig:
             self.wide not in ("", "input", "stats")
             or any(kernel < 1 for kernel in self.front_end)
             or self.front_end_filters < 1
+            or self.downsample < 1
         ):
             raise ConfigError(
-                "model.wide must be '', input or stats; model.front_end kernels and front_end_filters >= 1"
+                "model.wide must be '', input or stats; model.front_end kernels, front_end_filters and downsample >= 1"
             )
-        if (self.window_stats or self.wide or self.front_end) and self.name == "seq2seq":
+        if (self.window_stats or self.wide or self.front_end or self.downsample > 1) and self.name == "seq2seq":
             raise ConfigError(
-                "model.window_stats, model.wide and model.front_end join a classifier head; "
+                "model.window_stats, model.wide, model.front_end and model.downsample belong to classifiers; "
                 "seq2seq decodes a token instead (use another model)"
             )
         if self.merge_mode not in ("concat", "sum", "ave", "mul"):

@@ -155,8 +155,9 @@ def test_every_registered_model_exports_with_builtin_ops_and_matches_keras():
     variants.append(("bilstm with window_stats", ["model.window_stats=true", *small]))  # the branches too
     variants.append(
         (
-            "bilstm with front_end and wide",
+            "bilstm with downsample, front_end and wide",
             [
+                "model.downsample=2",
                 "model.front_end=[3,5]",
                 "model.front_end_filters=4",
                 "model.front_end_residual=true",

@@ -477,6 +477,16 @@ def test_multi_scale_front_end_and_wide_path_build_learn_and_keep_the_default_id
         layer.name for layer in model.layers
     }
     assert model.get_layer("front_end_residual").output.shape[1:] == (16, 8)  # 2 kernels x 4 filters, every step kept
+    # Downsampling averages blocks of steps before the recurrence: 16 steps read as 4, and a window's
+    # block means are what the model sees (white noise averaged down by sqrt(4)).
+    shorter = models.build_model(config_for("bilstm", "model.downsample=4", "model.window_stats=true"), (16, 9), 3)
+    pooled = shorter.get_layer("downsample_4")
+    assert pooled.output.shape[1:] == (4, 9)
+    probe = keras.Model(shorter.inputs, pooled.output)
+    np.testing.assert_allclose(
+        np.asarray(probe(series[:2])), series[:2].reshape(2, 4, 4, 9).mean(axis=2), rtol=1e-5, atol=1e-5
+    )
+    assert shorter.get_layer("window_statistics").input.shape[1] == 16  # the statistics still read the whole window
     wide = config_for("bilstm", "model.wide=input")
     model = models.build_model(wide, (16, 9), 3)
     assert (
@@ -496,7 +506,12 @@ def test_multi_scale_front_end_and_wide_path_build_learn_and_keep_the_default_id
     stats_wide = models.build_model(config_for("bilstm", "model.wide=stats"), (16, 9), 3)
     assert stats_wide.get_layer("wide_logits").input.shape[-1] == 36  # the window statistics, no gravity channels named
     assert run_id_for(front).split("_")[1] == "bilstm-ms3x9" and run_id_for(wide).split("_")[1] == "bilstm-wideinput"
-    defaults = config_for("bilstm", "model.front_end=[]", "model.wide=''", "model.front_end_filters=32")
+    assert run_id_for(config_for("bilstm", "model.downsample=4")).split("_")[1] == "bilstm-ds4"
+    defaults = config_for(
+        "bilstm", "model.front_end=[]", "model.wide=''", "model.front_end_filters=32", "model.downsample=1"
+    )
     assert run_id_for(defaults) == run_id_for(config_for("bilstm"))
     with pytest.raises(ConfigError, match="model.wide"):
         config_for("bilstm", "model.wide=linear")
+    with pytest.raises(ConfigError, match="downsample"):
+        config_for("bilstm", "model.downsample=0")

@@ -98,7 +98,12 @@ def build_model(
     config = effective_config(config)
     spec = MODELS[config.model.name]
     inputs, window = normalized_input(config, tuple(input_shape), mean, variance)
-    x = deep_input(config, window)
+    x = window
+    if config.model.downsample > 1:  # blocks averaged: a shorter, less noisy series for the recurrence
+        x = layers.AveragePooling1D(
+            config.model.downsample, padding="same", name=f"downsample_{config.model.downsample}"
+        )(x)
+    x = deep_input(config, x)
     if config.model.front_end:
         x = multi_scale_front_end(x, config)
     if spec.has_head:

@@ -121,6 +121,7 @@ def config_hash(config: Config) -> str:
         ("front_end_filters", 32),
         ("front_end_residual", False),
         ("wide", ""),
+        ("downsample", 1),
     ):
         if content["model"][key] == off:  # likewise: the options' defaults keep the run ids made before them
             content["model"].pop(key)
@@ -133,9 +134,10 @@ def config_hash(config: Config) -> str:
 
 def model_tag(config: Config) -> str:
     """The model's name, its pooling when it is not the final state, and its extra branches:
-    bilstm, bilstm-average, bilstm-ms3x9x19-stats-wideinput."""
+    bilstm, bilstm-average, bilstm-ds4-ms3x9x19-stats-wideinput."""
     model = config.model
     parts = [model.name] + ([model.pooling] if model.pooling != "last" else [])
+    parts += [f"ds{model.downsample}"] if model.downsample > 1 else []
     parts += ["ms" + "x".join(map(str, model.front_end))] if model.front_end else []
     parts += ["stats"] if model.window_stats else []
     parts += [f"wide{model.wide}"] if model.wide else []
