@@ -75,7 +75,7 @@ tune: $(STAMP) ## Optuna search over EXP's tune.space, each trial cross-validate
 train: $(STAMP) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
 	$(PY) -m pipeline.stages.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
 
-ensemble: $(STAMP) ## one run whose model averages RUN="id1 id2 ..." (or RUN=cv:<cv id>): predict, evaluate, export and recording take its id
+ensemble: $(STAMP) ## one run whose model averages RUN="id1 id2 ..." (or RUN=cv:<cv id>); RUN="cv:A cv:B": the ensemble cross-validated (a CV entry for cv-compare)
 	$(PY) -m pipeline.stages.ensemble --exp $(EXP) $(ARGS) --run "$(RUN)"
 
 predict: $(STAMP) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble; experiment = EXP's run)

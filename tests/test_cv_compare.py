@@ -118,6 +118,44 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
     assert json.loads(lineage.read_text())["runs"] == folds
     evaluated = run_make("evaluate", f"RUN={folds[0]}", f"SET=paths.root={root}")
     assert evaluated.returncode == 0 and (root / "reports" / folds[0] / "report.md").is_file(), evaluated.stderr[-2000:]
+    # A and B as one cross-validated ensemble: fold run i averages fold run i of each, scored on fold i.
+    made = run_make("ensemble", f"RUN=cv:{a} {b}", f"SET=paths.root={root}")
+    assert made.returncode == 0, made.stderr[-3000:]
+    (ensemble_cv,) = [path.name for path in (root / "runs").glob("classroom_cv2x2_ensemble2_*")]
+    lineage = json.loads((root / "runs" / ensemble_cv / "run.json").read_text())
+    assert lineage["kind"] == "cv" and lineage["members"] == [a, b] and len(lineage["folds"]) == 4
+    a_folds = json.loads((root / "runs" / a / "run.json").read_text())["folds"]
+    for fold_ensemble, members in zip(lineage["folds"], zip(a_folds, folds)):
+        assert json.loads((root / "runs" / fold_ensemble / "run.json").read_text())["members"] == list(members)
+    # Its first fold's score, recomputed apart: the members' mean probability on that fold's noisy draws.
+    from pipeline import models
+    from pipeline.data import scoring
+
+    fold_metrics = json.loads((root / "runs" / lineage["folds"][0] / "metrics.json").read_text())
+    definition = fold_metrics["selection"]["definition"]
+    assert definition == json.loads((root / "runs" / a_folds[0] / "metrics.json").read_text())["selection"]["definition"]
+    data = datasets.load_training_data(runs.run_config(load_config(None, base), root / "runs" / a_folds[0]))
+    members = [models.load_model(str(root / "runs" / run / "model.keras")) for run in (a_folds[0], folds[0])]
+
+    class MeanOfMembers:
+        def predict(self, series, **options):
+            return np.mean([member.predict(series, **options) for member in members], axis=0)
+
+    draws = scoring.noise_draws(
+        {"mean": MeanOfMembers()},
+        data.validation_series,
+        data.validation_labels,
+        (definition["noise_level"],),
+        definition["draws"],
+        definition["noise_profile"],
+        data.train_std,
+        definition["seed"],
+    )
+    assert fold_metrics["selection"]["score"] == pytest.approx(draws["accuracy"].mean(), abs=1e-9)
+    paired = run_make("cv-compare", f"A={ensemble_cv}", f"B={a}", f"SET=paths.root={root}")
+    assert paired.returncode == 0, paired.stderr[-3000:]
+    record = json.loads((root / "reports" / "cv_compare" / f"{ensemble_cv}__{a}" / "comparison.json").read_text())
+    np.testing.assert_allclose(record["differences"], np.subtract(fold_scores(ensemble_cv), scores[a]))
 
 
 def registry_cv(root: Path, name: str, scores: list[float], validation_ids: list[str], folds: int = 2) -> None:
@@ -154,6 +192,12 @@ def test_cross_validations_cut_into_other_folds_are_refused_and_like_ones_compar
             cv_compare.compare(config, "a_cv2x2", other)
     with pytest.raises(DataError, match="no such cross-validation"):
         cv_compare.compare(config, "a_cv2x2", "nothing")
+    from pipeline.stages import ensemble
+
+    with pytest.raises(DataError, match="not cut into the same folds"):
+        ensemble.make_ensemble(config, ["cv:a_cv2x2", "d_cv2x2"])  # several CVs: a cross-validated ensemble
+    with pytest.raises(DataError, match="appears twice"):
+        ensemble.make_ensemble(config, ["cv:a_cv2x2", "a_cv2x2"])
 
 
 def test_repeats_a_competition_cannot_cut_are_refused_before_any_fold_trains(monkeypatch, tmp_path: Path):

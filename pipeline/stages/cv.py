@@ -51,15 +51,23 @@ def summarize_levels(tables: list[dict[str, dict[str, float]]]) -> dict[str, dic
 
 def cv_metrics(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """One registry entry's metrics from the folds' metrics.json."""
-    definition = cv_definition([metrics["selection"]["definition"] for metrics in fold_metrics])
-    folds = [metrics["selection"]["score"] for metrics in fold_metrics]
-    metrics: dict[str, Any] = {
+    return {
         "monitor": fold_metrics[0]["monitor"],
         "best_epoch": int(np.median([m["best_epoch"] for m in fold_metrics])),
         "best_epochs": [m["best_epoch"] for m in fold_metrics],
         "epochs_run": int(sum(m["epochs_run"] for m in fold_metrics)),
         "train_seconds": round(float(sum(m["train_seconds"] for m in fold_metrics)), 1),
         "peak_rss_mb": max(m["peak_rss_mb"] for m in fold_metrics),
+        **cv_scores(fold_metrics),
+    }
+
+
+def cv_scores(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scores of a CV entry from its folds' metrics.json: validation by noise level, the selection
+    (mean, spread and every fold's score) and the fold models' test scores averaged."""
+    definition = cv_definition([metrics["selection"]["definition"] for metrics in fold_metrics])
+    folds = [metrics["selection"]["score"] for metrics in fold_metrics]
+    metrics: dict[str, Any] = {
         "validation": summarize_levels([m["validation"] for m in fold_metrics]),
         "selection": {
             "definition": definition,

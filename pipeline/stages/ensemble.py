@@ -12,6 +12,13 @@ Its metrics are reports, never a selection: an ensemble run has no selection sco
 accuracy is measured on the first member's validation split; for fold models, whose folds cover
 that split, it is optimistic and says so (`metrics.json` "note"). The organizer-side test scores
 are reported as for any run.
+
+`make ensemble RUN="cv:A cv:B ..."` (two or more cross-validations cut into the same folds) is the
+ensemble of those configurations, cross-validated: fold run i averages fold run i of every CV and is
+scored on fold i's held-out series with the selection a fold run has, and the result is a CV entry
+(runs/<competition>_cv<k>[x<r>]_ensemble<m>_<hash>/, kind "cv"). So an ensemble of configurations
+is chosen like a configuration, by `make cv-compare A=<its id> B=<a member CV>`, and `make predict
+RUN=cv:<its id>` (or `make ensemble RUN=cv:<its id>`, one model) uses every fold model of every member.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
 from pipeline.data.datasets import check_run_data, load_training_data
 from pipeline.errors import DataError
-from pipeline.files import short_hash
+from pipeline.files import atomic_files, short_hash
 from pipeline.stages import tracking
+from pipeline.stages.cv import cv_scores
 from pipeline.stages.runs import LINEAGE, METRICS, MODEL, finished_run, resolve_runs, run_config, write_run
-from pipeline.stages.training import test_scores, test_summary, validation_scores
+from pipeline.stages.training import selection_score, test_scores, test_summary, validation_scores
 
 SAME = ("competition", "classes", "channels", "series_shape", "data_inputs")  # what members must share
 
@@ -63,10 +71,13 @@ def averaging_model(members: list[Any], shape: tuple[int, ...]) -> Any:
     return keras.Model(window, averaged, name=f"ensemble{len(members)}")
 
 
-def build_ensemble(config: Config, run_ids: list[str]) -> Path:
+def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) -> Path:
+    """The ensemble run of `run_ids` (a `cv:` id stands for its fold models). `on_fold`: the runs are
+    fold runs of one and the same fold (a fold of a cross-validated ensemble); it is then scored on
+    that fold's held-out series with their selection, like a fold run, instead of the plain split."""
     from pipeline import models
 
-    members = resolve_runs(config, run_ids)
+    members = list(run_ids) if on_fold else resolve_runs(config, run_ids)
     if len(members) < 2:
         raise DataError(f"RUN={' '.join(run_ids) or '(none)'}: an ensemble needs two runs or more (or a CV, cv:<id>)")
     if len(set(members)) != len(members):
@@ -87,26 +98,36 @@ def build_ensemble(config: Config, run_ids: list[str]) -> Path:
         [models.load_model(str(finished_run(config, member) / MODEL)) for member in members],
         tuple(lineages[0]["series_shape"]),
     )
-    # Scored on the first member's competition with its plain validation split (not a fold of it).
     first = run_config(config, finished_run(config, members[0]))
-    base = load_config(None, [f"paths.root={config.root}", *config_without_fold(first)])
-    data = load_training_data(base)
-    folds_seen = any(lineage.get("kind") == "cv" for lineage in lineages) or any(
-        run_config(config, finished_run(config, member)).cv.fold >= 0
-        or run_config(config, finished_run(config, member)).cv.refit
-        for member in members
-    )
-    metrics: dict[str, Any] = {
-        "members": members,
-        "selection": None,  # never "the best run": an ensemble's members are chosen by CV
-        "best_validation": None,
-        "validation": validation_scores(model, base, data),
-        "note": (
-            "members include fold or refit models whose training covered these validation series: optimistic, a report only"
-            if folds_seen
-            else "validation split held out from every member's training; a report, not a selection"
-        ),
-    }
+    if on_fold:  # scored on the fold's held-out series, which no member trained on
+        base = first
+        data = load_training_data(base)
+        metrics: dict[str, Any] = {
+            "members": members,
+            "validation": validation_scores(model, base, data),
+            "selection": selection_score(model, base, data),
+            "best_validation": None,
+            "note": f"{data.validation}: held out from every member's training; the selection of a fold run",
+        }
+    else:  # scored on the first member's competition with its plain validation split (not a fold of it)
+        base = load_config(None, [f"paths.root={config.root}", *config_without_fold(first)])
+        data = load_training_data(base)
+        folds_seen = any(lineage.get("kind") == "cv" for lineage in lineages) or any(
+            run_config(config, finished_run(config, member)).cv.fold >= 0
+            or run_config(config, finished_run(config, member)).cv.refit
+            for member in members
+        )
+        metrics = {
+            "members": members,
+            "selection": None,  # never "the best run": an ensemble's members are chosen by CV
+            "best_validation": None,
+            "validation": validation_scores(model, base, data),
+            "note": (
+                "members include fold or refit models whose training covered these validation series: optimistic, a report only"
+                if folds_seen
+                else "validation split held out from every member's training; a report, not a selection"
+            ),
+        }
     test = test_scores(model, base, data)
     if test is not None:
         metrics["test"] = test
@@ -122,11 +143,93 @@ def build_ensemble(config: Config, run_ids: list[str]) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run(run_dir, model, metrics, {"config.json": base.to_dict(), LINEAGE: lineage})
     levels = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
-    print(f"wrote {run_dir}: the mean of {len(members)} runs; validation accuracy by noise level (a report)  {levels}")
+    scored = f"selection score {metrics['selection']['score']:.4f}; " if on_fold else ""
+    print(
+        f"wrote {run_dir}: the mean of {len(members)} runs; {scored}validation accuracy by noise level (a report)  {levels}"
+    )
     if test is not None:
         print(test_summary(test))
     tracking.mirror_run(config, run_dir, "ensemble")
     return run_dir
+
+
+def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
+    """`make ensemble RUN="cv:A cv:B ..."`: the ensemble of several cross-validated configurations,
+    cross-validated itself. Fold run i of the result averages fold run i of every CV (they must have
+    been cut into the same folds) and is scored on that fold's held-out series as a fold run is, so
+    the result is a CV entry like `make cv`'s: `make cv-compare A=<its id> B=<one of the CVs>` pairs
+    it fold by fold, and `make predict RUN=cv:<its id>` averages every fold model of every member."""
+    cv_ids = [name.removeprefix("cv:") for name in names]
+    if len(set(cv_ids)) != len(cv_ids):
+        raise DataError(f"RUN={' '.join(names)}: a cross-validation appears twice")
+    lineages, definitions = [], []
+    for cv_id in cv_ids:
+        lineage = json.loads((finished_run(config, cv_id) / LINEAGE).read_text())
+        if lineage.get("kind") != "cv":
+            raise DataError(f"{config.path('runs', cv_id)}: not a cross-validation; give CV ids only (`make runs`)")
+        lineages.append(lineage)
+        definitions.append(
+            [
+                json.loads((finished_run(config, fold) / METRICS).read_text())["selection"]["definition"]
+                for fold in lineage["folds"]
+            ]
+        )
+    check_members(lineages)
+    for cv_id, folds in zip(cv_ids[1:], definitions[1:]):
+        if folds != definitions[0]:
+            raise DataError(
+                f"{cv_ids[0]} and {cv_id} were not cut into the same folds or not scored on the same selection "
+                "(fold count, repeats, validation subjects, noise level or draws): cross-validate both with the same cv and data settings"
+            )
+    first_config = json.loads((config.path("runs", cv_ids[0]) / "config.json").read_text())
+    repeats = int(first_config["cv"].get("repeats", 1))
+    repeat_tag = f"x{repeats}" if repeats > 1 else ""
+    cv_id = f"{config.data.competition}_cv{first_config['cv']['folds']}{repeat_tag}_ensemble{len(cv_ids)}_{short_hash(cv_ids)}"
+    folder = config.path("runs", cv_id)
+    if (folder / METRICS).is_file():
+        print(f"{folder}: this cross-validated ensemble exists (its members are the same CVs)")
+        return folder
+    fold_dirs = []
+    for index, fold_members in enumerate(zip(*(lineage["folds"] for lineage in lineages))):
+        print(f"[fold run {index + 1}/{len(lineages[0]['folds'])}] {cv_id}", flush=True)
+        fold_dirs.append(build_ensemble(config, list(fold_members), on_fold=True))
+    metrics = cv_scores([json.loads((run_dir / METRICS).read_text()) for run_dir in fold_dirs])
+    metrics["selection"]["repeats"] = repeats
+    metrics["members"] = cv_ids
+    lineage = {
+        **{key: lineages[0][key] for key in ("competition", "classes", "channels", "series_shape", "data_inputs")},
+        "run_id": cv_id,
+        "kind": "cv",
+        "experiment": "ensemble",
+        "members": cv_ids,
+        "model": f"ensemble{len(cv_ids)}",
+        "regularizer": "+".join(lineage["model"] for lineage in lineages),
+        "backend": lineages[0].get("backend", "tensorflow"),
+        "folds": [run_dir.name for run_dir in fold_dirs],
+    }
+    contents = {"config.json": first_config, LINEAGE: lineage, METRICS: metrics}  # metrics.json last: done
+    with atomic_files(*(folder / name for name in contents)) as temps:
+        for temp, content in zip(temps, contents.values()):
+            temp.write_text(json.dumps(content, indent=2, default=str) + "\n")
+    tracking.mirror_cv(config, folder)
+    selection = metrics["selection"]
+    print(
+        f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} "
+        f"fold runs; compare it paired: make cv-compare A={cv_id} B={cv_ids[0]}; predict with it: make predict RUN=cv:{cv_id}"
+    )
+    return folder
+
+
+def is_cross_validation(config: Config, name: str) -> bool:
+    lineage = config.path("runs", name.removeprefix("cv:"), LINEAGE)
+    return lineage.is_file() and json.loads(lineage.read_text()).get("kind") == "cv"
+
+
+def make_ensemble(config: Config, names: list[str]) -> Path:
+    """Several CVs: a cross-validated ensemble; otherwise one ensemble run of the runs (or fold models)."""
+    if len(names) >= 2 and all(is_cross_validation(config, name) for name in names):
+        return cross_validated_ensemble(config, names)
+    return build_ensemble(config, names)
 
 
 def config_without_fold(config: Config) -> list[str]:
@@ -142,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.stages.ensemble", __doc__)
     parser.add_argument("--run", default="", help="run ids separated by spaces, or cv:<cv id> for a CV's fold models")
     args = parser.parse_args(argv)
-    return run_stage(lambda: build_ensemble(load_config(args.exp, overrides(args)), args.run.split()), keras=True)
+    return run_stage(lambda: make_ensemble(load_config(args.exp, overrides(args)), args.run.split()), keras=True)
 
 
 if __name__ == "__main__":
