@@ -133,7 +133,9 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
 
     fold_metrics = json.loads((root / "runs" / lineage["folds"][0] / "metrics.json").read_text())
     definition = fold_metrics["selection"]["definition"]
-    assert definition == json.loads((root / "runs" / a_folds[0] / "metrics.json").read_text())["selection"]["definition"]
+    assert (
+        definition == json.loads((root / "runs" / a_folds[0] / "metrics.json").read_text())["selection"]["definition"]
+    )
     data = datasets.load_training_data(runs.run_config(load_config(None, base), root / "runs" / a_folds[0]))
     members = [models.load_model(str(root / "runs" / run / "model.keras")) for run in (a_folds[0], folds[0])]
 
