@@ -15,6 +15,9 @@ EXP ?= experiments/default.toml
 comma := ,
 space := $(subst ,, )
 TEST_WORKERS ?= 3
+# make small-competition's dataset (one of aeon's bundled classification sets) and its competition name
+DATASET ?= BasicMotions
+SMALL := $(shell echo '$(DATASET)' | tr '[:upper:]' '[:lower:]')
 # compare and transcribe have their own default experiment: EXP reaches them only when it is given
 EXP_GIVEN := $(if $(filter-out file default,$(origin EXP)),--exp $(EXP))
 
@@ -103,13 +106,13 @@ notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> report
 transcribe: $(STAMP) ## seq2seq transcription, recorded and shuffled activity order: data, both variants, decoding, report (SEEDS="1 2 42")
 	$(PY) -m pipeline.studies.transcribe $(EXP_GIVEN) $(ARGS) $(if $(SEEDS),--set "transcribe.seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]")
 
-small-competition: $(STAMP) ## BasicMotions (bundled with aeon: 40 + 40 series, 6 channels, 4 classes) as a user's competition in the original layout, noisy test: data, prepare, train, predict, scored beside MiniRocket
-	$(PY) -m pipeline.studies.small_competition write $(ARGS)
-	@$(MAKE) --no-print-directory data SOURCE=local:data/external/basicmotions
-	@$(MAKE) --no-print-directory prepare COMPETITION=basicmotions
-	@$(MAKE) --no-print-directory train COMPETITION=basicmotions
-	@$(MAKE) --no-print-directory predict COMPETITION=basicmotions
-	$(PY) -m pipeline.studies.small_competition score $(ARGS)
+small-competition: $(STAMP) ## a small public dataset bundled with aeon (DATASET=BasicMotions: 40 + 40 series, 6 channels, 4 classes; or PickupGestureWiimoteZ, ACSF1, ...) as a user's competition, noisy test: data, prepare, train, predict, scored beside MiniRocket
+	$(PY) -m pipeline.studies.small_competition write --dataset $(DATASET) $(ARGS)
+	@$(MAKE) --no-print-directory data SOURCE=local:data/external/$(SMALL)
+	@$(MAKE) --no-print-directory prepare COMPETITION=$(SMALL)
+	@$(MAKE) --no-print-directory train COMPETITION=$(SMALL)
+	@$(MAKE) --no-print-directory predict COMPETITION=$(SMALL)
+	$(PY) -m pipeline.studies.small_competition score --dataset $(DATASET) $(ARGS)
 
 recording: $(STAMP) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
 	$(PY) -m pipeline.phone.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")

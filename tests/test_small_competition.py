@@ -56,3 +56,35 @@ def test_score_without_the_key_says_so(tmp_path):
         and "basicmotions_solution.csv: missing" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_unequal_lengths_are_resampled_to_one_and_numbered_classes_keep_their_order():
+    short, long = np.array([[0.0, 1.0, 2.0]]), np.array([[5.0, 4.0, 3.0, 2.0, 1.0]])  # (C=1, T_i)
+    resampled = small_competition.equal_length([short, long], 5)
+    assert resampled.shape == (2, 5, 1)
+    np.testing.assert_allclose(resampled[0, :, 0], [0, 0.5, 1, 1.5, 2])  # endpoints kept, linear between
+    np.testing.assert_allclose(resampled[1, :, 0], long[0])  # already the length: unchanged
+    assert small_competition.class_order(np.array(["10", "2", "1", "2"])) == ("1", "2", "10")
+    assert small_competition.class_order(np.array(["walking", "badminton"])) == ("badminton", "walking")
+
+
+def test_another_bundled_dataset_of_unequal_lengths_becomes_a_competition(tmp_path):
+    # One channel, 10 gestures, 50 + 50 series of 29 to 361 steps: the other shape a user brings.
+    result = run_module(
+        "pipeline.studies.small_competition",
+        "write",
+        "--dataset",
+        "PickupGestureWiimoteZ",
+        "--set",
+        f"paths.root={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = tmp_path / "data" / "external" / "pickupgesturewiimotez"
+    assert sorted(path.name for path in (folder / "train").iterdir()) == [f"a{k:02d}" for k in range(1, 11)]
+    competition = load_competition(folder)
+    assert competition.series_shape == (361, 1) and len(competition.train) == len(competition.test) == 50
+    assert np.bincount(competition.train.labels).tolist() == [0] + [5] * 10
+    refused = run_module(
+        "pipeline.studies.small_competition", "write", "--dataset", "Covid3Month", "--set", f"paths.root={tmp_path}"
+    )
+    assert refused.returncode != 0 and "a regression set" in refused.stderr and "Traceback" not in refused.stderr
