@@ -148,6 +148,11 @@ class ModelConfig:
     # sqrt(downsample), which is what a still window's small movements need to survive it. The
     # statistics branch still reads the full window.
     downsample: int = 1
+    # The most steps the recurrence reads (0 = no limit): with downsample left at 1, a longer series is
+    # block-averaged by ceil(T / max_steps) first, so a user's long series (hundreds or thousands of
+    # steps) reach the recurrent layers at a length they learn from. The HAPT competitions (5 and 128
+    # steps) are at or under it and unchanged.
+    max_steps: int = 128
     # Wide and deep: a linear path to the logits, added to the recurrent path's: from the flattened
     # window ("input", where logistic regression is strong: the short classroom series) or from the
     # window statistics ("stats"); "" = off.
@@ -169,9 +174,10 @@ class ModelConfig:
             or any(kernel < 1 for kernel in self.front_end)
             or self.front_end_filters < 1
             or self.downsample < 1
+            or self.max_steps < 0
         ):
             raise ConfigError(
-                "model.wide must be '', input or stats; model.front_end kernels, front_end_filters and downsample >= 1"
+                "model.wide must be '', input or stats; model.front_end kernels, front_end_filters and downsample >= 1; max_steps >= 0"
             )
         if (self.window_stats or self.wide or self.front_end or self.downsample > 1) and self.name == "seq2seq":
             raise ConfigError(

@@ -190,16 +190,29 @@ def test_folds_keep_whole_subjects_together():
         datasets.fold_assignment(ids[:21], subjects[:21], folds=5, gap=4)
 
 
-def test_blocks_without_subjects_leave_a_gap_so_no_window_is_shared_across_folds():
+def test_blocks_without_subjects_purge_the_held_out_blocks_neighbours_so_no_window_is_shared():
     # Series i holds windows i..i+4 (5 consecutive windows, stride 1, as classroom series do).
     ids = np.array([f"s{k}" for k in range(50)])[np.random.default_rng(1).permutation(50)]
     windows = {identifier: set(range(int(identifier[1:]), int(identifier[1:]) + 5)) for identifier in ids}
     assignment = datasets.fold_assignment(ids, None, folds=4, gap=4)
+    assert (assignment >= 0).all()  # every series is held out once
     for fold in range(4):
+        training = datasets.training_mask(ids, None, assignment, fold, gap=4)
         inside = set().union(*(windows[i] for i in ids[assignment == fold]))
-        outside = set().union(*(windows[i] for i in ids[(assignment != fold) & (assignment >= 0)]))
-        assert not inside & outside, f"fold {fold} shares windows with the others"
-    assert (assignment == -1).sum() == 3 * 4  # the gap after each of the three inner boundaries
+        outside = set().union(*(windows[i] for i in ids[training]))
+        assert not inside & outside, f"fold {fold} shares windows with its training series"
+        # only the held-out block's neighbours are purged: 4 on each inner side
+        assert training.sum() == 50 - (assignment == fold).sum() - (4 if fold in (0, 3) else 8)
+        assert not training[assignment == fold].any()
+    with_one_less = datasets.training_mask(ids, None, assignment, 1, gap=3)
+    assert (
+        not set()
+        .union(*(windows[i] for i in ids[assignment == 1]))
+        .isdisjoint(set().union(*(windows[i] for i in ids[with_one_less])))
+    )  # a gap shorter than the windows' overlap shares windows: the check above can fail
+    subjects = np.repeat(np.arange(10), 5)
+    by_subject = datasets.fold_assignment(ids, subjects, folds=5, gap=4)
+    np.testing.assert_array_equal(datasets.training_mask(ids, subjects, by_subject, 2, gap=4), by_subject != 2)
     # Natural order: s9 and s10 are neighbours, whatever the text order says.
     assert datasets.natural_key("s9") < datasets.natural_key("s10")
 

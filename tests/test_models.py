@@ -487,6 +487,15 @@ def test_multi_scale_front_end_and_wide_path_build_learn_and_keep_the_default_id
         np.asarray(probe(series[:2])), series[:2].reshape(2, 4, 4, 9).mean(axis=2), rtol=1e-5, atol=1e-5
     )
     assert shorter.get_layer("window_statistics").input.shape[1] == 16  # the statistics still read the whole window
+    # A series longer than model.max_steps is shortened to it unasked: 16 steps at most 5 -> blocks of 4.
+    capped = models.build_model(config_for("bilstm", "model.max_steps=5"), (16, 9), 3)
+    assert capped.get_layer("downsample_4").output.shape[1:] == (4, 9)
+    assert not any(
+        layer.name.startswith("downsample") for layer in models.build_model(config_for("bilstm"), (16, 9), 3).layers
+    )
+    assert models.registry.downsample_factor(config_for("bilstm", "model.max_steps=0"), 5000) == 1  # no limit
+    assert models.registry.downsample_factor(config_for("bilstm", "model.max_steps=5", "model.downsample=2"), 16) == 2
+    assert models.registry.downsample_factor(config_for("seq2seq", "model.max_steps=5"), 16) == 1  # decodes every step
     wide = config_for("bilstm", "model.wide=input")
     model = models.build_model(wide, (16, 9), 3)
     assert (
@@ -508,7 +517,12 @@ def test_multi_scale_front_end_and_wide_path_build_learn_and_keep_the_default_id
     assert run_id_for(front).split("_")[1] == "bilstm-ms3x9" and run_id_for(wide).split("_")[1] == "bilstm-wideinput"
     assert run_id_for(config_for("bilstm", "model.downsample=4")).split("_")[1] == "bilstm-ds4"
     defaults = config_for(
-        "bilstm", "model.front_end=[]", "model.wide=''", "model.front_end_filters=32", "model.downsample=1"
+        "bilstm",
+        "model.front_end=[]",
+        "model.wide=''",
+        "model.front_end_filters=32",
+        "model.downsample=1",
+        "model.max_steps=128",
     )
     assert run_id_for(defaults) == run_id_for(config_for("bilstm"))
     with pytest.raises(ConfigError, match="model.wide"):

@@ -126,6 +126,7 @@ class TrainingData:
     train_std: (
         np.ndarray
     )  # std per channel of the training series as the participant has them: the unit of training-side noise
+    train_ids: np.ndarray | None = None  # the training series' ids, in train_series order
 
 
 def to_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
@@ -134,10 +135,10 @@ def to_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
 
 
 def fold_assignment(ids: np.ndarray, subjects: np.ndarray | None, folds: int, gap: int, repeat: int = 0) -> np.ndarray:
-    """The CV fold of every series (-1: in no fold). Whole subjects per fold where subjects are known
-    (GroupKFold; for `repeat` > 0 the subjects are shuffled into other folds, seeded by the repeat);
-    otherwise contiguous blocks in id order, dropping `gap` series after each block boundary so that
-    neighbouring series, which share windows, never sit in two folds."""
+    """The CV fold of every series. Whole subjects per fold where subjects are known (GroupKFold; for
+    `repeat` > 0 the subjects are shuffled into other folds, seeded by the repeat); otherwise
+    contiguous blocks in id order, where neighbouring series share windows: `training_mask` then
+    leaves the `gap` series on either side of the held-out block out of that fold's training."""
     if subjects is not None:
         if len(np.unique(subjects)) < folds:
             raise DataError(
@@ -159,11 +160,33 @@ def fold_assignment(ids: np.ndarray, subjects: np.ndarray | None, folds: int, ga
         )
     if len(ids) < folds * (gap + 2):
         raise DataError(f"{len(ids)} series are too few for cv.folds={folds} blocks with a gap of cv.gap={gap}")
-    order = sorted(range(len(ids)), key=lambda index: natural_key(str(ids[index])))
     assignment = np.full(len(ids), -1)
-    for fold, block in enumerate(np.array_split(np.array(order), folds)):
-        assignment[block[gap if fold > 0 else 0 :]] = fold
+    for fold, block in enumerate(np.array_split(id_order(ids), folds)):
+        assignment[block] = fold
     return assignment
+
+
+def id_order(ids: np.ndarray) -> np.ndarray:
+    """Positions of the series in natural id order (s9 before s10)."""
+    return np.array(sorted(range(len(ids)), key=lambda index: natural_key(str(ids[index]))), dtype=np.int64)
+
+
+def training_mask(
+    ids: np.ndarray, subjects: np.ndarray | None, assignment: np.ndarray, fold: int, gap: int
+) -> np.ndarray:
+    """The series that train while fold `fold` is held out: every other fold's, less (for blocks in id
+    order, where no subjects are known) the `gap` series just before and just after the held-out
+    block, which share windows with it (purged k-fold). Only the held-out block's neighbours are
+    purged, so a fold trains on all but `2 x gap` of the other series."""
+    kept = assignment != fold
+    if subjects is not None or gap == 0:
+        return kept
+    order = id_order(ids)
+    positions = np.flatnonzero(assignment[order] == fold)  # the held-out block: contiguous in id order
+    start, stop = int(positions[0]), int(positions[-1]) + 1
+    kept[order[max(start - gap, 0) : start]] = False
+    kept[order[stop : stop + gap]] = False
+    return kept
 
 
 def natural_key(text: str) -> tuple:
@@ -190,15 +213,15 @@ def load_training_data(config: Config) -> TrainingData:
         ids, subjects = pooled_ids(labeled)
         fold = max(config.cv.fold, 0)
         assignment = fold_assignment(ids, subjects, config.cv.folds, config.cv.gap, config.cv.repeat)
-        held_out, kept = assignment == fold, (assignment != fold) & (assignment >= 0)
-        train_series, train_labels = series[kept], labels[kept]
+        held_out, kept = assignment == fold, training_mask(ids, subjects, assignment, fold, config.cv.gap)
+        train_series, train_labels, train_ids = series[kept], labels[kept], ids[kept]
         validation_series, validation_labels, validation_ids = series[held_out], labels[held_out], ids[held_out]
-        unit = "subjects" if subjects is not None else f"blocks in id order, gap {config.cv.gap}"
+        unit = "subjects" if subjects is not None else f"blocks in id order, {config.cv.gap} neighbours purged"
         validation = f"fold {fold} of {config.cv.folds} ({unit})" + (
             " of train and validation" if config.cv.fold >= 0 else " of train"
         )
     else:
-        train_series, train_labels = train.series, to_indices(train.labels, classes)
+        train_series, train_labels, train_ids = train.series, to_indices(train.labels, classes), train.ids
         validation_series, validation_labels = (
             competition.validation.series,
             to_indices(competition.validation.labels, classes),
@@ -210,6 +233,7 @@ def load_training_data(config: Config) -> TrainingData:
         labeled = [train] + ([competition.validation] if competition.validation is not None else [])
         train_series = np.concatenate([split.series for split in labeled])
         train_labels = to_indices(np.concatenate([split.labels for split in labeled]), classes)
+        train_ids = np.concatenate([split.ids for split in labeled])
         validation = "none: a refit on every labeled series (the logged validation scores are in-sample)"
     std = channel_std(train_series)
     noisy = add_noise(
@@ -225,7 +249,7 @@ def load_training_data(config: Config) -> TrainingData:
                 len(train_series), config.train.max_train_series, replace=False
             )
         )
-        train_series, train_labels = train_series[keep], train_labels[keep]
+        train_series, train_labels, train_ids = train_series[keep], train_labels[keep], train_ids[keep]
     return TrainingData(
         competition,
         classes,
@@ -237,6 +261,7 @@ def load_training_data(config: Config) -> TrainingData:
         validation,
         noisy,
         std,
+        np.asarray(train_ids),
     )
 
 

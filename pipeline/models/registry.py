@@ -8,6 +8,7 @@ a saved model takes raw features. `python -m pipeline.models` lists the models.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,16 @@ def effective_config(config: Config) -> Config:
     return replace_model(config, **changes) if changes else config
 
 
+def downsample_factor(config: Config, steps: int) -> int:
+    """Blocks averaged before the recurrence: model.downsample where set, else as many as keep the
+    series at model.max_steps or under (classifiers only: seq2seq decodes from every step)."""
+    if config.model.downsample > 1 or not MODELS[config.model.name].has_head:
+        return config.model.downsample
+    if config.model.max_steps and steps > config.model.max_steps:
+        return math.ceil(steps / config.model.max_steps)
+    return 1
+
+
 def build_model(
     config: Config,
     input_shape: tuple[int, int],
@@ -99,10 +110,9 @@ def build_model(
     spec = MODELS[config.model.name]
     inputs, window = normalized_input(config, tuple(input_shape), mean, variance)
     x = window
-    if config.model.downsample > 1:  # blocks averaged: a shorter, less noisy series for the recurrence
-        x = layers.AveragePooling1D(
-            config.model.downsample, padding="same", name=f"downsample_{config.model.downsample}"
-        )(x)
+    factor = downsample_factor(config, input_shape[0])
+    if factor > 1:  # blocks averaged: a shorter, less noisy series for the recurrence
+        x = layers.AveragePooling1D(factor, padding="same", name=f"downsample_{factor}")(x)
     x = deep_input(config, x)
     if config.model.front_end:
         x = multi_scale_front_end(x, config)

@@ -122,6 +122,7 @@ def config_hash(config: Config) -> str:
         ("front_end_residual", False),
         ("wide", ""),
         ("downsample", 1),
+        ("max_steps", 128),
     ):
         if content["model"][key] == off:  # likewise: the options' defaults keep the run ids made before them
             content["model"].pop(key)

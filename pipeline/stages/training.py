@@ -37,7 +37,7 @@ from pipeline.data.datasets import (
 )
 from pipeline.data.scoring import accuracy_at_noise, predicted_classes
 from pipeline.errors import UserError
-from pipeline.files import write_json_atomic
+from pipeline.files import short_hash, write_json_atomic
 from pipeline.runtime import backend_name, distribution_scope, environment, peak_rss_mb, setup_devices
 from pipeline.stages import tracking
 from pipeline.stages.runs import (
@@ -110,9 +110,18 @@ def resume_state(run_dir: Path, monitor: str) -> tuple[float, int] | None:
 # ---- the stage -------------------------------------------------------------------------------------
 
 
+def training_ids_hash(data: TrainingData) -> str:
+    return short_hash([str(identifier) for identifier in data.train_ids], 16)
+
+
 def trained_on_current_data(run_dir: Path, config: Config) -> bool:
-    """Whether a finished run was trained on the competition folder as it is prepared now."""
-    return json.loads((run_dir / LINEAGE).read_text()).get("data_inputs") == read_datacard(config).get("inputs")
+    """Whether a finished run was trained on the competition folder as it is prepared now, and on the
+    same training series (recorded since folds purge only the held-out block's neighbours; a run
+    that predates the record is judged by the prepared data alone)."""
+    lineage = json.loads((run_dir / LINEAGE).read_text())
+    if lineage.get("data_inputs") != read_datacard(config).get("inputs"):
+        return False
+    return "train_ids" not in lineage or lineage["train_ids"] == training_ids_hash(load_training_data(config))
 
 
 def train(config: Config, experiment: str = "", force: bool = False, callbacks: tuple[Any, ...] = ()) -> Path:
@@ -180,6 +189,7 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
         "train_std": data.train_std.tolist(),
         "data_inputs": json.loads(card_path.read_text()).get("inputs") if card_path.is_file() else None,
         "train_series": int(len(train_series)),
+        "train_ids": training_ids_hash(data),
         "parameters": int(model.count_params()),
         "batch_size": batch_size,
         "patience": patience,
