@@ -159,19 +159,31 @@ def test_the_cuda_initialization_line_is_hidden_only_without_an_nvidia_driver():
     assert not is_start_up_noise("E0000 00:00:1 some_kernel.cc:12] Out of memory", driver_present=False)
 
 
-def test_a_finished_run_is_reused_only_on_the_data_it_was_trained_on(tmp_path):
-    from pipeline.stages.training import trained_on_current_data
+def test_a_finished_run_is_reused_only_on_the_data_and_series_it_was_trained_on(prepared_root, tmp_path):
+    import shutil
 
-    config = load_config(None, [f"paths.root={tmp_path}", "data.competition=tiny"])
-    folder = tmp_path / "data" / "processed" / "tiny"
-    folder.mkdir(parents=True)
-    run_dir = tmp_path / "runs" / "tiny_run"
+    from pipeline.data.datasets import load_training_data
+    from pipeline.stages.training import trained_on_current_data, training_ids_hash
+
+    config = load_config(None, [f"paths.root={prepared_root}"])
+    card = json.loads((prepared_root / "data" / "processed" / "classroom" / "datacard.json").read_text())
+    data = load_training_data(config)
+    run_dir = tmp_path / "runs" / "probe"
     run_dir.mkdir(parents=True)
-    inputs = {"source": "data/raw/hapt", "data_settings": {"classes": 6}}
-    (folder / "datacard.json").write_text(json.dumps({"inputs": inputs}))
-    (run_dir / "run.json").write_text(json.dumps({"data_inputs": inputs}))
-    assert trained_on_current_data(run_dir, config)
-    (folder / "datacard.json").write_text(
-        json.dumps({"inputs": {**inputs, "source_sha256": "1" * 64}})
-    )  # prepared again since
-    assert not trained_on_current_data(run_dir, config)
+
+    def reused(**lineage) -> bool:
+        (run_dir / "run.json").write_text(json.dumps({"data_inputs": card["inputs"], **lineage}))
+        return trained_on_current_data(run_dir, config)
+
+    assert reused(train_ids=training_ids_hash(data))
+    assert not reused(train_ids="0" * 16)  # other training series (folds cut otherwise)
+    # A run from before the training ids were recorded: judged by its series count and its model.
+    assert reused(train_series=len(data.train_series))
+    assert not reused(train_series=len(data.train_series) - 4)
+    assert reused(train_series=len(data.train_series))
+    shortened = load_config(None, [f"paths.root={prepared_root}", "model.max_steps=2"])  # 5 steps now read as 2
+    assert not trained_on_current_data(run_dir, shortened)  # built before long series were shortened
+    prepared_again = {**card["inputs"], "source_sha256": "1" * 64}
+    (run_dir / "run.json").write_text(json.dumps({"data_inputs": prepared_again, "train_ids": training_ids_hash(data)}))
+    assert not trained_on_current_data(run_dir, config)  # prepared again since
+    shutil.rmtree(run_dir)

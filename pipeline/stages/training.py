@@ -115,13 +115,21 @@ def training_ids_hash(data: TrainingData) -> str:
 
 
 def trained_on_current_data(run_dir: Path, config: Config) -> bool:
-    """Whether a finished run was trained on the competition folder as it is prepared now, and on the
-    same training series (recorded since folds purge only the held-out block's neighbours; a run
-    that predates the record is judged by the prepared data alone)."""
+    """Whether a finished run was trained on the competition folder as it is prepared now, on the
+    same training series, and (for a run from before 2026-12-02, which recorded no training ids) as
+    the model would be built now: folds without subjects purge only the held-out block's neighbours
+    since, and series longer than model.max_steps are shortened since, both under the same run id."""
     lineage = json.loads((run_dir / LINEAGE).read_text())
     if lineage.get("data_inputs") != read_datacard(config).get("inputs"):
         return False
-    return "train_ids" not in lineage or lineage["train_ids"] == training_ids_hash(load_training_data(config))
+    data = load_training_data(config)
+    if "train_ids" in lineage:
+        return lineage["train_ids"] == training_ids_hash(data)
+    from pipeline.models.registry import downsample_factor
+
+    same_series = lineage.get("train_series") == len(data.train_series) * (1 + config.augment.noised_copies)
+    same_model = downsample_factor(config, data.train_series.shape[1]) == config.model.downsample
+    return same_series and same_model
 
 
 def train(config: Config, experiment: str = "", force: bool = False, callbacks: tuple[Any, ...] = ()) -> Path:
