@@ -163,7 +163,7 @@ def test_a_finished_run_is_reused_only_on_the_data_and_series_it_was_trained_on(
     import shutil
 
     from pipeline.data.datasets import load_training_data
-    from pipeline.stages.training import trained_on_current_data, training_ids_hash
+    from pipeline.stages.training import training_ids_hash, why_not_reusable
 
     config = load_config(None, [f"paths.root={prepared_root}"])
     card = json.loads((prepared_root / "data" / "processed" / "classroom" / "datacard.json").read_text())
@@ -173,7 +173,7 @@ def test_a_finished_run_is_reused_only_on_the_data_and_series_it_was_trained_on(
 
     def reused(**lineage) -> bool:
         (run_dir / "run.json").write_text(json.dumps({"data_inputs": card["inputs"], **lineage}))
-        return trained_on_current_data(run_dir, config)
+        return not why_not_reusable(run_dir, config)
 
     assert reused(train_ids=training_ids_hash(data))
     assert not reused(train_ids="0" * 16)  # other training series (folds cut otherwise)
@@ -182,8 +182,8 @@ def test_a_finished_run_is_reused_only_on_the_data_and_series_it_was_trained_on(
     assert not reused(train_series=len(data.train_series) - 4)
     assert reused(train_series=len(data.train_series))
     shortened = load_config(None, [f"paths.root={prepared_root}", "model.max_steps=2"])  # 5 steps now read as 2
-    assert not trained_on_current_data(run_dir, shortened)  # built before long series were shortened
+    assert "model.max_steps=2" in why_not_reusable(run_dir, shortened)  # built before long series were shortened
     prepared_again = {**card["inputs"], "source_sha256": "1" * 64}
     (run_dir / "run.json").write_text(json.dumps({"data_inputs": prepared_again, "train_ids": training_ids_hash(data)}))
-    assert not trained_on_current_data(run_dir, config)  # prepared again since
+    assert "as it was prepared before" in why_not_reusable(run_dir, config)  # prepared again since
     shutil.rmtree(run_dir)

@@ -114,22 +114,25 @@ def training_ids_hash(data: TrainingData) -> str:
     return short_hash([str(identifier) for identifier in data.train_ids], 16)
 
 
-def trained_on_current_data(run_dir: Path, config: Config) -> bool:
-    """Whether a finished run was trained on the competition folder as it is prepared now, on the
-    same training series, and (for a run from before 2026-12-02, which recorded no training ids) as
-    the model would be built now: folds without subjects purge only the held-out block's neighbours
-    since, and series longer than model.max_steps are shortened since, both under the same run id."""
+def why_not_reusable(run_dir: Path, config: Config) -> str:
+    """Why a finished run no longer describes this config ("" when it does): the competition folder
+    prepared again since, other training series, or (for a run from before 2026-12-02, which recorded
+    no training ids) another model than this config builds now. Folds without subjects purge only
+    the held-out block's neighbours since, and series longer than model.max_steps are shortened
+    since, both under the same run id."""
     lineage = json.loads((run_dir / LINEAGE).read_text())
     if lineage.get("data_inputs") != read_datacard(config).get("inputs"):
-        return False
+        return f"trained on {competition_folder(config)} as it was prepared before"
     data = load_training_data(config)
     if "train_ids" in lineage:
-        return lineage["train_ids"] == training_ids_hash(data)
+        return "" if lineage["train_ids"] == training_ids_hash(data) else "trained on other training series"
     from pipeline.models.registry import downsample_factor
 
-    same_series = lineage.get("train_series") == len(data.train_series) * (1 + config.augment.noised_copies)
-    same_model = downsample_factor(config, data.train_series.shape[1]) == config.model.downsample
-    return same_series and same_model
+    if lineage.get("train_series") != len(data.train_series) * (1 + config.augment.noised_copies):
+        return "trained on other training series (folds were cut otherwise before 2026-12-02)"
+    if downsample_factor(config, data.train_series.shape[1]) != config.model.downsample:
+        return f"built before series longer than model.max_steps={config.model.max_steps} were shortened"
+    return ""
 
 
 def train(config: Config, experiment: str = "", force: bool = False, callbacks: tuple[Any, ...] = ()) -> Path:
@@ -138,12 +141,12 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
     run_id = run_id_for(config)
     run_dir = config.path("runs", run_id)
     if (run_dir / METRICS).is_file() and not force:
-        if trained_on_current_data(run_dir, config):
+        reason = why_not_reusable(run_dir, config)
+        if not reason:
             print(f"{run_dir}: already trained with this config (use FORCE=1 to train again)")
             tracking.mirror_run(config, run_dir)  # a run trained while tracking was off appears now
             return run_dir
-        # The same config on data prepared again since: the old run no longer describes this data.
-        print(f"{run_dir}: trained on {competition_folder(config)} as it was prepared before; training it again")
+        print(f"{run_dir}: {reason}; training it again")  # the old run no longer describes this config
         force = True
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
