@@ -328,7 +328,8 @@ class CvConfig:
     # choose a checkpoint: `make train` cross-validates it instead, and `make predict` averages the folds
     min_validation: int = 50
     # Repeated k-fold: the subjects are reshuffled into new folds for every repeat after the first
-    # (repeat 0 is the plain GroupKFold above, so earlier CV runs are reused). Two configurations
+    # (repeat 0 is the plain GroupKFold above, so earlier CV runs are reused); without subjects the
+    # block boundaries move by part of a block instead (pipeline.data.datasets.fold_assignment). Two configurations
     # compared on the same repeats and folds are compared by their per-fold differences (make
     # cv-compare, the corrected resampled t-test); more repeats narrow its interval.
     repeats: int = 1

@@ -64,8 +64,26 @@ def test_repeats_reshuffle_whole_subjects_and_repeat_zero_keeps_the_plain_folds(
         assert set(assignment) == {0, 1, 2}
         assert all(len(set(assignment[subjects == subject])) == 1 for subject in range(12))
     assert not np.array_equal(first, plain) and not np.array_equal(first, second)
-    with pytest.raises(DataError, match="names no subjects"):
-        datasets.fold_assignment(ids, None, 3, 0, 1)
+
+
+def test_repeats_of_blocks_move_the_boundaries_and_purge_around_a_wrapped_block():
+    # Series i holds windows i..i+4; ids shuffled, so only the natural id order says who neighbours whom.
+    ids = np.array([f"s{k}" for k in range(40)])[np.random.default_rng(2).permutation(40)]
+    windows = {identifier: set(range(int(identifier[1:]), int(identifier[1:]) + 5)) for identifier in ids}
+    cuts = [datasets.fold_assignment(ids, None, 4, 4, repeat) for repeat in range(4)]
+    assert all(not np.array_equal(cuts[i], cuts[j]) for i in range(4) for j in range(i))  # four different cuts
+    number = np.array([int(identifier[1:]) for identifier in ids])
+    for assignment in cuts[1:]:
+        assert np.bincount(assignment).tolist() == [10] * 4  # every series held out once per repeat
+        wrapped = [fold for fold in range(4) if {0, 39} <= set(number[assignment == fold])]
+        assert len(wrapped) == 1  # one block runs from the last ids round to the first
+        for fold in range(4):
+            training = datasets.training_mask(ids, None, assignment, fold, 4)
+            inside = set().union(*(windows[i] for i in ids[assignment == fold]))
+            assert not inside & set().union(*(windows[i] for i in ids[training])), f"fold {fold} shares windows"
+            # and only those that share windows are purged: the gap equals the windows' overlap here
+            sharing = np.array([bool(windows[i] & inside) for i in ids])
+            np.testing.assert_array_equal(training, (assignment != fold) & ~sharing)
 
 
 def test_fold_run_ids_of_the_first_repeat_stay_as_they_were():
@@ -207,10 +225,11 @@ def test_repeats_a_competition_cannot_cut_are_refused_before_any_fold_trains(mon
 
     from pipeline.stages import cv, training
 
-    blocks = SimpleNamespace(ids=np.array([f"s{index}" for index in range(40)]), subjects=None)  # no subjects
+    # 12 series in 4 blocks of 3: the boundaries can move by 1 or 2 series, so at most 3 different cuts.
+    blocks = SimpleNamespace(ids=np.array([f"s{index}" for index in range(12)]), subjects=None)  # no subjects
     monkeypatch.setattr(datasets, "open_competition", lambda config: SimpleNamespace(train=blocks, validation=None))
     monkeypatch.setattr(training, "train", lambda *args, **kwargs: pytest.fail("a fold trained before the refusal"))
-    config = load_config(None, [f"paths.root={tmp_path}", "cv.folds=2", "cv.repeats=2"])
-    with pytest.raises(DataError, match="names no subjects"):
+    config = load_config(None, [f"paths.root={tmp_path}", "cv.folds=4", "cv.gap=1", "cv.repeats=6"])
+    with pytest.raises(DataError, match="into the same folds as an earlier one"):
         cv.cross_validate(config)
-    datasets.check_folds(load_config(None, [f"paths.root={tmp_path}", "cv.folds=2"]))  # one repeat: blocks do
+    datasets.check_folds(load_config(None, [f"paths.root={tmp_path}", "cv.folds=4", "cv.gap=1", "cv.repeats=2"]))

@@ -138,7 +138,9 @@ def fold_assignment(ids: np.ndarray, subjects: np.ndarray | None, folds: int, ga
     """The CV fold of every series. Whole subjects per fold where subjects are known (GroupKFold; for
     `repeat` > 0 the subjects are shuffled into other folds, seeded by the repeat); otherwise
     contiguous blocks in id order, where neighbouring series share windows: `training_mask` then
-    leaves the `gap` series on either side of the held-out block out of that fold's training."""
+    leaves the `gap` series on either side of the held-out block out of that fold's training. For
+    `repeat` > 0 the block boundaries move by part of a block (the order read as a circle, so one
+    block wraps from the last ids to the first: two contiguous pieces, each purged alike)."""
     if subjects is not None:
         if len(np.unique(subjects)) < folds:
             raise DataError(
@@ -153,16 +155,14 @@ def fold_assignment(ids: np.ndarray, subjects: np.ndarray | None, folds: int, ga
         for fold, (_train, held_out) in enumerate(splitter.split(ids, groups=subjects)):
             assignment[held_out] = fold
         return assignment
-    if repeat:
-        raise DataError(
-            "cv.repeats > 1 reshuffles whole subjects into new folds; this competition names no subjects "
-            "(id blocks cannot be reshuffled without sharing windows)"
-        )
     if len(ids) < folds * (gap + 2):
         raise DataError(f"{len(ids)} series are too few for cv.folds={folds} blocks with a gap of cv.gap={gap}")
+    block = len(ids) // folds
+    # Repeat r moves the boundaries by 1 .. block - 1 series, spread by the golden ratio (any number of repeats).
+    shift = 1 + int((block - 1) * ((repeat * 0.6180339887) % 1)) if repeat else 0
     assignment = np.full(len(ids), -1)
-    for fold, block in enumerate(np.array_split(id_order(ids), folds)):
-        assignment[block] = fold
+    for fold, members in enumerate(np.array_split(np.roll(id_order(ids), -shift), folds)):
+        assignment[members] = fold
     return assignment
 
 
@@ -175,17 +175,18 @@ def training_mask(
     ids: np.ndarray, subjects: np.ndarray | None, assignment: np.ndarray, fold: int, gap: int
 ) -> np.ndarray:
     """The series that train while fold `fold` is held out: every other fold's, less (for blocks in id
-    order, where no subjects are known) the `gap` series just before and just after the held-out
-    block, which share windows with it (purged k-fold). Only the held-out block's neighbours are
-    purged, so a fold trains on all but `2 x gap` of the other series."""
+    order, where no subjects are known) the `gap` series just before and just after each contiguous
+    piece of the held-out block, which share windows with it (purged k-fold). Only the held-out
+    block's neighbours are purged, so a fold trains on all but about `2 x gap` of the other series."""
     kept = assignment != fold
     if subjects is not None or gap == 0:
         return kept
     order = id_order(ids)
-    positions = np.flatnonzero(assignment[order] == fold)  # the held-out block: contiguous in id order
-    start, stop = int(positions[0]), int(positions[-1]) + 1
-    kept[order[max(start - gap, 0) : start]] = False
-    kept[order[stop : stop + gap]] = False
+    positions = np.flatnonzero(assignment[order] == fold)  # in id order: one piece, or two where it wraps
+    for piece in np.split(positions, np.flatnonzero(np.diff(positions) > 1) + 1):
+        start, stop = int(piece[0]), int(piece[-1]) + 1
+        kept[order[max(start - gap, 0) : start]] = False
+        kept[order[stop : stop + gap]] = False
     return kept
 
 
@@ -280,8 +281,15 @@ def check_folds(config: Config) -> None:
     ids, subjects = pooled_ids(
         [competition.train] + ([competition.validation] if competition.validation is not None else [])
     )
-    for repeat in range(config.cv.repeats):
-        fold_assignment(ids, subjects, config.cv.folds, config.cv.gap, repeat)
+    cuts = [
+        fold_assignment(ids, subjects, config.cv.folds, config.cv.gap, repeat) for repeat in range(config.cv.repeats)
+    ]
+    for repeat, cut in enumerate(cuts):
+        if any(np.array_equal(cut, earlier) for earlier in cuts[:repeat]):
+            raise DataError(
+                f"cv.repeats={config.cv.repeats}: repeat {repeat + 1} cuts the {len(ids)} series into the same folds as an "
+                "earlier one (too few series per block to move its boundaries further); lower cv.repeats"
+            )
 
 
 def fold_config(config: Config, fold: int, repeat: int = 0) -> Config:

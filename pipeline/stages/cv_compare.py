@@ -13,7 +13,8 @@ corrected resampled t-test (Nadeau and Bengio 2003; Bouckaert and Frank 2004 for
 The correction n_held_out / n_train (1 / (k - 1) for k folds) accounts for the training sets
 overlapping between folds, which makes the plain paired t-test far too confident. The verdict is
 "A ahead" or "B ahead" only when the interval excludes zero; otherwise "not separated" (keep the
-simpler configuration). `cv.repeats` reshuffles the subjects into new folds per repeat: more
+simpler configuration). `cv.repeats` reshuffles the subjects into new folds per repeat (without subjects, it moves the
+block boundaries): more
 repeats, a narrower interval. Both CVs must have been cut into the same folds (checked from each
 fold's validation ids); the test set is never read.
 
