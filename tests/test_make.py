@@ -72,8 +72,8 @@ def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an
     folds = json.loads((cv_entry / "run.json").read_text())["folds"]
     fold = json.loads((root / "runs" / folds[1] / "run.json").read_text())
     assert (
-        fold["train_series"] == 12 + 8 * 3 and fold["batch_size"] == 8 and fold["patience"] >= 25
-    )  # blocks of 12, a gap of 4 after each inner boundary; a small competition's schedule
+        fold["train_series"] == 60 - 12 - 2 * 4 and fold["batch_size"] == 8 and fold["patience"] >= 25
+    )  # blocks of 12, the held-out block's 4 neighbours on each side purged; a small competition's schedule
     predicted = run_make(
         "predict", "COMPETITION=my-comp", tiny
     )  # the default: the cross-validation, its folds averaged
