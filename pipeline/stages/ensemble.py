@@ -112,10 +112,9 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
     else:  # scored on the first member's competition with its plain validation split (not a fold of it)
         base = load_config(None, [f"paths.root={config.root}", *config_without_fold(first)])
         data = load_training_data(base)
+        member_cvs = [run_config(config, finished_run(config, member)).cv for member in members]
         folds_seen = any(lineage.get("kind") == "cv" for lineage in lineages) or any(
-            run_config(config, finished_run(config, member)).cv.fold >= 0
-            or run_config(config, finished_run(config, member)).cv.refit
-            for member in members
+            cv.fold >= 0 or cv.refit for cv in member_cvs
         )
         metrics = {
             "members": members,
