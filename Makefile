@@ -69,7 +69,7 @@ prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from 
 cv: $(STAMP) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs; REFIT=1 then trains on all
 	$(PY) -m pipeline.stages.cv --exp $(EXP) $(ARGS) $(if $(REFIT),--refit)
 
-cv-compare: $(STAMP) ## two cross-validations compared fold by fold (A=, B= a CV id or an EXP file): mean difference, corrected t-test interval, verdict
+cv-compare: $(STAMP) ## two cross-validations compared fold by fold (A=, B= a CV id, an EXP file, or peer:<name>[+copies] fitted on the other's folds): mean difference, corrected t-test interval, verdict
 	$(PY) -m pipeline.stages.cv_compare $(ARGS) --a "$(A)" --b "$(B)"
 
 tune: $(STAMP) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)

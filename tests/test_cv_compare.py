@@ -176,6 +176,33 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
     assert paired.returncode == 0, paired.stderr[-3000:]
     record = json.loads((root / "reports" / "cv_compare" / f"{ensemble_cv}__{a}" / "comparison.json").read_text())
     np.testing.assert_allclose(record["differences"], np.subtract(fold_scores(ensemble_cv), scores[a]))
+    # A peer cross-validated on B's folds: fitted on each fold run's training series, scored on its selection.
+    peer = run_make("cv-compare", "A=peer:logistic_regression+copies", f"B={b}", f"SET=paths.root={root}")
+    assert peer.returncode == 0, peer.stderr[-3000:]
+    record = json.loads(
+        (root / "reports" / "cv_compare" / f"peer-logistic_regression+copies__{b}" / "comparison.json").read_text()
+    )
+    assert len(record["a_scores"]) == 4 and record["b_scores"] == scores[b]
+    from pipeline.models import augment, baselines
+
+    b_fold = runs.run_config(load_config(None, base), root / "runs" / folds[-1])  # repeat 2, fold 2
+    data = datasets.load_training_data(b_fold)
+    definition = json.loads((root / "runs" / folds[-1] / "metrics.json").read_text())["selection"]["definition"]
+    series, labels = augment.noised_copies(
+        data.train_series, data.train_labels, 1, 0.5, definition["noise_profile"], data.train_std, b_fold.train.seed
+    )
+    fitted = baselines.ProbabilityModel(baselines.make_peer("logistic_regression").fit(series, labels), 6)
+    draws = scoring.noise_draws(
+        {"peer": fitted},
+        data.validation_series,
+        data.validation_labels,
+        (definition["noise_level"],),
+        definition["draws"],
+        definition["noise_profile"],
+        data.train_std,
+        definition["seed"],
+    )
+    assert record["a_scores"][-1] == pytest.approx(draws["accuracy"].mean(), abs=1e-9)
 
 
 def registry_cv(root: Path, name: str, scores: list[float], validation_ids: list[str], folds: int = 2) -> None:
@@ -192,6 +219,19 @@ def registry_cv(root: Path, name: str, scores: list[float], validation_ids: list
     (folder / "run.json").write_text(json.dumps({"kind": "cv", "folds": fold_ids}))
     (folder / "config.json").write_text(json.dumps({"cv": {"folds": folds}}))
     (folder / "metrics.json").write_text(json.dumps({"selection": {"definition": definition}}))
+
+
+def test_peers_need_a_cross_validation_beside_them_and_a_known_name(tmp_path: Path):
+    from pipeline.stages import cv_compare
+
+    config = load_config(None, [f"paths.root={tmp_path}"])
+    registry_cv(tmp_path, "a_cv2", [0.9, 0.8], ["x", "y"])
+    with pytest.raises(DataError, match="unknown peer"):
+        cv_compare.compare(config, "peer:svm", "a_cv2")
+    with pytest.raises(DataError, match="unknown peer"):
+        cv_compare.compare(config, "a_cv2", "peer:minirocket+twice")
+    with pytest.raises(DataError, match="two peers"):
+        cv_compare.compare(config, "peer:minirocket", "peer:logistic_regression")
 
 
 def test_cross_validations_cut_into_other_folds_are_refused_and_like_ones_compared(tmp_path: Path):

@@ -81,9 +81,17 @@ def fit_baselines(
     }
 
 
+PEERS = ("logistic_regression", "random_forest", "minirocket")
+
+
 def make_peers(seed: int = 0) -> dict[str, Pipeline]:
     """The baselines and MiniRocket, unfitted."""
     return {**make_baselines(seed), "minirocket": make_minirocket(seed)}
+
+
+def make_peer(name: str, seed: int = 0) -> Pipeline:
+    """One peer of `PEERS`, unfitted (MiniRocket's aeon import only when it is asked for)."""
+    return make_minirocket(seed) if name == "minirocket" else make_baselines(seed)[name]
 
 
 def noise_scores(model: Any, data: Any, host: Any, config: Any, file_predicted: Any = None) -> dict[str, float]:

@@ -19,7 +19,12 @@ repeats, a narrower interval. Both CVs must have been cut into the same folds (c
 fold's validation ids); the test set is never read.
 
 A and B are a CV id (`make runs` lists them; a `cv:` prefix is allowed) or an experiment file
-whose cross-validation `make cv EXP=...` ran with the same SET=. The comparison is written to
+whose cross-validation `make cv EXP=...` ran with the same SET=. One of them may instead be a peer,
+`peer:<name>` or `peer:<name>+copies` (`make peers`' estimators: logistic_regression, random_forest,
+minirocket; `+copies` adds `peers.noised_copies` noised copies of each fold's training series): it is
+then fitted on every fold run's training series of the other side's CV and scored on the same
+validation series, noise draws and selection, so "is the recurrent model ahead of logistic
+regression?" is a paired question too. The comparison is written to
 reports/cv_compare/<A>__<B>/comparison.{md,json}.
 """
 
@@ -37,7 +42,9 @@ from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder
-from pipeline.stages.runs import LINEAGE, METRICS, cv_id_for
+from pipeline.stages.runs import LINEAGE, METRICS, cv_id_for, run_config
+
+PEER = "peer:"
 
 
 @dataclass(frozen=True)
@@ -125,11 +132,58 @@ def fold_scores(config: Config, cv_id: str) -> tuple[list[float], list[str], dic
     return scores, ids, definition, 1 / (folds - 1)
 
 
+def peer_fold_scores(config: Config, peer: str, cv_id: str) -> tuple[list[float], list[str], dict[str, Any], float]:
+    """`fold_scores` of a peer (`<name>` or `<name>+copies`) cross-validated on the folds of `cv_id`:
+    fitted on each fold run's training series and scored like that run's selection score."""
+    from pipeline.data.datasets import load_training_data
+    from pipeline.models import augment, baselines
+    from pipeline.stages.training import selection_score
+
+    name, _, extra = peer.partition("+")
+    if name not in baselines.PEERS or extra not in ("", "copies"):
+        raise DataError(
+            f"{PEER}{peer}: unknown peer (known: {', '.join(baselines.PEERS)}; add +copies for the noised copies)"
+        )
+    scores, ids = [], []
+    for run_id in json.loads(config.path("runs", cv_id, LINEAGE).read_text())["folds"]:
+        fold = run_config(config, config.path("runs", run_id))
+        data = load_training_data(fold)
+        copies = fold.peers.noised_copies if extra else 0
+        series, labels = augment.noised_copies(
+            data.train_series,
+            data.train_labels,
+            copies,
+            fold.augment.noised_copies_level,
+            fold.data.noise_profile,
+            data.train_std,
+            fold.train.seed,
+        )
+        print(f"  {peer} on the folds of {cv_id}: {run_id}, {len(series)} training series", flush=True)
+        model = baselines.ProbabilityModel(
+            baselines.make_peer(name, fold.train.seed).fit(series, labels), len(data.classes)
+        )
+        selection = selection_score(model, fold, data)
+        scores.append(selection["score"])
+        ids.append(selection["definition"]["validation_ids"])
+    _, _, definition, ratio = fold_scores(config, cv_id)
+    return scores, ids, definition, ratio
+
+
 def compare(config: Config, a_name: str, b_name: str, given: list[str] = ()) -> PairedComparison:
-    """The paired comparison of two finished cross-validations; also written to reports/cv_compare/."""
-    a_id, b_id = resolve_cv(config, a_name, list(given)), resolve_cv(config, b_name, list(given))
-    a_scores, a_folds, a_definition, ratio = fold_scores(config, a_id)
-    b_scores, b_folds, b_definition, _ = fold_scores(config, b_id)
+    """The paired comparison of two finished cross-validations, or of a peer cross-validated on the
+    folds of the other; also written to reports/cv_compare/."""
+    peers = [name.startswith(PEER) for name in (a_name, b_name)]
+    if all(peers):
+        raise DataError(
+            f"{a_name} and {b_name}: two peers; one side must be a cross-validation whose folds the peer uses"
+        )
+    ids = [name if peer else resolve_cv(config, name, list(given)) for name, peer in zip((a_name, b_name), peers)]
+    cv_id = ids[peers.index(False)]
+    a_id, b_id = ids
+    (a_scores, a_folds, a_definition, ratio), (b_scores, b_folds, b_definition, _) = (
+        peer_fold_scores(config, name.removeprefix(PEER), cv_id) if peer else fold_scores(config, name)
+        for name, peer in zip(ids, peers)
+    )
     if a_folds != b_folds:
         raise DataError(
             f"{a_id} and {b_id} were not cut into the same folds ({len(a_folds)} and {len(b_folds)} fold runs, "
@@ -180,7 +234,7 @@ def write_report(
     definition: dict[str, Any],
     result: PairedComparison,
 ) -> None:
-    target = config.path("reports", "cv_compare", f"{a_id}__{b_id}")
+    target = config.path("reports", "cv_compare", f"{a_id}__{b_id}".replace(":", "-"))  # peer:<name> -> peer-<name>
     lines = report_lines(a_id, b_id, a, b, definition, result)
     with atomic_folder(target) as temp:
         (temp / "comparison.md").write_text("\n".join(lines) + "\n")
