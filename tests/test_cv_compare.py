@@ -147,7 +147,6 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
         assert json.loads((root / "runs" / fold_ensemble / "run.json").read_text())["members"] == list(members)
     # Its first fold's score, recomputed apart: the members' mean probability on that fold's noisy draws.
     from pipeline import models
-    from pipeline.data import scoring
 
     fold_metrics = json.loads((root / "runs" / lineage["folds"][0] / "metrics.json").read_text())
     definition = fold_metrics["selection"]["definition"]
@@ -161,17 +160,7 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
         def predict(self, series, **options):
             return np.mean([member.predict(series, **options) for member in members], axis=0)
 
-    draws = scoring.noise_draws(
-        {"mean": MeanOfMembers()},
-        data.validation_series,
-        data.validation_labels,
-        (definition["noise_level"],),
-        definition["draws"],
-        definition["noise_profile"],
-        data.train_std,
-        definition["seed"],
-    )
-    assert fold_metrics["selection"]["score"] == pytest.approx(draws["accuracy"].mean(), abs=1e-9)
+    assert fold_metrics["selection"]["score"] == pytest.approx(selection_accuracy(MeanOfMembers(), data, definition))
     paired = run_make("cv-compare", f"A={ensemble_cv}", f"B={a}", f"SET=paths.root={root}")
     assert paired.returncode == 0, paired.stderr[-3000:]
     record = json.loads((root / "reports" / "cv_compare" / f"{ensemble_cv}__{a}" / "comparison.json").read_text())
@@ -192,8 +181,15 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
         data.train_series, data.train_labels, 1, 0.5, definition["noise_profile"], data.train_std, b_fold.train.seed
     )
     fitted = baselines.ProbabilityModel(baselines.make_peer("logistic_regression").fit(series, labels), 6)
+    assert record["a_scores"][-1] == pytest.approx(selection_accuracy(fitted, data, definition))
+
+
+def selection_accuracy(model, data, definition: dict) -> float:
+    """A model's selection score recomputed apart: its mean accuracy over the definition's noise draws."""
+    from pipeline.data import scoring
+
     draws = scoring.noise_draws(
-        {"peer": fitted},
+        {"model": model},
         data.validation_series,
         data.validation_labels,
         (definition["noise_level"],),
@@ -202,7 +198,7 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
         data.train_std,
         definition["seed"],
     )
-    assert record["a_scores"][-1] == pytest.approx(draws["accuracy"].mean(), abs=1e-9)
+    return float(draws["accuracy"].mean())
 
 
 def registry_cv(root: Path, name: str, scores: list[float], validation_ids: list[str], folds: int = 2) -> None:
