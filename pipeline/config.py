@@ -334,10 +334,22 @@ class CvConfig:
     # cv-compare, the corrected resampled t-test); more repeats narrow its interval.
     repeats: int = 1
     repeat: int = 0  # which repeat a fold run belongs to (set by make cv, like `fold`)
+    # Nested selection: a fold run chooses its checkpoint, early-stopping epoch and learning-rate
+    # plateaus on one of `inner_folds` inner folds of its own training part (whole subjects, or a
+    # block with cv.gap neighbours purged), and its held-out fold is scored once, by the model it
+    # chose. 5 keeps a fifth of the training part out to choose on, as `make train` keeps the
+    # 4-of-21-subject validation split. 0 is the protocol before 2026-12-05 (each fold chose on the
+    # very series it is scored on: about 1.7 points of optimism on raw windows); it is kept only to
+    # measure that optimism, and make cv-compare never pairs it with a nested CV.
+    inner_folds: int = 5
 
     def __post_init__(self) -> None:
         if self.folds < 2 or not -1 <= self.fold < self.folds or self.gap < 0:
             raise ConfigError(f"cv.folds must be >= 2, cv.fold in -1..{self.folds - 1}, cv.gap >= 0")
+        if self.inner_folds == 1 or self.inner_folds < 0:
+            raise ConfigError(
+                f"cv.inner_folds={self.inner_folds}: give 2 or more (nested selection) or 0 (the old, optimistic protocol)"
+            )
         if self.repeats < 1 or not 0 <= self.repeat < self.repeats:
             raise ConfigError(f"cv.repeats must be >= 1 and cv.repeat in 0..{self.repeats - 1}")
 

@@ -49,6 +49,32 @@ def test_the_correction_for_overlapping_training_sets_widens_the_interval():
     assert plain.mean == corrected.mean and abs(corrected.t) < abs(plain.t)
 
 
+def test_fewer_than_five_differences_or_none_that_vary_give_no_ranking():
+    from pipeline.stages.cv_compare import NO_SPREAD, TOO_FEW
+
+    a = np.array([0.90, 0.95, 0.91, 0.94])
+    result = paired_comparison(a, a - [0.05, 0.04, 0.06, 0.05], 0.1)  # four folds, all clearly ahead
+    assert result.verdict == TOO_FEW and result.low > 0  # the interval is reported, the ranking withheld
+    assert paired_comparison(np.append(a, 0.9), np.append(a - [0.05, 0.04, 0.06, 0.05], 0.85), 0.1).verdict == "A ahead"
+    constant = paired_comparison(DIFFICULTY + 0.01, DIFFICULTY, 0.25)
+    assert constant.verdict == NO_SPREAD and np.isnan(constant.p) and np.isnan(constant.low)
+
+
+def test_the_ratio_comes_from_the_series_each_fold_used():
+    from pipeline.stages.cv_compare import held_out_ratio
+
+    capped = [
+        {"trained_on": 200, "chosen_on": 150, "scored_on": 700},
+        {"trained_on": 200, "chosen_on": 140, "scored_on": 720},
+    ]
+    assert held_out_ratio(capped, 5) == pytest.approx((700 / 200 + 720 / 200) / 2)  # not 1/4: the training was capped
+    assert held_out_ratio([None, None], 5) == pytest.approx(1 / 4)  # fold runs from before the counts: k-fold's ratio
+    a = DIFFICULTY
+    b = DIFFICULTY - 0.004 + np.random.default_rng(2).normal(0, 0.01, len(DIFFICULTY))
+    narrow, wide = paired_comparison(a, b, 1 / 4), paired_comparison(a, b, held_out_ratio(capped, 5))
+    assert wide.high - wide.low > 2 * (narrow.high - narrow.low)
+
+
 def test_lists_of_other_lengths_are_refused():
     with pytest.raises(ValueError, match="equally long"):
         paired_comparison(np.ones(3), np.ones(4), 0.5)
@@ -126,8 +152,19 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
     scores = {name: fold_scores(name) for name in (a, b)}
     np.testing.assert_allclose(record["differences"], np.subtract(scores[a], scores[b]))
     assert len(record["differences"]) == 4 and record["low"] <= record["mean"] <= record["high"]
-    expected = "A ahead" if record["low"] > 0 else "B ahead" if record["high"] < 0 else "not separated"
-    assert record["verdict"] == expected and f"**{expected}**" in compared.stdout
+    assert record["verdict"] == "too few pairs to rank" and "**too few pairs to rank**" in compared.stdout
+    # every fold run trained, chose and was scored on three disjoint sets of whole subjects
+    for cv_id in (a, b):
+        for run in json.loads((root / "runs" / cv_id / "run.json").read_text())["folds"]:
+            split = json.loads((root / "runs" / run / "split.json").read_text())
+            sides = [set(split[side]) for side in ("trained_on", "chosen_on", "scored_on")]
+            subjects = [set(split["subjects"][side]) for side in ("trained_on", "chosen_on", "scored_on")]
+            for one, other in ((0, 1), (0, 2), (1, 2)):
+                assert sides[one] and not sides[one] & sides[other], run
+                assert not subjects[one] & subjects[other], run
+            selection = json.loads((root / "runs" / run / "metrics.json").read_text())["selection"]
+            assert selection["definition"]["protocol"] == datasets.PROTOCOL_NESTED
+            assert selection["series"] == {"trained_on": 200, "chosen_on": len(sides[1]), "scored_on": len(sides[2])}
     # B's fold models (with the statistics branch) predict as an ensemble, and its first fold is evaluated.
     folds = json.loads((root / "runs" / b / "run.json").read_text())["folds"]
     predicted = run_make("predict", f"RUN=cv:{b}", f"SET=paths.root={root}")
@@ -177,8 +214,11 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
     b_fold = runs.run_config(load_config(None, base), root / "runs" / folds[-1])  # repeat 2, fold 2
     data = datasets.load_training_data(b_fold)
     definition = json.loads((root / "runs" / folds[-1] / "metrics.json").read_text())["selection"]["definition"]
+    # the peer chooses nothing: it fits on the fold's whole training part (what the recurrent run trained and chose on)
+    part = np.concatenate([data.train_series, data.validation_series])
+    part_labels = np.concatenate([data.train_labels, data.validation_labels])
     series, labels = augment.noised_copies(
-        data.train_series, data.train_labels, 1, 0.5, definition["noise_profile"], data.train_std, b_fold.train.seed
+        part, part_labels, 1, 0.5, definition["noise_profile"], data.train_std, b_fold.train.seed
     )
     fitted = baselines.ProbabilityModel(baselines.make_peer("logistic_regression").fit(series, labels), 6)
     assert record["a_scores"][-1] == pytest.approx(selection_accuracy(fitted, data, definition))
@@ -190,8 +230,8 @@ def selection_accuracy(model, data, definition: dict) -> float:
 
     draws = scoring.noise_draws(
         {"model": model},
-        data.validation_series,
-        data.validation_labels,
+        data.scored_series,
+        data.scored_labels,
         (definition["noise_level"],),
         definition["draws"],
         definition["noise_profile"],
@@ -201,9 +241,12 @@ def selection_accuracy(model, data, definition: dict) -> float:
     return float(draws["accuracy"].mean())
 
 
-def registry_cv(root: Path, name: str, scores: list[float], validation_ids: list[str], folds: int = 2) -> None:
-    """A finished CV entry and its fold runs, as make cv writes them (the files cv-compare reads)."""
-    definition = {"noise_level": 0.5, "select_on": "noisy", "draws": 3}
+def registry_cv(
+    root: Path, name: str, scores: list[float], validation_ids: list[str], folds: int = 2, protocol: str | None = None
+) -> None:
+    """A finished CV entry and its fold runs, as make cv writes them (the files cv-compare reads);
+    `protocol` None: a CV from before protocols were recorded."""
+    definition = {"noise_level": 0.5, "select_on": "noisy", "draws": 3, **({"protocol": protocol} if protocol else {})}
     fold_ids = [f"{name}_fold{index}" for index in range(len(scores))]
     for fold_id, score, ids in zip(fold_ids, scores, validation_ids):
         (root / "runs" / fold_id).mkdir(parents=True)
@@ -240,9 +283,12 @@ def test_cross_validations_cut_into_other_folds_are_refused_and_like_ones_compar
     registry_cv(tmp_path, "d_cv2x2", [0.89, 0.94, 0.90, 0.93], ["f0", "f1", "h0", "h1"])  # other subjects in repeat 2
     result = cv_compare.compare(config, "cv:a_cv2x2", "b_cv2x2")
     np.testing.assert_allclose(result.differences, [0.01] * 4)
-    assert result.verdict == "A ahead"  # the same point on every fold: no spread, no doubt
+    assert result.verdict == cv_compare.NO_SPREAD and np.isnan(
+        result.p
+    )  # the same point on every fold: nothing to test
     saved = json.loads((tmp_path / "reports" / "cv_compare" / "a_cv2x2__b_cv2x2" / "comparison.json").read_text())
-    assert saved["verdict"] == "A ahead" and saved["differences"] == pytest.approx([0.01] * 4)
+    assert saved["verdict"] == cv_compare.NO_SPREAD and saved["differences"] == pytest.approx([0.01] * 4)
+    assert saved["p"] is None and saved["low"] is None
     for other in ("c_cv2", "d_cv2x2"):
         with pytest.raises(DataError, match="not cut into the same folds"):
             cv_compare.compare(config, "a_cv2x2", other)
@@ -254,6 +300,28 @@ def test_cross_validations_cut_into_other_folds_are_refused_and_like_ones_compar
         ensemble.make_ensemble(config, ["cv:a_cv2x2", "d_cv2x2"])  # several CVs: a cross-validated ensemble
     with pytest.raises(DataError, match="appears twice"):
         ensemble.make_ensemble(config, ["cv:a_cv2x2", "a_cv2x2"])
+
+
+def test_a_cv_of_the_old_protocol_is_refused_beside_a_nested_one_and_old_ones_still_pair(tmp_path: Path):
+    from pipeline.stages import cv_compare, ensemble
+
+    config = load_config(None, [f"paths.root={tmp_path}"])
+    ids = ["f0", "f1", "g0", "g1", "h0"]
+    registry_cv(tmp_path, "old_cv2", [0.90, 0.95, 0.91, 0.94, 0.92], ids)
+    registry_cv(tmp_path, "older_cv2", [0.89, 0.95, 0.90, 0.93, 0.92], ids, protocol=datasets.PROTOCOL_OPTIMISTIC)
+    registry_cv(tmp_path, "new_cv2", [0.89, 0.94, 0.90, 0.93, 0.90], ids, protocol=datasets.PROTOCOL_NESTED)
+    for a, b in (("old_cv2", "new_cv2"), ("new_cv2", "older_cv2")):
+        with pytest.raises(
+            DataError, match=r"different protocols \((old|older)_cv2: .*re-run (old|older)_cv2 with `make cv`"
+        ):
+            cv_compare.compare(config, a, b)
+    with pytest.raises(DataError, match="different protocols"):
+        ensemble.make_ensemble(config, ["cv:old_cv2", "new_cv2"])
+    # a definition without a protocol is the old one: two old CVs still pair (to read the old numbers again)
+    result = cv_compare.compare(config, "old_cv2", "older_cv2")
+    assert len(result.differences) == 5
+    report = (tmp_path / "reports" / "cv_compare" / "old_cv2__older_cv2" / "comparison.md").read_text()
+    assert "optimistic" in report
 
 
 def test_repeats_a_competition_cannot_cut_are_refused_before_any_fold_trains(monkeypatch, tmp_path: Path):

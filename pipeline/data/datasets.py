@@ -127,6 +127,46 @@ class TrainingData:
         np.ndarray
     )  # std per channel of the training series as the participant has them: the unit of training-side noise
     train_ids: np.ndarray | None = None  # the training series' ids, in train_series order
+    # What the run's scores are computed on: a CV fold run's held-out fold, which chose nothing
+    # (the validation series above are then an inner fold of its training part); else the validation series.
+    scored_series: np.ndarray | None = None
+    scored_labels: np.ndarray | None = None
+    scored_ids: np.ndarray | None = None
+    protocol: str | None = None  # a fold run's selection protocol (PROTOCOL_NESTED or PROTOCOL_OPTIMISTIC)
+    subjects: dict[str, np.ndarray] | None = None  # trained_on / chosen_on / scored_on -> subject per series
+
+
+PROTOCOL_NESTED = "nested: chosen on an inner fold of the training part, the held-out fold scored once"
+PROTOCOL_OPTIMISTIC = "optimistic: chosen and scored on the held-out fold (the protocol before 2026-12-05)"
+
+
+def fold_protocol(definition: dict[str, Any]) -> str:
+    """The protocol a fold's (or a CV's) selection definition was made under; a definition from
+    before protocols were recorded chose on the fold it scored."""
+    return definition.get("protocol", PROTOCOL_OPTIMISTIC)
+
+
+def protocol_mismatch(a_id: str, b_id: str, a_definition: dict[str, Any], b_definition: dict[str, Any]) -> str:
+    """The one-line refusal of two CVs (or ensembles, studies) made under different selection protocols."""
+    old = a_id if fold_protocol(a_definition) == PROTOCOL_OPTIMISTIC else b_id
+    return (
+        f"{a_id} and {b_id} were cross-validated under different protocols ({old}: each fold chose its epoch on the "
+        f"series it is scored on, optimistic); re-run {old} with `make cv` and its EXP= and SET= (nested selection "
+        "is the default now) before comparing them"
+    )
+
+
+def split_record(data: TrainingData) -> dict[str, Any]:
+    """split.json of a fold run: the series it trained on, chose on and was scored on (and their subjects)."""
+    record: dict[str, Any] = {
+        "protocol": data.protocol,
+        "trained_on": [str(identifier) for identifier in data.train_ids],
+        "chosen_on": [str(identifier) for identifier in data.validation_ids],
+        "scored_on": [str(identifier) for identifier in data.scored_ids],
+    }
+    if data.subjects is not None:
+        record["subjects"] = {side: sorted({int(s) for s in subjects}) for side, subjects in data.subjects.items()}
+    return record
 
 
 def to_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
@@ -205,6 +245,7 @@ def load_training_data(config: Config) -> TrainingData:
     competition = open_competition(config)
     classes = competition.activities
     train = competition.train
+    protocol, subject_sides = None, None
     if config.cv.fold >= 0 or competition.validation is None:
         labeled = [train] + (
             [competition.validation] if competition.validation is not None and config.cv.fold >= 0 else []
@@ -215,8 +256,21 @@ def load_training_data(config: Config) -> TrainingData:
         fold = max(config.cv.fold, 0)
         assignment = fold_assignment(ids, subjects, config.cv.folds, config.cv.gap, config.cv.repeat)
         held_out, kept = assignment == fold, training_mask(ids, subjects, assignment, fold, config.cv.gap)
+        chosen = held_out
+        if config.cv.fold >= 0 and config.cv.inner_folds:  # nested: choose on an inner fold of the training part
+            protocol = PROTOCOL_NESTED
+            kept, chosen = inner_split(ids, subjects, kept, config)
+        elif config.cv.fold >= 0:
+            protocol = PROTOCOL_OPTIMISTIC
         train_series, train_labels, train_ids = series[kept], labels[kept], ids[kept]
-        validation_series, validation_labels, validation_ids = series[held_out], labels[held_out], ids[held_out]
+        validation_series, validation_labels, validation_ids = series[chosen], labels[chosen], ids[chosen]
+        scored = (series[held_out], labels[held_out], ids[held_out])
+        if subjects is not None:
+            subject_sides = {
+                "trained_on": subjects[kept],
+                "chosen_on": subjects[chosen],
+                "scored_on": subjects[held_out],
+            }
         unit = "subjects" if subjects is not None else f"blocks in id order, {config.cv.gap} neighbours purged"
         validation = f"fold {fold} of {config.cv.folds} ({unit})" + (
             " of train and validation" if config.cv.fold >= 0 else " of train"
@@ -228,6 +282,7 @@ def load_training_data(config: Config) -> TrainingData:
             to_indices(competition.validation.labels, classes),
         )
         validation_ids, validation = competition.validation.ids, "the validation split"
+        scored = (validation_series, validation_labels, validation_ids)
     if (
         config.cv.refit
     ):  # every labeled series trains; the validation series above are then in-sample, kept only for the epoch log
@@ -251,6 +306,8 @@ def load_training_data(config: Config) -> TrainingData:
             )
         )
         train_series, train_labels, train_ids = train_series[keep], train_labels[keep], train_ids[keep]
+        if subject_sides is not None:
+            subject_sides["trained_on"] = subject_sides["trained_on"][keep]
     return TrainingData(
         competition,
         classes,
@@ -263,7 +320,42 @@ def load_training_data(config: Config) -> TrainingData:
         noisy,
         std,
         np.asarray(train_ids),
+        *scored,
+        protocol,
+        subject_sides,
     )
+
+
+def inner_split(
+    ids: np.ndarray, subjects: np.ndarray | None, part: np.ndarray, config: Config
+) -> tuple[np.ndarray, np.ndarray]:
+    """(trains, chooses) over all series: a CV fold's training part `part` (a mask) split for nested
+    selection. With subjects, inner fold 0 of a GroupKFold of the part into cv.inner_folds folds
+    chooses; without, the first 1/cv.inner_folds of the part in id order chooses and the cv.gap
+    series after it are purged (only one block is held out, so a small part still splits). The rest
+    of the part trains."""
+    inside = np.flatnonzero(part)
+    inner = config.cv.inner_folds
+    if subjects is not None:
+        if len(np.unique(subjects[inside])) < inner:
+            raise DataError(
+                f"the training part of cv.fold={config.cv.fold} holds {len(np.unique(subjects[inside]))} subjects, "
+                f"too few for cv.inner_folds={inner} inner folds; lower cv.inner_folds or cv.folds"
+            )
+        assignment = fold_assignment(ids[inside], subjects[inside], inner, config.cv.gap, config.cv.repeat)
+    else:
+        assignment = np.ones(len(inside), dtype=np.int64)
+        assignment[np.array_split(id_order(ids[inside]), inner)[0]] = 0
+    trained = training_mask(ids[inside], None if subjects is None else subjects[inside], assignment, 0, config.cv.gap)
+    if trained.sum() < 2 or not (assignment == 0).any():
+        raise DataError(
+            f"the training part of cv.fold={config.cv.fold} ({len(inside)} series) leaves nothing to train on beside "
+            f"an inner block of 1/cv.inner_folds={inner} and its cv.gap={config.cv.gap} purged neighbours; raise cv.inner_folds"
+        )
+    trains, chooses = np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=bool)
+    trains[inside[trained]] = True
+    chooses[inside[assignment == 0]] = True
+    return trains, chooses
 
 
 def pooled_ids(splits: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -290,6 +382,10 @@ def check_folds(config: Config) -> None:
                 f"cv.repeats={config.cv.repeats}: repeat {repeat + 1} cuts the {len(ids)} series into the same folds as an "
                 "earlier one (too few series per block to move its boundaries further); lower cv.repeats"
             )
+        if config.cv.inner_folds:  # and every fold's training part into inner folds
+            for fold in range(config.cv.folds):
+                part = training_mask(ids, subjects, cut, fold, config.cv.gap)
+                inner_split(ids, subjects, part, fold_config(config, fold, repeat))
 
 
 def fold_config(config: Config, fold: int, repeat: int = 0) -> Config:
@@ -338,8 +434,10 @@ def cv_selection_definition(config: Config) -> dict[str, Any]:
 def selection_definition(config: Config, data: TrainingData) -> dict[str, Any]:
     """What a run's selection score means: two runs are compared ("the best run") only when these agree."""
     level = config.data.test_noise if config.train.select_on == "noisy" else 0.0
-    ids = hashlib.sha256("\n".join(map(str, data.validation_ids)).encode()).hexdigest()[:16]
+    ids = hashlib.sha256("\n".join(map(str, data.scored_ids)).encode()).hexdigest()[:16]
+    protocol = {"protocol": data.protocol} if data.protocol is not None else {}
     return {
+        **protocol,
         "competition": config.data.competition,
         "data": short_hash(read_datacard(config).get("inputs"), 16),
         "validation": data.validation,

@@ -40,11 +40,14 @@ import numpy as np
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
+from pipeline.data.datasets import PROTOCOL_OPTIMISTIC, fold_protocol, protocol_mismatch
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder
 from pipeline.stages.runs import LINEAGE, METRICS, cv_id_for, run_config
 
 PEER = "peer:"
+# What both sides' fold runs must have been scored with, fold by fold (the peer's are its own, not copied).
+SAME_SELECTION = ("competition", "data", "select_on", "noise_profile", "noise_level", "draws", "seed", "protocol")
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,18 @@ class PairedComparison:
         return {"A ahead": f"{a} ahead", "B ahead": f"{b} ahead"}.get(self.verdict, self.verdict)
 
 
+MIN_PAIRS = 5  # fewer paired differences give a t interval too wide and too fragile to rank on
+TOO_FEW = "too few pairs to rank"
+NO_SPREAD = "no spread to test"
+
+
 def paired_comparison(
     a: np.ndarray, b: np.ndarray, held_out_per_train: float, confidence: float = 0.95
 ) -> PairedComparison:
     """The corrected resampled t-test of the per-fold differences a - b (same folds, same order).
-    `held_out_per_train`: held-out over training series per fold, 1 / (k - 1) for k-fold CV."""
+    `held_out_per_train`: scored over training series per fold, as the folds really used them.
+    Fewer than MIN_PAIRS differences, or differences with no spread at all (the test has nothing to
+    weigh the mean against), give no ranking: the verdict then says which, with t, p and the interval NaN."""
     from scipy import stats
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -75,18 +85,26 @@ def paired_comparison(
     differences = a - b
     n = len(differences)
     mean = float(differences.mean())
+    if np.ptp(differences) < 1e-9:  # equal up to float rounding (0.90 - 0.89 is not 0.95 - 0.94 in binary)
+        return PairedComparison(differences, mean, np.nan, np.nan, np.nan, np.nan, NO_SPREAD)
     scale = float(np.sqrt((1 / n + held_out_per_train) * differences.var(ddof=1)))
-    if scale == 0:  # every fold differs by exactly the same amount
-        t = np.inf if mean else 0.0
-        low = high = mean
-        p = 0.0 if mean else 1.0
-    else:
-        t = mean / scale
-        half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * scale
-        low, high = mean - half, mean + half
-        p = float(2 * stats.t.sf(abs(t), df=n - 1))
+    t = mean / scale
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * scale
+    low, high = mean - half, mean + half
+    p = float(2 * stats.t.sf(abs(t), df=n - 1))
     verdict = "A ahead" if low > 0 else "B ahead" if high < 0 else "not separated"
+    if n < MIN_PAIRS:
+        verdict = TOO_FEW
     return PairedComparison(differences, mean, low, high, float(t), p, verdict)
+
+
+def held_out_ratio(series: list[dict[str, int] | None], folds: int) -> float:
+    """Scored over training series, averaged over fold runs, from the counts each fold recorded;
+    1 / (k - 1) for fold runs made before the counts were recorded (which trained on every series of
+    the other folds, unless train.max_train_series capped them)."""
+    if any(counts is None for counts in series):
+        return 1 / (folds - 1)
+    return float(np.mean([counts["scored_on"] / counts["trained_on"] for counts in series]))
 
 
 def resolve_cv(config: Config, name: str, given: list[str]) -> str:
@@ -115,27 +133,41 @@ def resolve_cv(config: Config, name: str, given: list[str]) -> str:
     )
 
 
-def fold_scores(config: Config, cv_id: str) -> tuple[list[float], list[str], dict[str, Any], float]:
-    """(selection score per fold run, validation-ids hash per fold run, the selection definition,
-    held-out per training series: 1 / (k - 1)) of a finished cross-validation, in fold-run order."""
+@dataclass(frozen=True)
+class FoldScores:
+    """One side of a paired comparison, in fold-run order."""
+
+    scores: list[float]  # the selection score of every fold run
+    definitions: list[dict[str, Any]]  # what each was scored on (scored ids, noise, draws, protocol)
+    definition: dict[str, Any]  # the cross-validation's selection definition
+    held_out_per_train: float  # scored over training series, as the folds used them
+
+
+def fold_scores(config: Config, cv_id: str) -> FoldScores:
+    """The fold scores of a finished cross-validation, as its fold runs recorded them."""
     folder = config.path("runs", cv_id)
     if not (folder / METRICS).is_file():
         raise DataError(f"{folder}: not a finished cross-validation (no {METRICS}); run `make cv` first")
     lineage = json.loads((folder / LINEAGE).read_text())
-    scores, ids = [], []
-    for run_id in lineage["folds"]:
-        metrics = json.loads(config.path("runs", run_id, METRICS).read_text())
-        scores.append(metrics["selection"]["score"])
-        ids.append(metrics["selection"]["definition"]["validation_ids"])
-    definition = json.loads((folder / METRICS).read_text())["selection"]["definition"]
+    selections = [
+        json.loads(config.path("runs", run_id, METRICS).read_text())["selection"] for run_id in lineage["folds"]
+    ]
     folds = int(json.loads((folder / "config.json").read_text())["cv"]["folds"])
-    return scores, ids, definition, 1 / (folds - 1)
+    return FoldScores(
+        [selection["score"] for selection in selections],
+        [selection["definition"] for selection in selections],
+        json.loads((folder / METRICS).read_text())["selection"]["definition"],
+        held_out_ratio([selection.get("series") for selection in selections], folds),
+    )
 
 
-def peer_fold_scores(config: Config, peer: str, cv_id: str) -> tuple[list[float], list[str], dict[str, Any], float]:
-    """`fold_scores` of a peer (`<name>` or `<name>+copies`) cross-validated on the folds of `cv_id`:
-    fitted on each fold run's training series and scored like that run's selection score."""
-    from pipeline.data.datasets import load_training_data
+def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
+    """`fold_scores` of a peer (`<name>` or `<name>+copies`) cross-validated on the folds of `cv_id`.
+    Each fold run's data are loaded from its own config, so the peer meets the same split: it is
+    fitted on the fold's training part (the series the recurrent run trained on and chose on: a peer
+    chooses nothing, so nothing of the part is held back from it) and scored by the same function,
+    on the same scored series and noise draws, as the fold run."""
+    from pipeline.data.datasets import cv_definition, load_training_data
     from pipeline.models import augment, baselines
     from pipeline.stages.training import selection_score
 
@@ -144,14 +176,18 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> tuple[list[float]
         raise DataError(
             f"{PEER}{peer}: unknown peer (known: {', '.join(baselines.PEERS)}; add +copies for the noised copies)"
         )
-    scores, ids = [], []
+    scores, definitions, counts = [], [], []
     for run_id in json.loads(config.path("runs", cv_id, LINEAGE).read_text())["folds"]:
         fold = run_config(config, config.path("runs", run_id))
         data = load_training_data(fold)
+        part = np.concatenate([data.train_series, data.validation_series])
+        part_labels = np.concatenate([data.train_labels, data.validation_labels])
+        if data.protocol == PROTOCOL_OPTIMISTIC:  # the old protocol: the chosen series are the scored ones
+            part, part_labels = data.train_series, data.train_labels
         copies = fold.peers.noised_copies if extra else 0
         series, labels = augment.noised_copies(
-            data.train_series,
-            data.train_labels,
+            part,
+            part_labels,
             copies,
             fold.augment.noised_copies_level,
             fold.data.noise_profile,
@@ -162,11 +198,17 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> tuple[list[float]
         model = baselines.ProbabilityModel(
             baselines.make_peer(name, fold.train.seed).fit(series, labels), len(data.classes)
         )
-        selection = selection_score(model, fold, data)
+        selection = selection_score(model, fold, data, fitted_on=len(part))
         scores.append(selection["score"])
-        ids.append(selection["definition"]["validation_ids"])
-    _, _, definition, ratio = fold_scores(config, cv_id)
-    return scores, ids, definition, ratio
+        definitions.append(selection["definition"])
+        counts.append(selection["series"])
+    folds = int(json.loads(config.path("runs", cv_id, "config.json").read_text())["cv"]["folds"])
+    return FoldScores(scores, definitions, cv_definition(definitions), held_out_ratio(counts, folds))
+
+
+def selection_keys(definition: dict[str, Any]) -> dict[str, Any]:
+    """What two paired fold runs must share of their selection definitions (the protocol as recorded, or the old one)."""
+    return {**{key: definition.get(key) for key in SAME_SELECTION}, "protocol": fold_protocol(definition)}
 
 
 def compare(config: Config, a_name: str, b_name: str, given: list[str] = ()) -> PairedComparison:
@@ -180,47 +222,67 @@ def compare(config: Config, a_name: str, b_name: str, given: list[str] = ()) -> 
     ids = [name if peer else resolve_cv(config, name, list(given)) for name, peer in zip((a_name, b_name), peers)]
     cv_id = ids[peers.index(False)]
     a_id, b_id = ids
-    (a_scores, a_folds, a_definition, ratio), (b_scores, b_folds, b_definition, _) = (
+    a, b = (
         peer_fold_scores(config, name.removeprefix(PEER), cv_id) if peer else fold_scores(config, name)
         for name, peer in zip(ids, peers)
     )
-    if a_folds != b_folds:
+    if fold_protocol(a.definition) != fold_protocol(b.definition):
+        raise DataError(protocol_mismatch(a_id, b_id, a.definition, b.definition))
+    if [d["validation_ids"] for d in a.definitions] != [d["validation_ids"] for d in b.definitions]:
         raise DataError(
-            f"{a_id} and {b_id} were not cut into the same folds ({len(a_folds)} and {len(b_folds)} fold runs, "
-            "or other validation subjects): cross-validate both with the same cv.folds, cv.repeats and data"
+            f"{a_id} and {b_id} were not cut into the same folds ({len(a.scores)} and {len(b.scores)} fold runs, "
+            "or other scored subjects): cross-validate both with the same cv.folds, cv.repeats and data"
         )
-    same = {key: a_definition[key] for key in ("noise_level", "select_on", "draws")} == {
-        key: b_definition[key] for key in ("noise_level", "select_on", "draws")
-    }
-    if not same:
+    if [selection_keys(d) for d in a.definitions] != [selection_keys(d) for d in b.definitions]:
         raise DataError(
-            f"{a_id} and {b_id} were scored on different selections (noise level, select_on or draws); they are not comparable"
+            f"{a_id} and {b_id} were scored on different selections (noise level, profile, draws, seed, select_on or data); "
+            "they are not comparable"
         )
-    result = paired_comparison(np.array(a_scores), np.array(b_scores), ratio)
-    write_report(config, a_id, b_id, a_scores, b_scores, a_definition, result)
+    ratio = max(a.held_out_per_train, b.held_out_per_train)  # the larger correction of the two: the wider interval
+    result = paired_comparison(np.array(a.scores), np.array(b.scores), ratio)
+    a_scores, b_scores, a_definition = a.scores, b.scores, a.definition
+    write_report(config, a_id, b_id, a_scores, b_scores, a_definition, result, ratio)
     return result
 
 
+VERDICT_NOTES = {
+    "not separated": ": the interval holds zero; keep the simpler configuration.",
+    TOO_FEW: f": fewer than {MIN_PAIRS} paired differences; cross-validate with more folds or cv.repeats before ranking.",
+    NO_SPREAD: ": every fold differs by exactly the same amount, so the test has no spread to weigh it; no ranking.",
+}
+
+
 def report_lines(
-    a_id: str, b_id: str, a: list[float], b: list[float], definition: dict[str, Any], result: PairedComparison
+    a_id: str,
+    b_id: str,
+    a: list[float],
+    b: list[float],
+    definition: dict[str, Any],
+    result: PairedComparison,
+    ratio: float,
 ) -> list[str]:
     level = definition["noise_level"]
+    protocol = fold_protocol(definition)
+    tested = (
+        f"95% interval [{result.low:+.4f}, {result.high:+.4f}] (corrected resampled t-test, t = {result.t:.2f}, "
+        f"p = {result.p:.3f}, {len(a) - 1} degrees of freedom, scored/training series {ratio:.3f})"
+        if np.isfinite(result.t)
+        else "no test"
+    )
     lines = [
         f"# Paired comparison: A = {a_id}, B = {b_id}",
         "",
-        f"Selection score per fold: validation accuracy at noise {level:g} ({definition['select_on']} selection), "
-        f"{len(a)} fold runs on the same folds. Differences are A - B.",
+        f"Score per fold: accuracy on the fold's scored series at noise {level:g} ({definition['select_on']} selection), "
+        f"{len(a)} fold runs on the same folds, protocol {protocol}. Differences are A - B.",
         "",
         "| fold run | A | B | A - B |",
         "|--:|--:|--:|--:|",
         *(f"| {index + 1} | {x:.4f} | {y:.4f} | {x - y:+.4f} |" for index, (x, y) in enumerate(zip(a, b))),
         "",
         f"Unpaired: A {np.mean(a):.4f} ± {np.std(a):.4f}, B {np.mean(b):.4f} ± {np.std(b):.4f} (mean ± std over folds).",
-        f"Paired: mean difference {result.mean:+.4f}, 95% interval [{result.low:+.4f}, {result.high:+.4f}] "
-        f"(corrected resampled t-test, t = {result.t:.2f}, p = {result.p:.3f}, {len(a) - 1} degrees of freedom).",
+        f"Paired: mean difference {result.mean:+.4f}, {tested}.",
         "",
-        f"**{result.verdict}**"
-        + ("" if result.verdict != "not separated" else ": the interval holds zero; keep the simpler configuration."),
+        f"**{result.verdict}**" + VERDICT_NOTES.get(result.verdict, ""),
     ]
     return lines
 
@@ -233,14 +295,20 @@ def write_report(
     b: list[float],
     definition: dict[str, Any],
     result: PairedComparison,
+    ratio: float,
 ) -> None:
     target = config.path("reports", "cv_compare", f"{a_id}__{b_id}".replace(":", "-"))  # peer:<name> -> peer-<name>
-    lines = report_lines(a_id, b_id, a, b, definition, result)
+    lines = report_lines(a_id, b_id, a, b, definition, result, ratio)
+
+    def number(value: float) -> float | None:  # JSON has no NaN
+        return float(value) if np.isfinite(value) else None
+
     with atomic_folder(target) as temp:
         (temp / "comparison.md").write_text("\n".join(lines) + "\n")
         record = {
             "a": a_id, "b": b_id, "a_scores": a, "b_scores": b, "differences": result.differences.tolist(),
-            "mean": result.mean, "low": result.low, "high": result.high, "t": result.t, "p": result.p, "verdict": result.verdict,
+            "mean": result.mean, "low": number(result.low), "high": number(result.high), "t": number(result.t),
+            "p": number(result.p), "verdict": result.verdict, "held_out_per_train": ratio, "protocol": fold_protocol(definition),
             "definition": definition,
         }  # fmt: skip
         (temp / "comparison.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -30,12 +30,12 @@ from typing import Any
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
-from pipeline.data.datasets import check_run_data, load_training_data
+from pipeline.data.datasets import check_run_data, fold_protocol, load_training_data, protocol_mismatch, split_record
 from pipeline.errors import DataError
 from pipeline.files import atomic_files, short_hash
 from pipeline.stages import tracking
 from pipeline.stages.cv import cv_scores
-from pipeline.stages.runs import LINEAGE, METRICS, MODEL, finished_run, resolve_runs, run_config, write_run
+from pipeline.stages.runs import LINEAGE, METRICS, MODEL, SPLIT, finished_run, resolve_runs, run_config, write_run
 from pipeline.stages.training import selection_score, test_scores, test_summary, validation_scores
 
 SAME = ("competition", "classes", "channels", "series_shape", "data_inputs")  # what members must share
@@ -107,9 +107,11 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
             "validation": validation_scores(model, base, data),
             "selection": selection_score(model, base, data),
             "best_validation": None,
-            "note": f"{data.validation}: held out from every member's training; the selection of a fold run",
+            "note": f"{data.validation}: held out from every member's training and choices; the selection of a fold run",
         }
+        files = {SPLIT: split_record(data)} if data.protocol is not None else {}
     else:  # scored on the first member's competition with its plain validation split (not a fold of it)
+        files = {}
         base = load_config(None, [f"paths.root={config.root}", *config_without_fold(first)])
         data = load_training_data(base)
         member_cvs = [run_config(config, finished_run(config, member)).cv for member in members]
@@ -140,7 +142,7 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
         "parameters": int(model.count_params()),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_run(run_dir, model, metrics, {"config.json": base.to_dict(), LINEAGE: lineage})
+    write_run(run_dir, model, metrics, {"config.json": base.to_dict(), LINEAGE: lineage, **files})
     levels = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
     scored = f"selection score {metrics['selection']['score']:.4f}; " if on_fold else ""
     print(
@@ -175,6 +177,8 @@ def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
         )
     check_members(lineages)
     for cv_id, folds in zip(cv_ids[1:], definitions[1:]):
+        if fold_protocol(folds[0]) != fold_protocol(definitions[0][0]):
+            raise DataError(protocol_mismatch(cv_ids[0], cv_id, definitions[0][0], folds[0]))
         if folds != definitions[0]:
             raise DataError(
                 f"{cv_ids[0]} and {cv_id} were not cut into the same folds or not scored on the same selection "

@@ -33,6 +33,7 @@ CHECKPOINT = "checkpoint.keras"
 HISTORY = "history.csv"
 LINEAGE = "run.json"
 PRUNED = "pruned.json"  # written by the tuner into a run it stopped early: the run stays incomplete
+SPLIT = "split.json"  # a CV fold run's series: trained_on, chosen_on, scored_on (and their subjects)
 
 
 # ---- run ids -------------------------------------------------------------------------------------
@@ -106,6 +107,8 @@ def config_hash(config: Config) -> str:
         content["cv"] = {key: content["cv"][key] for key in ("folds", "fold", "gap")}
         if config.cv.repeat:  # a fold of a later repeat (repeat 0 keeps the ids made before repeats existed)
             content["cv"]["repeat"] = config.cv.repeat
+        if config.cv.inner_folds:  # nested selection trains other series: new ids (0, the old protocol, keeps its ids)
+            content["cv"]["inner_folds"] = config.cv.inner_folds
     for key, off in (("schedule", "plateau"), ("warmup_epochs", 3), ("ema", 0.0)):
         if content["train"][key] == off:  # the recipe options' defaults keep the run ids made before them
             content["train"].pop(key)
@@ -170,6 +173,8 @@ def finished_run(config: Config, run_id: str) -> Path:
 def run_config(config: Config, run_dir: Path) -> Config:
     """The Config a run was trained with (its config.json), with this project's paths."""
     saved = json.loads((run_dir / "config.json").read_text())
+    if "cv" in saved and "inner_folds" not in saved["cv"]:  # saved before nested selection: the old protocol
+        saved["cv"]["inner_folds"] = 0
     return load_config(None, [f"paths.root={config.root}", *config_overrides(saved)])
 
 
@@ -220,7 +225,12 @@ def best_run(config: Config, selection: dict[str, Any]) -> str:
 def cv_id_for(config: Config) -> str:
     """The id of the cross-validation of this config (`make cv`): its fold runs are ordinary runs."""
     repeats = f"x{config.cv.repeats}" if config.cv.repeats > 1 else ""
-    return f"{config.data.competition}_cv{config.cv.folds}{repeats}_{model_tag(config)}_{regularizer_tag(config)}_{config_hash(config)}"
+    digest = config_hash(config)
+    if config.cv.inner_folds:  # a nested CV is another entry than the old protocol's (which keeps its id)
+        digest = short_hash([digest, {"inner_folds": config.cv.inner_folds}])
+    return (
+        f"{config.data.competition}_cv{config.cv.folds}{repeats}_{model_tag(config)}_{regularizer_tag(config)}_{digest}"
+    )
 
 
 def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:

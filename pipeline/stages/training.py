@@ -34,6 +34,7 @@ from pipeline.data.datasets import (
     organizer_side,
     read_datacard,
     selection_definition,
+    split_record,
 )
 from pipeline.data.scoring import accuracy_at_noise, predicted_classes
 from pipeline.errors import UserError
@@ -46,6 +47,7 @@ from pipeline.stages.runs import (
     LINEAGE,
     METRICS,
     PRUNED,
+    SPLIT,
     model_tag,
     regularizer_tag,
     run_id_for,
@@ -162,6 +164,8 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
     data = load_training_data(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", config.to_dict())
+    if data.protocol is not None:  # a CV fold: which series trained, chose and are scored
+        write_json_atomic(run_dir / SPLIT, split_record(data))
     train_series, train_labels = augment.noised_copies(
         data.train_series,
         data.train_labels,
@@ -253,31 +257,41 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
     return run_dir
 
 
-def selection_score(model: Any, config: Config, data: TrainingData) -> dict[str, Any]:
-    """The score "the best run" compares: validation accuracy at the selection's noise level, on noise
-    draws shared by every run of the competition (seeded by data.seed, not the run's own seed)."""
+def selection_score(model: Any, config: Config, data: TrainingData, fitted_on: int | None = None) -> dict[str, Any]:
+    """The score "the best run" compares and a CV fold's score: accuracy on the scored series (a
+    fold run's held-out fold, which chose nothing; else the validation split) at the selection's
+    noise level, on noise draws shared by every run of the competition (seeded by data.seed, not the
+    run's own seed). Recurrent fold runs, ensembles and peers are all scored by this one function.
+    `fitted_on`: how many distinct series the model was fitted on (default: the training series);
+    recorded with the counts chosen and scored on, for the paired test's held-out/training ratio."""
     definition = selection_definition(config, data)
     level = definition["noise_level"]
     table = accuracy_at_noise(
         model,
-        data.validation_series,
-        data.validation_labels,
+        data.scored_series,
+        data.scored_labels,
         (level,),
         definition["draws"],
         definition["noise_profile"],
         data.train_std,
         definition["seed"],
     )
-    return {"definition": definition, "score": table[f"{level:g}"]["mean"]}
+    series = {
+        "trained_on": len(data.train_series) if fitted_on is None else fitted_on,
+        "chosen_on": 0 if fitted_on is not None else len(data.validation_series),
+        "scored_on": len(data.scored_series),
+    }
+    return {"definition": definition, "score": table[f"{level:g}"]["mean"], "series": series}
 
 
 def validation_scores(model: Any, config: Config, data: TrainingData) -> dict[str, Any]:
-    """Accuracy on the validation series at each of train.noise_levels (mean and spread over draws)."""
+    """Accuracy on the scored series (see selection_score) at each of train.noise_levels (mean and
+    spread over draws)."""
     train = config.train
     return accuracy_at_noise(
         model,
-        data.validation_series,
-        data.validation_labels,
+        data.scored_series,
+        data.scored_labels,
         train.noise_levels,
         train.noise_seeds,
         config.data.noise_profile,

@@ -275,7 +275,7 @@ def flatten_config(config: Config) -> dict[str, Any]:
 
 
 def pruning_callback(trial: Any, config: Config, fold: int) -> Any:
-    """Reports every epoch's selection score of the fold run `config` (the `fold`-th of its CV) to the
+    """Reports every epoch's monitored score (on the fold run's inner validation split, which chooses) of the fold run `config` (the `fold`-th of its CV) to the
     trial; stops the run when Optuna's pruner says so, marking it pruned (it stays incomplete: a later
     trial of the same config resumes it)."""
     import keras
@@ -361,9 +361,9 @@ def optimize(
             raise
         score = json.loads((folder / "metrics.json").read_text())["selection"]["score"]
         # the per-fold scores travel with the trial, so that any worker can pair two trials' folds
-        scores, _folds, _definition, held_out_per_train = fold_scores(config, folder.name)
-        trial.set_user_attr("fold_scores", scores)
-        trial.set_user_attr("held_out_per_train", held_out_per_train)
+        folds = fold_scores(config, folder.name)
+        trial.set_user_attr("fold_scores", folds.scores)
+        trial.set_user_attr("held_out_per_train", folds.held_out_per_train)
         done = sum(trial_counts(study)[state] for state in ("COMPLETE", "PRUNED")) + 1
         print(
             f"trial {trial.number} ({done} of {trials} finished): CV selection score {score:.4f} with {' '.join(chosen)}",
@@ -392,6 +392,14 @@ def optimize(
             opened.clear()
 
 
+def chosen_among(trials: int) -> str:
+    """How to read the best trial's CV score: the maximum of `trials` readings of the same folds."""
+    return (
+        f"chosen among {trials} trials on these very folds (optimistic: the maximum of {trials} readings, "
+        "not an estimate of the chosen configuration; cross-validate it again on other repeats, or read its test score)"
+    )
+
+
 def against_runner_up(finished: list[Any]) -> str:
     """The best finished trial against the second best, paired fold by fold (the trials of one study
     share its folds): a sentence for the report, or why there is none."""
@@ -408,7 +416,8 @@ def against_runner_up(finished: list[Any]) -> str:
     verdict = result.verdict_naming(f"trial {best.number}", f"trial {second.number}")
     return (
         f"against the runner-up, trial {second.number} (CV {second.value:.4f}), paired fold by fold: mean difference "
-        f"{result.mean:+.4f}, 95% interval [{result.low:+.4f}, {result.high:+.4f}] (corrected resampled t-test): {verdict}"
+        f"{result.mean:+.4f}, 95% interval [{result.low:+.4f}, {result.high:+.4f}] (corrected resampled t-test): {verdict}; "
+        "both were picked by these very fold scores, so the interval is optimistic"
     )
 
 
@@ -423,8 +432,8 @@ def write_best(study: Any, base: Config, experiment: str | None, base_overrides:
     config = load_config(experiment, [*base_overrides, *best.user_attrs["overrides"]])
     target = base.path("runs", "tune", f"{name}.toml")
     title = (
-        f"Best trial ({best.number}) of the Optuna study {name}: CV selection score "
-        f"{best.value:.4f} ({config.cv.folds} folds, chosen on validation folds only)"
+        f"Best trial ({best.number}) of the Optuna study {name}: CV selection score {best.value:.4f} "
+        f"({config.cv.folds} folds), {chosen_among(len(finished))}"
     )
     paired = against_runner_up(finished)
     with atomic_file(target) as temp:
@@ -434,7 +443,8 @@ def write_best(study: Any, base: Config, experiment: str | None, base_overrides:
         for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     }
     print(
-        f"study {name}: {counts}; best trial {best.number}, CV selection score {best.value:.4f}: {' '.join(best.user_attrs['overrides'])}"
+        f"study {name}: {counts}; best trial {best.number}, CV selection score {best.value:.4f} "
+        f"({chosen_among(len(finished))}): {' '.join(best.user_attrs['overrides'])}"
     )
     print(f"best trial {best.number} {paired}")
     print(f"wrote {target}: `make train EXP={target}` trains it")
