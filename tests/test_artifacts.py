@@ -325,16 +325,21 @@ def test_compare_pairs_each_cell_with_its_models_first_seed_by_seed():
     from pipeline.studies import compare
 
     rng = np.random.default_rng(1)
-    seed_effect = rng.normal(0, 0.05, 4)  # seeds differ far more than the cells do
+    seed_effect = rng.normal(0, 0.05, 5)  # seeds differ far more than the cells do
     rows = []
-    for seed, effect in zip(range(4), seed_effect):
+    for seed, effect in zip(range(5), seed_effect):
         for cell, shift in (("none", 0.0), ("l2", -0.01), ("dropout", 0.0)):
-            jitter = 0.0 if cell != "dropout" else (0.02 if seed % 2 else -0.02)
+            jitter = (0.02 if seed % 2 else -0.02) if cell == "dropout" else 0.001 * (seed - 2) if cell == "l2" else 0.0
             rows.append({"model": "bilstm", "cell": cell, "seed": seed, "val@0.5": 0.9 + effect + shift + jitter})
     table = pd.DataFrame(rows)
     paired = compare.paired_against_first(table, compare.summarize(table, 0.5), 0.5).set_index("cell")
     assert set(paired["against"]) == {"none"} and set(paired.index) == {"l2", "dropout"}
     assert paired.loc["l2", "mean difference"] == pytest.approx(-0.01) and paired.loc["l2", "verdict"] == "none ahead"
     assert paired.loc["dropout", "verdict"] == "not separated"  # +-0.02 by seed: no consistent difference
+    four = table[table["seed"] < 4]  # fewer than 5 seeds: the difference is reported, not ranked
+    assert (
+        compare.paired_against_first(four, compare.summarize(four, 0.5), 0.5).set_index("cell").loc["l2", "verdict"]
+        == "too few pairs to rank"
+    )
     one_seed = table[table["seed"] == 0]
     assert compare.paired_against_first(one_seed, compare.summarize(one_seed, 0.5), 0.5).empty

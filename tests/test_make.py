@@ -71,9 +71,12 @@ def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an
     (cv_entry,) = [path for path in (root / "runs").glob("my-comp_cv5_*") if path.is_dir()]
     folds = json.loads((cv_entry / "run.json").read_text())["folds"]
     fold = json.loads((root / "runs" / folds[1] / "run.json").read_text())
-    assert (
-        fold["train_series"] == 60 - 12 - 2 * 4 and fold["batch_size"] == 8 and fold["patience"] >= 25
-    )  # blocks of 12, the held-out block's 4 neighbours on each side purged; a small competition's schedule
+    # blocks of 12, the held-out block's 4 neighbours on each side purged; of the 40 left, the first 8 in
+    # id order choose and their 4 next neighbours are purged too; a small competition's schedule
+    assert fold["train_series"] == 60 - 12 - 2 * 4 - 8 - 4 and fold["batch_size"] == 8 and fold["patience"] >= 25
+    split = json.loads((root / "runs" / folds[1] / "split.json").read_text())
+    assert split["chosen_on"] == [f"t{k}" for k in range(8)] and split["scored_on"] == [f"t{k}" for k in range(12, 24)]
+    assert not {*split["trained_on"]} & {f"t{k}" for k in (*range(8, 12), *range(24, 32))}  # the purged neighbours
     predicted = run_make(
         "predict", "COMPETITION=my-comp", tiny
     )  # the default: the cross-validation, its folds averaged

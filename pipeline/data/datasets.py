@@ -156,6 +156,20 @@ def protocol_mismatch(a_id: str, b_id: str, a_definition: dict[str, Any], b_defi
     )
 
 
+def noisy_scored_series(config: Config, data: TrainingData) -> np.ndarray:
+    """The scored series under one draw of the test noise, as the participant would see them: the
+    noisy validation copy itself unless a nested fold run scores other series than it chose on."""
+    if data.protocol != PROTOCOL_NESTED:
+        return data.noisy_validation_series
+    return add_noise(
+        data.scored_series,
+        config.data.noise_profile,
+        config.data.test_noise,
+        data.train_std,
+        config.train.seed + NOISY_VALIDATION_SEED,
+    )
+
+
 def split_record(data: TrainingData) -> dict[str, Any]:
     """split.json of a fold run: the series it trained on, chose on and was scored on (and their subjects)."""
     record: dict[str, Any] = {

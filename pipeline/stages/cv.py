@@ -3,13 +3,20 @@
 Every labeled training series (the competition's train and validation splits together) gets a
 fold: whole subjects per fold where the competition names them (GroupKFold on subject ids), else
 contiguous blocks in id order with a gap (pipeline.data.datasets.fold_assignment). Fold i is an ordinary
-run (`cv.fold = i`: in the registry, reused when trained, resumed when killed) that selects its
-checkpoint on fold i. The cross-validation itself is one more entry of the registry,
+run (`cv.fold = i`: in the registry, reused when trained, resumed when killed). Its selection is
+nested: everything that reads validation scores while it trains (the checkpoint, early stopping,
+the learning-rate plateau, the EMA swap, the tuner's pruner) reads an inner fold of its own
+training part (pipeline.data.datasets.inner_split; `cv.inner_folds`), and fold i itself is scored
+once, by the model the run chose, so a fold score is read on series that chose nothing. The run
+records the three sets in split.json (trained_on, chosen_on, scored_on, and their subjects).
+`cv.inner_folds=0` is the protocol before 2026-12-05 (each fold chose on fold i and was scored on
+it: optimistic), kept only to measure that optimism. The cross-validation itself is one more entry of the registry,
 runs/<competition>_cv<k>_<model>_<regularizers>_<hash>/:
   config.json   the configuration (cv.fold = -1)
   run.json      kind "cv" and the fold runs' ids: `make predict RUN=cv:<id>` (or RUN=cv) averages them
-  metrics.json  per noise level the mean and spread over folds of the fold validation scores; the
-                selection score (mean over folds at the selection's noise level) with its definition;
+  metrics.json  per noise level the mean and spread over folds of the fold scores (on each held-out
+                fold); the selection score (mean over folds at the selection's noise level) with its
+                definition, whose `protocol` says how the folds chose;
                 the fold models' organizer-side test scores, averaged (a report, never a ranking key)
 `make cv REFIT=1` then trains one more run on every labeled series for the folds' median best
 epoch count, early stopping off (`cv.refit`): the CV chose the epoch count, so the refit needs no

@@ -10,10 +10,13 @@ corrected resampled t-test (Nadeau and Bengio 2003; Bouckaert and Frank 2004 for
 
     t = mean(d) / sqrt((1 / n + n_held_out / n_train) * var(d)),  n = folds x repeats,  df = n - 1
 
-The correction n_held_out / n_train (1 / (k - 1) for k folds) accounts for the training sets
-overlapping between folds, which makes the plain paired t-test far too confident. The verdict is
-"A ahead" or "B ahead" only when the interval excludes zero; otherwise "not separated" (keep the
-simpler configuration). `cv.repeats` reshuffles the subjects into new folds per repeat (without subjects, it moves the
+The correction n_held_out / n_train accounts for the training sets overlapping between folds,
+which makes the plain paired t-test far too confident; it is computed from the series counts each
+fold run recorded (scored_on / trained_on: 1 / (k - 1) only when nothing caps or holds back the
+training series), the larger of the two sides'. The verdict is "A ahead" or "B ahead" only when the
+interval excludes zero; otherwise "not separated" (keep the simpler configuration). Fewer than 5
+paired differences, or differences with no spread at all, give no ranking ("too few pairs to
+rank", "no spread to test"). `cv.repeats` reshuffles the subjects into new folds per repeat (without subjects, it moves the
 block boundaries): more
 repeats, a narrower interval. Both CVs must have been cut into the same folds (checked from each
 fold's validation ids); the test set is never read.
@@ -22,9 +25,12 @@ A and B are a CV id (`make runs` lists them; a `cv:` prefix is allowed) or an ex
 whose cross-validation `make cv EXP=...` ran with the same SET=. One of them may instead be a peer,
 `peer:<name>` or `peer:<name>+copies` (`make peers`' estimators: logistic_regression, random_forest,
 minirocket; `+copies` adds `peers.noised_copies` noised copies of each fold's training series): it is
-then fitted on every fold run's training series of the other side's CV and scored on the same
-validation series, noise draws and selection, so "is the recurrent model ahead of logistic
-regression?" is a paired question too. The comparison is written to
+then fitted on every fold run's training part of the other side's CV (what the recurrent run
+trained and chose on: a peer chooses nothing) and scored by the same function (training.selection_score)
+on the same held-out series, noise draws and selection, so "is the recurrent model ahead of logistic
+regression?" is a paired question too. Both sides' fold definitions (scored ids, noise, draws,
+seed, protocol) must agree fold by fold; a CV made under the old protocol (folds that chose on the
+series they were scored on) is refused beside a nested one, with the command that re-runs it. The comparison is written to
 reports/cv_compare/<A>__<B>/comparison.{md,json}.
 """
 

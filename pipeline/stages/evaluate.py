@@ -38,6 +38,7 @@ from pipeline.data.datasets import (
     check_run_data,
     competition_folder,
     load_training_data,
+    noisy_scored_series,
     organizer_side,
 )
 from pipeline.data.scoring import noise_draws, predicted_classes
@@ -81,13 +82,14 @@ def scored_series(config: Config, data: TrainingData) -> Scored:
             host.file_labels,
             host.noise_unit,
         )
-    # No answer key here (a copied or Kaggle competition): the validation series, under one noise draw of the test profile.
+    # No answer key here (a copied or Kaggle competition): the validation series (a fold run's
+    # held-out fold, which chose nothing), under one noise draw of the test profile.
     return Scored(
         "validation",
-        data.validation_ids,
-        data.noisy_validation_series,
-        data.validation_series,
-        data.validation_labels,
+        data.scored_ids,
+        noisy_scored_series(config, data),
+        data.scored_series,
+        data.scored_labels,
         data.train_std,
     )
 

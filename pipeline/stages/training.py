@@ -7,7 +7,10 @@ A run folder holds everything needed to trust and reuse it:
   environment.json   package versions, Keras backend and its devices, replicas, precision, XLA as Keras applied it
   history.csv        one row per epoch (loss, accuracy, clean and noisy validation accuracy, lr)
   model.keras        the best model (selected on noisy validation by default)
-  metrics.json       written last: validation accuracy at several test-noise levels, host-side test scores
+  split.json         a CV fold run only: the series it trained on, chose on (an inner fold of its
+                     training part) and is scored on (its held-out fold), and their subjects
+  metrics.json       written last: accuracy on the scored series (the validation split, or a fold
+                     run's held-out fold) at several test-noise levels, host-side test scores
   logs/              TensorBoard
 The run id is derived from the config (and the Keras backend, when it is not TensorFlow), so training the same config twice does nothing the second
 time, and a killed run resumes from its last finished epoch (BackupAndRestore).
