@@ -99,6 +99,28 @@ def test_two_runs_with_the_same_seed_are_identical(prepared_root: Path, tmp_path
     np.testing.assert_array_equal(first_history["loss"].to_numpy(), second_history["loss"].to_numpy())
 
 
+def test_two_processes_training_the_same_run_at_once_end_with_one_readable_run(prepared_root: Path, tmp_path: Path):
+    """Two terminals (or a notebook beside `make all`) asking for the same run: one trains, the other
+    waits for it and reuses the finished run; nothing is written twice, no traceback."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data").symlink_to(prepared_root / "data")
+    command = [sys.executable, "-m", "pipeline.stages.train", *sets(root, "train.epochs=2")]
+    started = [subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    started.append(
+        subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
+    outputs = [process.communicate(timeout=600) for process in started]
+    assert [process.returncode for process in started] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert not any("Traceback" in err for _, err in outputs)
+    stdout = [out for out, _ in outputs]
+    assert sum("already trained with this config" in out for out in stdout) == 1  # the one that waited reused it
+    run_dir = root / "runs" / runs.run_id_for(load_config(None, [f"paths.root={root}", *TINY, "train.epochs=2"]))
+    history = pd.read_csv(run_dir / "history.csv")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(history["epoch"]) == list(range(metrics["epochs_run"])) == [0, 1]  # one log, one header
+
+
 # Train in a child process that dies hard (os._exit: no cleanup, like SIGKILL) right after a known
 # epoch has been written to history.csv and the backup: no timing involved.
 CRASHING_TRAIN = """

@@ -163,6 +163,18 @@ def write_run(run_dir: Path, model: Any, metrics: dict[str, Any], files: dict[st
     write_json_atomic(run_dir / METRICS, metrics)
 
 
+def run_lock(run_dir: Path) -> Any:
+    """The lock one writer of a run folder holds while it trains or finishes it: runs/.locks/<run_id>.lock,
+    beside the folder, not in it (a forced rerun deletes the folder, and a lock file deleted while
+    held would let a third process lock a new file of the same name). The holder writes its process
+    id beside the lock, so that a waiting process can name it."""
+    from filelock import FileLock
+
+    folder = run_dir.parent / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / f"{run_dir.name}.lock")
+
+
 def finished_run(config: Config, run_id: str) -> Path:
     run_dir = config.path("runs", run_id)
     if not (run_dir / METRICS).is_file():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -54,6 +55,7 @@ from pipeline.stages.runs import (
     model_tag,
     regularizer_tag,
     run_id_for,
+    run_lock,
     write_run,
 )
 
@@ -142,9 +144,30 @@ def why_not_reusable(run_dir: Path, config: Config) -> str:
 
 def train(config: Config, experiment: str = "", force: bool = False, callbacks: tuple[Any, ...] = ()) -> Path:
     """Train the configured model; returns the run folder (an existing finished run is reused).
-    `callbacks`: extra Keras callbacks (the tuner's pruning), after the run's own."""
-    run_id = run_id_for(config)
-    run_dir = config.path("runs", run_id)
+    `callbacks`: extra Keras callbacks (the tuner's pruning), after the run's own.
+    One writer at a time: a second process asking for the same run (two terminals, a notebook beside
+    `make all`) waits for the first and then reuses the run it finished."""
+    from filelock import Timeout
+
+    run_dir = config.path("runs", run_id_for(config))
+    lock = run_lock(run_dir)
+    holder = lock.lock_file + ".pid"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        owner = Path(holder).read_text().strip() if Path(holder).is_file() else "another process"
+        print(f"{run_dir}: being trained by process {owner}; waiting for it to finish", flush=True)
+        lock.acquire()
+    try:
+        Path(holder).write_text(f"{os.getpid()}\n")
+        return train_locked(config, run_dir, experiment, force, callbacks)
+    finally:
+        lock.release()
+
+
+def train_locked(config: Config, run_dir: Path, experiment: str, force: bool, callbacks: tuple[Any, ...]) -> Path:
+    """`train` once this process is the run folder's only writer."""
+    run_id = run_dir.name
     if (run_dir / METRICS).is_file() and not force:
         reason = why_not_reusable(run_dir, config)
         if not reason:
