@@ -309,6 +309,10 @@ def test_a_study_reopened_with_other_settings_is_refused(tmp_path: Path):
     other = load_config(None, [f"paths.root={tmp_path}", "train.epochs=9"])
     with pytest.raises(ConfigError, match="study s was run with other settings"):
         tune.check_base(tune.open_study(other, "s"), other, "s")
+    old = tune.open_study(first, "old")  # a study from before nested selection: a base, no protocol
+    old.set_user_attr("base", "0123456789abcdef")
+    with pytest.raises(ConfigError, match="study old was run before nested selection"):
+        tune.check_base(tune.open_study(first, "old"), first, "old")
 
 
 @pytest.mark.slow

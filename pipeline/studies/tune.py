@@ -38,6 +38,7 @@ from typing import Any
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.data.datasets import PROTOCOL_NESTED
 from pipeline.files import atomic_file, short_hash, write_json_atomic
 from pipeline.stages import tracking
 from pipeline.stages.cv_compare import fold_scores, paired_comparison
@@ -263,6 +264,12 @@ def check_base(study: Any, config: Config, name: str) -> None:
     recorded = study.user_attrs.get("base")
     if recorded is None:
         study.set_user_attr("base", base)
+        study.set_user_attr("protocol", PROTOCOL_NESTED)
+    elif "protocol" not in study.user_attrs:  # its trials' folds chose on the subjects they were scored on
+        raise ConfigError(
+            f"study {name} was run before nested selection (each trial's folds chose their epoch on the subjects they "
+            "were scored on): its scores cannot be compared with new trials; start another with SET=tune.study=<new name>"
+        )
     elif recorded != base:
         raise ConfigError(
             f"study {name} was run with other settings outside its search space; continue "
