@@ -357,7 +357,8 @@ class CvConfig:
 @dataclass(frozen=True)
 class TuneConfig:
     # `make tune` (pipeline/studies/tune.py): an Optuna study; every trial is a cross-validation (cv.folds)
-    # scored at the competition's noise, so the tuner chooses on validation folds only.
+    # scored at the competition's noise on its held-out folds (each fold run choosing on an inner fold of its
+    # training part), so the tuner chooses on training subjects only; its best score is the maximum of its trials' readings.
     trials: int = 20  # trials of the study, all workers together
     # The search space, one entry per config key: "key=low..high" (an int or float range, as the
     # key's type), "key=log:low..high" (log scale), or "key=a|b|c" (choices).

@@ -19,7 +19,7 @@ paired differences, or differences with no spread at all, give no ranking ("too 
 rank", "no spread to test"). `cv.repeats` reshuffles the subjects into new folds per repeat (without subjects, it moves the
 block boundaries): more
 repeats, a narrower interval. Both CVs must have been cut into the same folds (checked from each
-fold's validation ids); the test set is never read.
+fold's scored ids); the test set is never read.
 
 A and B are a CV id (`make runs` lists them; a `cv:` prefix is allowed) or an experiment file
 whose cross-validation `make cv EXP=...` ran with the same SET=. One of them may instead be a peer,
