@@ -164,15 +164,15 @@ def write_run(run_dir: Path, model: Any, metrics: dict[str, Any], files: dict[st
 
 
 def run_lock(run_dir: Path) -> Any:
-    """The lock one writer of a run folder holds while it trains or finishes it: runs/.locks/<run_id>.lock,
-    beside the folder, not in it (a forced rerun deletes the folder, and a lock file deleted while
-    held would let a third process lock a new file of the same name). The holder writes its process
-    id beside the lock, so that a waiting process can name it."""
+    """The lock one writer of a run folder holds while it trains or finishes it: runs/.<run_id>.lock,
+    a hidden file beside the folder, not in it (a forced rerun deletes the folder, and a lock file
+    deleted while held would let a third process lock a new file of the same name) and not a folder
+    (what lists runs/ finds runs only). The holder writes its process id beside the lock, so that a
+    waiting process can name it."""
     from filelock import FileLock
 
-    folder = run_dir.parent / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileLock(folder / f"{run_dir.name}.lock")
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(run_dir.parent / f".{run_dir.name}.lock")
 
 
 def finished_run(config: Config, run_id: str) -> Path:
