@@ -167,16 +167,29 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path) -> P
     return run_dir
 
 
+# A small raw-window BiLSTM (16 units, 4 epochs): recordings and exports use it. It has the
+# window-statistics branch (model.window_stats), so that the branch goes through export and recording too.
+RAW_RUN_OVERRIDES = [
+    "data.competition=raw",
+    "model.units=16",
+    "train.epochs=4",
+    "train.noise_seeds=1",
+    "train.verbose=0",
+    "model.window_stats=true",
+]
+
+
 @pytest.fixture(scope="session")
-def raw_run(prepared_root: Path) -> str:
-    """A small raw-window BiLSTM (16 units, 4 epochs, about 30 s) trained by make train: recordings and exports use it.
-    It has the window-statistics branch (model.window_stats), so that the branch goes through export and recording too."""
-    return make_train(
-        prepared_root,
-        "data.competition=raw",
-        "model.units=16",
-        "train.epochs=4",
-        "train.noise_seeds=1",
-        "train.verbose=0",
-        "model.window_stats=true",
-    ).name
+def raw_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path) -> str:
+    """That run trained once per session by `make train` for all workers, copied into this worker's root."""
+    from pipeline.stages import runs
+
+    def train(folder: Path) -> None:
+        (folder / "data").symlink_to(built_once(tmp_path_factory, "prepared", make_data_prepare) / "data")
+        make_train(folder, *RAW_RUN_OVERRIDES)
+
+    built = built_once(tmp_path_factory, "raw_run", train)
+    run_id = runs.run_id_for(load_config("experiments/default.toml", RAW_RUN_OVERRIDES))
+    if not (prepared_root / "runs" / run_id / "metrics.json").is_file():
+        shutil.copytree(built / "runs" / run_id, prepared_root / "runs" / run_id, dirs_exist_ok=True)
+    return run_id

@@ -11,33 +11,20 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data.datasets import open_competition
-from pipeline.errors import ExportError
+from pipeline.errors import ConfigError, ExportError
 from pipeline.phone import export
 from tests.conftest import run_make
 
 
 @pytest.fixture(scope="module")
-def raw_export(prepared_root: Path) -> tuple[Path, str]:
-    """A small raw-window BiLSTM (16 units: weights big enough to be quantized; one epoch on 600 windows: parity does not need a good model, the
-    128-step loop is what the converter must get right), exported by make export on 600 test windows."""
-    from pipeline.stages import runs
-
-    overrides = [
-        f"paths.root={prepared_root}",
-        "data.competition=raw",
-        "model.units=16",
-        "train.epochs=1",
-        "train.noise_seeds=1",
-        "train.verbose=0",
-        "train.max_train_series=600",
-    ]
-    trained = run_make("train", f"SET={' '.join(overrides)}")
-    assert trained.returncode == 0, trained.stdout + trained.stderr
-    run_id = runs.run_id_for(load_config("experiments/default.toml", overrides))
-    exported = run_make("export", f"RUN={run_id}", f"SET=paths.root={prepared_root} export.parity_windows=600")
+def raw_export(prepared_root: Path, raw_run: str) -> tuple[Path, str]:
+    """The session's raw-window BiLSTM (tests/conftest.py: 16 units, weights big enough to be quantized,
+    the statistics branch; parity does not need a good model, the 128-step loop is what the converter
+    must get right), exported by make export on 600 test windows."""
+    exported = run_make("export", f"RUN={raw_run}", f"SET=paths.root={prepared_root} export.parity_windows=600")
     assert exported.returncode == 0, exported.stdout + exported.stderr
     assert "builtin ops only" in exported.stdout
-    return prepared_root / "exports" / run_id, run_id
+    return prepared_root / "exports" / raw_run, raw_run
 
 
 def test_the_litert_file_gives_keras_answers_through_the_litert_interpreter(prepared_root, raw_export):
@@ -123,7 +110,7 @@ def test_a_parity_failure_writes_nothing_and_a_cv_needs_one_run(prepared_root, r
     error = capsys.readouterr().err
     assert code == 1 and "does not match Keras" in error and "nothing written" in error
     assert not (prepared_root / "exports_strict").exists()
-    with pytest.raises(Exception, match="make export takes one run, got 2"):
+    with pytest.raises(ConfigError, match="make export takes one run, got 2"):
         export.export(load_config(None, [root, "data.competition=raw"]), [run_id, run_id])
 
 

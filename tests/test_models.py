@@ -3,7 +3,6 @@ lecture's formulas are checked against NumPy; seq2seq decodes a toy task."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
@@ -17,12 +16,11 @@ from pipeline import models
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 
-# HAR_TEST_SHAPES=128x9 narrows the per-shape tests (the rerun on another backend uses it to save time).
-SHAPES = [
-    tuple(int(size) for size in text.split("x")) for text in os.environ.get("HAR_TEST_SHAPES", "5x9,128x9").split(",")
-]
-# HAR_TEST_MODELS narrows the per-model tests to some registry names (the rerun keeps those with custom layers).
-MODEL_NAMES = [name for name in os.environ.get("HAR_TEST_MODELS", ",".join(models.MODELS)).split(",") if name]
+SHAPES = [(5, 9), (128, 9)]
+MODEL_NAMES = list(models.MODELS)
+# The models with layers or cells of their own (the others are Keras' own LSTM, GRU, Conv1D and Dense
+# stacks): the deep-transition cell, additive attention, the seq2seq decoder.
+OWN_LAYERS = ["deep_transition", "attention", "seq2seq"]
 SMALL = [
     "model.units=8",
     "model.attention_units=8",
@@ -110,6 +108,54 @@ def test_models_reload_in_a_fresh_process_with_identical_predictions(trained, tm
             atol=1e-6,
             err_msg=str(case["path"]),
         )
+
+
+OTHER_BACKEND = """
+import sys, numpy as np
+from pipeline.models import input_gradients, load_model
+folder = sys.argv[1]
+for index, path in enumerate(sys.argv[2:]):
+    model = load_model(path)
+    series, targets = np.load(f"{folder}/input_{index}.npy"), np.load(f"{folder}/targets_{index}.npy")
+    np.save(f"{folder}/probabilities_{index}.npy", np.asarray(model.predict(series, verbose=0)))
+    np.save(f"{folder}/gradients_{index}.npy", input_gradients(model, series, targets))
+"""
+
+
+@pytest.mark.slow
+def test_models_with_layers_of_their_own_predict_and_differentiate_the_same_on_jax_and_torch(
+    trained, tmp_path: Path
+):
+    """The TensorFlow-trained .keras files of the models with layers of their own (and the statistics
+    branch), loaded on JAX and PyTorch: the same probabilities, and the same input gradients through
+    each backend's own autodiff (what training there differentiates)."""
+    from tests.conftest import on_backend
+
+    shape = (5, 9)  # the layers do the same at every step: five steps prove it, and JAX compiles them fast
+    paths = [trained[(name, shape)]["path"] for name in OWN_LAYERS]
+    keras.utils.set_random_seed(0)
+    statistics = models.build_model(config_for("bilstm", "model.window_stats=true"), shape, 3)
+    paths.append(tmp_path / "statistics.keras")
+    statistics.save(paths[-1])
+    expected = []
+    for index, path in enumerate(paths):
+        model = models.load_model(str(path))
+        series, _ = separable(shape, count=16, seed=index + 1)
+        targets = keras.utils.to_categorical(np.arange(16) % 3, 3)
+        np.save(tmp_path / f"input_{index}.npy", series)
+        np.save(tmp_path / f"targets_{index}.npy", targets)
+        gradients = models.input_gradients(model, series, targets)
+        assert np.abs(gradients).max() > 0, path
+        expected.append((model.predict(series, verbose=0), gradients))
+    for backend in ("jax", "torch"):
+        result = on_backend(backend, sys.executable, "-c", OTHER_BACKEND, str(tmp_path), *map(str, paths))
+        assert result.returncode == 0, result.stderr[-3000:]
+        for index, (probabilities, gradients) in enumerate(expected):
+            where = f"{paths[index].name} on {backend}"
+            np.testing.assert_allclose(np.load(tmp_path / f"probabilities_{index}.npy"), probabilities, atol=1e-5, err_msg=where)
+            np.testing.assert_allclose(
+                np.load(tmp_path / f"gradients_{index}.npy"), gradients, rtol=1e-3, atol=1e-6, err_msg=where
+            )
 
 
 def test_deep_transition_cell_matches_the_lectures_formula():

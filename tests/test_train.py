@@ -138,7 +138,16 @@ sys.exit(train.main(sys.argv[2:]))
 
 
 def test_a_killed_run_resumes_where_it_stopped_with_early_stopping_on(prepared_root: Path):
-    overrides = ["train.epochs=7", "train.patience=2", "train.reduce_lr_patience=1", "train.seed=11"]
+    # A step too small to change any answer: the validation score stays flat, so the best epoch is
+    # the first and early stopping must end the run after epoch 3, one epoch after the crash, only if
+    # the wait of 1 counted before the crash is carried over (without it the run goes on to epoch 5).
+    overrides = [
+        "train.epochs=7",
+        "train.patience=2",
+        "train.reduce_lr_patience=1",
+        "train.seed=11",
+        "train.learning_rate=1e-9",
+    ]
     config = load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides])
     run_dir = prepared_root / "runs" / runs.run_id_for(config)
     crashed = subprocess.run(
@@ -158,11 +167,10 @@ def test_a_killed_run_resumes_where_it_stopped_with_early_stopping_on(prepared_r
         line for line in result.stdout.splitlines() if line.startswith(("epoch   1/", "epoch   2/"))
     ]  # finished epochs are not redone
     history = pd.read_csv(run_dir / "history.csv").drop_duplicates("epoch", keep="last")
-    assert list(history["epoch"]) == list(range(len(history)))
-    # Early stopping counted its patience across the crash: the run stops exactly `patience` epochs after its best.
-    best = int(history["val_noisy_accuracy"].to_numpy().argmax())
-    assert len(history) - 1 == min(best + 2, 6)
-    assert json.loads((run_dir / "metrics.json").read_text())["best_epoch"] == best + 1
+    assert history["val_noisy_accuracy"].nunique() == 1  # flat, as intended
+    # Early stopping counted its patience across the crash: the run stops `patience` epochs after its best, the first.
+    assert list(history["epoch"]) == [0, 1, 2]
+    assert json.loads((run_dir / "metrics.json").read_text())["best_epoch"] == 1
     assert not (run_dir / "backup").exists()
 
 
@@ -267,12 +275,13 @@ def test_select_on_clean_with_mixed_precision(prepared_root: Path):
         metrics["selection"]["definition"]["select_on"] == "clean"
         and metrics["selection"]["definition"]["noise_level"] == 0.0
     )
-    assert metrics["selection"]["score"] == pytest.approx(
-        metrics["validation"]["0"]["mean"]
-    )  # clean: no noise draw, the same series
     assert json.loads((run_dir / "environment.json").read_text())["precision_policy"] == "mixed_float16"
     model = keras.models.load_model(run_dir / "model.keras")
-    assert model.output.dtype == "float32" and 0 <= metrics["test"]["competition_file"] <= 1
+    assert model.output.dtype == "float32"
+    # The saved model is the best clean epoch's: recomputed here on the clean validation series.
+    data = datasets.load_training_data(load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides]))
+    accuracy = (model.predict(data.validation_series, verbose=0).argmax(-1) == data.validation_labels).mean()
+    assert accuracy == pytest.approx(history["val_clean_accuracy"].max(), abs=1e-6)
 
 
 def test_mirrored_strategy_on_two_logical_cpus(prepared_root: Path):
