@@ -123,9 +123,7 @@ for index, path in enumerate(sys.argv[2:]):
 
 
 @pytest.mark.slow
-def test_models_with_layers_of_their_own_predict_and_differentiate_the_same_on_jax_and_torch(
-    trained, tmp_path: Path
-):
+def test_models_with_layers_of_their_own_predict_and_differentiate_the_same_on_jax_and_torch(trained, tmp_path: Path):
     """The TensorFlow-trained .keras files of the models with layers of their own (and the statistics
     branch), loaded on JAX and PyTorch: the same probabilities, and the same input gradients through
     each backend's own autodiff (what training there differentiates)."""
@@ -152,7 +150,9 @@ def test_models_with_layers_of_their_own_predict_and_differentiate_the_same_on_j
         assert result.returncode == 0, result.stderr[-3000:]
         for index, (probabilities, gradients) in enumerate(expected):
             where = f"{paths[index].name} on {backend}"
-            np.testing.assert_allclose(np.load(tmp_path / f"probabilities_{index}.npy"), probabilities, atol=1e-5, err_msg=where)
+            np.testing.assert_allclose(
+                np.load(tmp_path / f"probabilities_{index}.npy"), probabilities, atol=1e-5, err_msg=where
+            )
             np.testing.assert_allclose(
                 np.load(tmp_path / f"gradients_{index}.npy"), gradients, rtol=1e-3, atol=1e-6, err_msg=where
             )

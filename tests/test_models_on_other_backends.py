@@ -25,7 +25,9 @@ def passed_count(output: str) -> int:
 @pytest.fixture(scope="module")
 def collected() -> int:
     """How many tests the file holds, as TensorFlow collects them."""
-    result = on_backend("tensorflow", sys.executable, "-m", "pytest", FILE, "-q", "--collect-only", "-p", "no:cacheprovider")
+    result = on_backend(
+        "tensorflow", sys.executable, "-m", "pytest", FILE, "-q", "--collect-only", "-p", "no:cacheprovider"
+    )
     assert result.returncode == 0, result.stdout[-2000:]
     found = re.search(r"(\d+) tests? collected", result.stdout)
     assert found, result.stdout[-2000:]
