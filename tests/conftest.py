@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -147,24 +149,33 @@ def make_train(root: Path, *overrides: str, exp: str = "experiments/default.toml
     return root / "runs" / runs.run_id_for(load_config(exp, sets))
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path) -> Path:
-    """One finished run made by `make train` (baseline experiment + a noise layer and L2), trained
-    once per session on the same prepared data and copied into this worker's root (a run folder
-    holds no paths of its own)."""
-
+def shared_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    prepared_root: Path,
+    name: str,
+    overrides: list[str],
+    exp: str = "experiments/default.toml",
+) -> Path:
+    """A run made by `make train`, trained once per session for all workers on the same prepared data
+    and copied into this worker's root (a run folder holds no paths of its own); its folder there."""
     from pipeline.stages import runs
 
     def train(folder: Path) -> None:
         (folder / "data").symlink_to(built_once(tmp_path_factory, "prepared", make_data_prepare) / "data")
-        make_train(folder, *TINY_RUN_OVERRIDES, exp="experiments/baseline.toml")
+        make_train(folder, *overrides, exp=exp)
 
-    built = built_once(tmp_path_factory, "tiny_run", train)
-    run_id = runs.run_id_for(load_config("experiments/baseline.toml", TINY_RUN_OVERRIDES))  # paths are not hashed
+    built = built_once(tmp_path_factory, name, train)
+    run_id = runs.run_id_for(load_config(exp, overrides))  # paths are not hashed
     run_dir = prepared_root / "runs" / run_id
     if not (run_dir / "metrics.json").is_file():  # unless a test of this worker trained it already
         shutil.copytree(built / "runs" / run_id, run_dir, dirs_exist_ok=True)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path) -> Path:
+    """The baseline experiment with a noise layer and L2, tiny (shared_run)."""
+    return shared_run(tmp_path_factory, prepared_root, "tiny_run", TINY_RUN_OVERRIDES, "experiments/baseline.toml")
 
 
 # A small raw-window BiLSTM (16 units, 4 epochs): recordings and exports use it. It has the
@@ -181,15 +192,67 @@ RAW_RUN_OVERRIDES = [
 
 @pytest.fixture(scope="session")
 def raw_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path) -> str:
-    """That run trained once per session by `make train` for all workers, copied into this worker's root."""
+    """That raw run's id (shared_run)."""
+    return shared_run(tmp_path_factory, prepared_root, "raw_run", RAW_RUN_OVERRIDES).name
+
+
+# The notebooks' tiny training, and the attention run notebook 03 trains with it: the report test
+# evaluates the same run, so it is trained once for both.
+NOTEBOOK_TRAIN = [
+    "train.max_train_series=200",
+    "model.units=8",
+    "train.epochs=2",
+    "train.noise_seeds=1",
+    "train.verbose=0",
+]
+ATTENTION_RUN_OVERRIDES = [
+    "data.competition=classroom",
+    "model.name=attention",
+    *NOTEBOOK_TRAIN,
+    "model.attention_units=8",
+    "regularization.gaussian_noise=0.5",  # as experiments/default.toml, which make train reads
+]
+
+
+@pytest.fixture(scope="session")
+def attention_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path) -> Path:
+    """The attention run of notebook 03's tiny configuration (shared_run)."""
+    return shared_run(tmp_path_factory, prepared_root, "attention_run", ATTENTION_RUN_OVERRIDES)
+
+
+# Two tiny repeated CVs (2 folds x 2 repeats) that differ in their model, the second with the statistics
+# branch; MLflow tracking on, and the first fold of the second evaluated: the paired comparison and
+# the MLflow read-back both use them (tests/test_cv_compare.py, tests/test_tracking.py).
+CV_BASE = [*TINY, "train.epochs=1", "train.max_train_series=200", "train.noise_levels=[0.5]", "model.layers=1"]
+CV_VARIANTS = (["model.units=4"], ["model.units=8", "model.window_stats=true"])
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackedCVs:
+    root: Path  # shared by every worker: read it, copy out what you change
+    ids: tuple[str, str]
+    evaluated: str  # the fold run make evaluate reported on
+
+
+@pytest.fixture(scope="session")
+def tracked_cvs(tmp_path_factory: pytest.TempPathFactory) -> TrackedCVs:
     from pipeline.stages import runs
 
-    def train(folder: Path) -> None:
+    def build(folder: Path) -> None:
         (folder / "data").symlink_to(built_once(tmp_path_factory, "prepared", make_data_prepare) / "data")
-        make_train(folder, *RAW_RUN_OVERRIDES)
+        for variant in CV_VARIANTS:
+            sets = " ".join([f"paths.root={folder}", *CV_BASE, *variant])
+            result = run_make("cv", "FOLDS=2", "REPEATS=2", "TRACKING=", f"SET={sets}")
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert "[repeat 2/2, fold 2/2]" in result.stdout
+        folds = json.loads((folder / "runs" / ids[1] / "run.json").read_text())["folds"]
+        evaluated = run_make("evaluate", f"RUN={folds[0]}", "TRACKING=", f"SET=paths.root={folder}")
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
 
-    built = built_once(tmp_path_factory, "raw_run", train)
-    run_id = runs.run_id_for(load_config("experiments/default.toml", RAW_RUN_OVERRIDES))
-    if not (prepared_root / "runs" / run_id / "metrics.json").is_file():
-        shutil.copytree(built / "runs" / run_id, prepared_root / "runs" / run_id, dirs_exist_ok=True)
-    return run_id
+    ids = tuple(
+        runs.cv_id_for(load_config("experiments/default.toml", [*CV_BASE, "cv.folds=2", "cv.repeats=2", *variant]))
+        for variant in CV_VARIANTS
+    )
+    root = built_once(tmp_path_factory, "tracked_cvs", build)
+    folds = json.loads((root / "runs" / ids[1] / "run.json").read_text())["folds"]
+    return TrackedCVs(root, ids, folds[0])

@@ -267,16 +267,14 @@ def test_compare_ranks_by_validation_and_the_test_columns_cannot_change_it():
     )
 
 
-def test_the_best_run_is_the_same_with_the_answer_key_removed(tiny_run: Path, prepared_root: Path, tmp_path: Path):
-    """Selection never reads data/private/: hide it and the default run does not change."""
-    config = load_config(None, [f"paths.root={prepared_root}", "train.noise_seeds=1"])  # selected like the tiny runs
-    with_key = runs.resolve_runs(config, [])
-    private = prepared_root / "data" / "private"
-    private.rename(tmp_path / "private")
-    try:
-        assert runs.resolve_runs(config, []) == with_key
-    finally:
-        (tmp_path / "private").rename(private)
+def test_a_far_better_test_score_cannot_move_the_best_run(tmp_path: Path):
+    """best_run ranks by the selection score alone (training with no answer key at all: tests/test_train.py)."""
+    noisy = {"competition": "classroom", "select_on": "noisy", "noise_level": 0.5, "draws": 3, "seed": 1}
+    for run_id, score, test in (("chosen", 0.90, 0.50), ("better_on_test", 0.80, 0.99)):
+        fake_run(tmp_path, run_id, "classroom", score, noisy)
+        metrics = tmp_path / "runs" / run_id / "metrics.json"
+        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "test": {"competition_file": test}}))
+    assert runs.best_run(load_config(None, [f"paths.root={tmp_path}"]), noisy) == "chosen"
 
 
 def test_small_training_sets_get_smaller_batches_and_more_patience():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from pipeline.data import datasets
 from pipeline.errors import DataError
 from pipeline.stages import runs
 from pipeline.stages.cv_compare import paired_comparison
-from tests.conftest import TINY, run_make
+from tests.conftest import CV_BASE, TrackedCVs, run_make
 
 # Five folds of subjects, three repeats: fold difficulty spreads the scores over 0.86-0.97, as on raw windows.
 DIFFICULTY = np.array([0.86, 0.96, 0.97, 0.89, 0.95, 0.88, 0.97, 0.94, 0.96, 0.87, 0.95, 0.90, 0.86, 0.97, 0.96])
@@ -123,23 +124,15 @@ def test_fold_run_ids_of_the_first_repeat_stay_as_they_were():
 
 
 @pytest.mark.slow
-def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(shared_data_root: Path):
+def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(
+    tracked_cvs: TrackedCVs, shared_data_root: Path
+):
+    """Two `make cv FOLDS=2 REPEATS=2` of the session (tests/conftest.py), copied into this test's root."""
     root = shared_data_root
-    base = [
-        f"paths.root={root}",
-        *TINY,
-        "train.epochs=1",
-        "train.max_train_series=200",
-        "train.noise_levels=[0.5]",
-        "model.layers=1",
-    ]
-    variants = (["model.units=4"], ["model.units=8", "model.window_stats=true"])  # B has the statistics branch
-    for variant in variants:
-        result = run_make("cv", "FOLDS=2", "REPEATS=2", f"SET={' '.join([*base, *variant])}")
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "[repeat 2/2, fold 2/2]" in result.stdout
-    default = "experiments/default.toml"
-    a, b = (runs.cv_id_for(load_config(default, [*base, "cv.folds=2", "cv.repeats=2", *v])) for v in variants)
+    for folder in ("runs", "reports"):
+        shutil.copytree(tracked_cvs.root / folder, root / folder, ignore=shutil.ignore_patterns("mlflow*"))
+    base = [f"paths.root={root}", *CV_BASE]
+    a, b = tracked_cvs.ids
     assert "_bilstm-stats_" in b
     compared = run_make("cv-compare", f"A=cv:{a}", f"B={b}", f"SET=paths.root={root}")
     assert compared.returncode == 0, compared.stderr[-3000:]
@@ -171,8 +164,7 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     (lineage,) = (root / "submissions").glob("classroom_ensemble4_*.json")
     assert json.loads(lineage.read_text())["runs"] == folds
-    evaluated = run_make("evaluate", f"RUN={folds[0]}", f"SET=paths.root={root}")
-    assert evaluated.returncode == 0 and (root / "reports" / folds[0] / "report.md").is_file(), evaluated.stderr[-2000:]
+    assert tracked_cvs.evaluated == folds[0] and (root / "reports" / folds[0] / "report.md").is_file()
     # A and B as one cross-validated ensemble: fold run i averages fold run i of each, scored on fold i.
     made = run_make("ensemble", f"RUN=cv:{a} {b}", f"SET=paths.root={root}")
     assert made.returncode == 0, made.stderr[-3000:]
@@ -209,19 +201,46 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(share
         (root / "reports" / "cv_compare" / f"peer-logistic_regression+copies__{b}" / "comparison.json").read_text()
     )
     assert len(record["a_scores"]) == 4 and record["b_scores"] == scores[b]
-    from pipeline.models import augment, baselines
+    assert record["a_scores"] != record["b_scores"]
 
-    b_fold = runs.run_config(load_config(None, base), root / "runs" / folds[-1])  # repeat 2, fold 2
-    data = datasets.load_training_data(b_fold)
-    definition = json.loads((root / "runs" / folds[-1] / "metrics.json").read_text())["selection"]["definition"]
-    # the peer chooses nothing: it fits on the fold's whole training part (what the recurrent run trained and chose on)
-    part = np.concatenate([data.train_series, data.validation_series])
-    part_labels = np.concatenate([data.train_labels, data.validation_labels])
-    series, labels = augment.noised_copies(
-        part, part_labels, 1, 0.5, definition["noise_profile"], data.train_std, b_fold.train.seed
-    )
-    fitted = baselines.ProbabilityModel(baselines.make_peer("logistic_regression").fit(series, labels), 6)
-    assert record["a_scores"][-1] == pytest.approx(selection_accuracy(fitted, data, definition))
+
+def test_a_peer_meets_each_fold_runs_own_series_and_noise_draws(
+    tracked_cvs: TrackedCVs, shared_data_root: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Stand each fold's own recurrent model in for the peer: scored by the peer's path it must get
+    exactly the fold run's recorded score (the same scored series, noise draws, definition), after a
+    fit on exactly the series that run trained and chose on (its split.json)."""
+    from pipeline import models
+    from pipeline.models import baselines
+    from pipeline.stages import cv_compare
+
+    root = shared_data_root
+    shutil.copytree(tracked_cvs.root / "runs", root / "runs", ignore=shutil.ignore_patterns("mlflow*"))
+    cv_id = tracked_cvs.ids[1]
+    folds = json.loads((root / "runs" / cv_id / "run.json").read_text())["folds"]
+    fitted_on = []
+
+    class FoldModel:
+        """A peer's interface around the next fold's trained model."""
+
+        def __init__(self, run: str):
+            self.model, self.classes_ = models.load_model(str(root / "runs" / run / "model.keras")), np.arange(6)
+
+        def fit(self, series, labels):
+            fitted_on.append(len(series))
+            return self
+
+        def predict_proba(self, series):
+            return self.model.predict(series, verbose=0)
+
+    stand_ins = iter(folds)
+    monkeypatch.setattr(baselines, "make_peer", lambda name, seed=0: FoldModel(next(stand_ins)))
+    scored = cv_compare.peer_fold_scores(load_config(None, [f"paths.root={root}"]), "logistic_regression", cv_id)
+    recorded = [json.loads((root / "runs" / run / "metrics.json").read_text())["selection"] for run in folds]
+    assert scored.scores == [selection["score"] for selection in recorded]
+    assert scored.definitions == [selection["definition"] for selection in recorded]
+    splits = [json.loads((root / "runs" / run / "split.json").read_text()) for run in folds]
+    assert fitted_on == [len(split["trained_on"]) + len(split["chosen_on"]) for split in splits]
 
 
 def selection_accuracy(model, data, definition: dict) -> float:

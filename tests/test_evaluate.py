@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -13,11 +11,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from pipeline.config import load_config
 from pipeline.data.competition import load_competition
 from pipeline.models import baselines
-from pipeline.stages import runs
-from tests.conftest import PROJECT_ROOT, TINY, run_make
+from tests.conftest import run_make
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -99,19 +95,9 @@ def test_evaluate_report_matches_the_saved_predictions(tiny_run: Path, prepared_
 
 
 @pytest.mark.slow
-def test_attention_runs_get_attention_maps(prepared_root: Path):
-    overrides = [f"paths.root={prepared_root}", *TINY, "model.name=attention", "model.attention_units=8"]
-    trained = subprocess.run(
-        [sys.executable, "-m", "pipeline.stages.train", *[f"--set={o}" for o in overrides]],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert trained.returncode == 0, trained.stderr[-2000:]
-    run_id = runs.run_id_for(load_config(None, overrides))
-    result = run_make("evaluate", f"RUN={run_id}", f"SET=paths.root={prepared_root}")
+def test_attention_runs_get_attention_maps(prepared_root: Path, attention_run: Path):
+    result = run_make("evaluate", f"RUN={attention_run.name}", f"SET=paths.root={prepared_root}")
     assert result.returncode == 0, result.stderr
-    report = prepared_root / "reports" / run_id
+    report = prepared_root / "reports" / attention_run.name
     assert (report / "attention_maps.png").read_bytes()[:8] == PNG
     assert "attention_maps.png" in json.loads((report / "evaluation.json").read_text())["figures"]

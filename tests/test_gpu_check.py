@@ -61,7 +61,7 @@ def test_the_gpu_check_dry_run_exercises_every_step(prepared_root: Path, tmp_pat
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=800,
         env=environment,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -147,3 +147,24 @@ def test_a_broken_link_is_reported(tmp_path):
         "[ok](figure.png) ![img](figure.png) [web](https://example.org) [anchor](#top) [gone](missing.md#part)\n"
     )
     assert [line.split(": ", 1)[1] for line in broken_links([page])] == ["missing.md#part"]
+
+
+def subprocess_limits(folder: Path) -> dict[str, int]:
+    """Every `timeout=<seconds>` a test file gives a subprocess or a wait, by file and line."""
+    return {
+        f"{path.name}:{number}": int(found.group(1))
+        for path in sorted(folder.glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if (found := re.search(r"\btimeout=(\d+)", line))
+    }
+
+
+def test_no_test_gives_its_subprocesses_longer_than_the_per_test_timeout(tmp_path):
+    """pytest-timeout kills a test without its subprocess's output: their own limits must fire first."""
+    import tomllib
+
+    per_test = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["timeout"]
+    limits = subprocess_limits(PROJECT_ROOT / "tests")
+    assert limits and max(limits.values()) < per_test, {k: v for k, v in limits.items() if v >= per_test}
+    (tmp_path / "test_x.py").write_text("run(timeout=5)\nrun(timeout=1200)\n")
+    assert subprocess_limits(tmp_path) == {"test_x.py:1": 5, "test_x.py:2": 1200}

@@ -10,10 +10,10 @@ import pandas as pd
 import papermill
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import ATTENTION_RUN_OVERRIDES, NOTEBOOK_TRAIN, PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
-TINY_TRAIN = ["train.max_train_series=200", "model.units=8", "train.epochs=2", "train.noise_seeds=1", "train.verbose=0"]
+TINY_TRAIN = NOTEBOOK_TRAIN
 
 
 def execute(name: str, output: Path, **parameters) -> nbformat.NotebookNode:
@@ -70,16 +70,18 @@ def test_compare_regularizers_states_a_conclusion_from_its_numbers(prepared_root
     assert (prepared_root / "reports" / "compare" / "classroom" / "compare.png").is_file()
 
 
-def test_attention(prepared_root: Path, tmp_path: Path):
+def test_attention(prepared_root: Path, attention_run: Path, tmp_path: Path):
+    """The notebook's run is the session's attention run (tests/conftest.py), so it reuses it."""
     notebook = execute(
         "03-attention.ipynb",
         tmp_path / "03.ipynb",
         root=str(prepared_root),
         competition="classroom",
-        train_overrides=[*TINY_TRAIN, "model.attention_units=8"],
+        train_overrides=ATTENTION_RUN_OVERRIDES[2:],
     )
     figures, text = outputs(notebook)
     assert figures >= 2 and "relative entropy" in text
+    assert f"{attention_run}: already trained with this config" in text  # the run reused, not trained twice
 
 
 def test_bptt_shows_the_three_figures_with_measured_sentences(prepared_root: Path, tmp_path: Path):

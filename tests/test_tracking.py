@@ -17,7 +17,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.files import sha256_file
 from pipeline.stages import tracking
-from tests.conftest import TINY, run_make, start_make
+from tests.conftest import TINY, TrackedCVs, run_make, start_make
 from tests.postgres import free_port
 
 
@@ -56,51 +56,49 @@ def test_a_tracking_uri_without_a_scheme_is_refused():
 
 
 @pytest.mark.slow
-def test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them(shared_data_root: Path, tmp_path: Path):
+def test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them(tracked_cvs: TrackedCVs, tmp_path: Path):
+    """The session's two CVs, trained and one fold evaluated with TRACKING= (tests/conftest.py); read only."""
     from mlflow import MlflowClient
 
-    root = shared_data_root
-    settings = " ".join([f"paths.root={root}", *TINY, "train.epochs=2", "train.max_train_series=200"])
-    result = run_make("cv", "FOLDS=2", "TRACKING=", f"SET={settings}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    (cv_dir,) = (root / "runs").glob("classroom_cv2_*")
-    folds = json.loads((cv_dir / "run.json").read_text())["folds"]
-    evaluated = run_make("evaluate", f"RUN={folds[0]}", "TRACKING=", f"SET=paths.root={root}")
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    root = tracked_cvs.root
+    cv_dirs = [root / "runs" / cv_id for cv_id in tracked_cvs.ids]
+    cv_folds = {cv_dir.name: json.loads((cv_dir / "run.json").read_text())["folds"] for cv_dir in cv_dirs}
+    evaluated = tracked_cvs.evaluated
 
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/runs/mlflow.db")
     experiment = client.get_experiment_by_name("har/classroom")
     mirrored = {run.data.tags["har.run_id"]: run for run in client.search_runs([experiment.experiment_id])}
-    assert set(mirrored) == {cv_dir.name, *folds}
-    cv_run = mirrored[cv_dir.name]
-    for fold in folds:
-        run, run_dir = mirrored[fold], root / "runs" / fold
-        # Parameters are the run's config.json, metrics its metrics.json and history.csv.
-        assert run.data.params == tracking.flat_params(json.loads((run_dir / "config.json").read_text()))
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert run.data.metrics["selection_score"] == pytest.approx(metrics["selection"]["score"])
-        assert run.data.metrics["val_noise_0.5"] == pytest.approx(metrics["validation"]["0.5"]["mean"])
-        assert run.data.metrics["test_file"] == pytest.approx(metrics["test"]["competition_file"])
-        history = pd.read_csv(run_dir / "history.csv")
-        curve = client.get_metric_history(run.info.run_id, "epoch_val_noisy_accuracy")
-        assert [point.step for point in curve] == list(history["epoch"])
-        assert [point.value for point in curve] == pytest.approx(list(history["val_noisy_accuracy"]))
-        card = root / "data" / "processed" / "classroom" / "datacard.json"
-        assert run.data.tags["har.kind"] == "fold" and run.data.tags["har.data_card"] == sha256_file(card)[:16]
-        assert run.data.tags["har.backend"] == "tensorflow" and run.data.tags["har.competition"] == "classroom"
-        assert run.data.tags["mlflow.parentRunId"] == cv_run.info.run_id  # the folds are the CV's children
-        assert {"model.keras", "metrics.json", "config.json", "history.csv"} <= {
-            artifact.path for artifact in client.list_artifacts(run.info.run_id)
-        }
-    folds_scores = client.get_metric_history(cv_run.info.run_id, "fold_selection_score")
-    cv_metrics = json.loads((cv_dir / "metrics.json").read_text())
-    assert [point.value for point in folds_scores] == pytest.approx(cv_metrics["selection"]["folds"])
-    assert cv_run.data.tags["har.kind"] == "cv" and cv_run.data.tags["har.folds"] == ",".join(folds)
+    assert set(mirrored) == {*cv_folds, *(fold for folds in cv_folds.values() for fold in folds)}
+    for cv_id, folds in cv_folds.items():
+        cv_run = mirrored[cv_id]
+        for fold in folds:
+            run, run_dir = mirrored[fold], root / "runs" / fold
+            # Parameters are the run's config.json, metrics its metrics.json and history.csv.
+            assert run.data.params == tracking.flat_params(json.loads((run_dir / "config.json").read_text()))
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            assert run.data.metrics["selection_score"] == pytest.approx(metrics["selection"]["score"])
+            assert run.data.metrics["val_noise_0.5"] == pytest.approx(metrics["validation"]["0.5"]["mean"])
+            assert run.data.metrics["test_file"] == pytest.approx(metrics["test"]["competition_file"])
+            history = pd.read_csv(run_dir / "history.csv")
+            curve = client.get_metric_history(run.info.run_id, "epoch_val_noisy_accuracy")
+            assert [point.step for point in curve] == list(history["epoch"])
+            assert [point.value for point in curve] == pytest.approx(list(history["val_noisy_accuracy"]))
+            card = root / "data" / "processed" / "classroom" / "datacard.json"
+            assert run.data.tags["har.kind"] == "fold" and run.data.tags["har.data_card"] == sha256_file(card)[:16]
+            assert run.data.tags["har.backend"] == "tensorflow" and run.data.tags["har.competition"] == "classroom"
+            assert run.data.tags["mlflow.parentRunId"] == cv_run.info.run_id  # the folds are the CV's children
+            assert {"model.keras", "metrics.json", "config.json", "history.csv"} <= {
+                artifact.path for artifact in client.list_artifacts(run.info.run_id)
+            }
+        folds_scores = client.get_metric_history(cv_run.info.run_id, "fold_selection_score")
+        cv_metrics = json.loads((root / "runs" / cv_id / "metrics.json").read_text())
+        assert [point.value for point in folds_scores] == pytest.approx(cv_metrics["selection"]["folds"])
+        assert cv_run.data.tags["har.kind"] == "cv" and cv_run.data.tags["har.folds"] == ",".join(folds)
     # make evaluate added its report and figures to the fold it evaluated.
-    report = {artifact.path for artifact in client.list_artifacts(mirrored[folds[0]].info.run_id, "report")}
+    report = {artifact.path for artifact in client.list_artifacts(mirrored[evaluated].info.run_id, "report")}
     assert {"report/report.md", "report/confusion_matrix.png", "report/noise_curve.png"} <= report
-    local = client.download_artifacts(mirrored[folds[0]].info.run_id, "report/report.md", str(tmp_path))
-    assert Path(local).read_text() == (root / "reports" / folds[0] / "report.md").read_text()
+    local = client.download_artifacts(mirrored[evaluated].info.run_id, "report/report.md", str(tmp_path))
+    assert Path(local).read_text() == (root / "reports" / evaluated / "report.md").read_text()
 
     # make ui: the MLflow server on a free loopback port lists the runs just trained through its REST API.
     port = free_port()
@@ -109,7 +107,7 @@ def test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them(shared_data_root:
     )
     try:
         listed = search_runs_when_up(port, experiment.experiment_id, server, tmp_path / "ui.log")
-        assert {run["info"]["run_name"] for run in listed} == {cv_dir.name, *folds}
+        assert {run["info"]["run_name"] for run in listed} == set(mirrored)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,7 @@ def test_make_transcribe_end_to_end_on_a_tiny_budget(prepared_root: Path):
         [
             f"paths.root={prepared_root}",
             "transcribe.lengths_seconds=[30,60]",
+            "transcribe.stride_seconds=60",  # a quarter of the segments: the steps are the same
             "transcribe.shuffled_lengths_seconds=[60]",
             "transcribe.shuffled_segments_per_subject=2",
             "transcribe.max_train_segments=60",
@@ -160,7 +162,13 @@ def test_make_transcribe_end_to_end_on_a_tiny_budget(prepared_root: Path):
     assert set(metrics[metrics["task"] == "recorded"]["seconds"]) == {30.0, 60.0} and set(
         metrics[metrics["task"] == "shuffled"]["seconds"]
     ) == {60.0}
-    assert metrics["activity_error_rate"].between(0, 10).all() and metrics["exact_accuracy"].between(0, 1).all()
+    # greedy decoding scored every test segment of each length that prepare wrote (the data cards)
+    for task, folder in (("recorded", "transcribe"), ("shuffled", "transcribe_shuffled")):
+        by_length = json.loads((prepared_root / "data" / "processed" / folder / "datacard.json").read_text())
+        expected = {float(k): v for k, v in by_length["splits"]["test"]["segments_by_seconds"].items()}
+        greedy = metrics[(metrics["task"] == task) & (metrics["decoding"] == "greedy")]
+        assert greedy.groupby("seconds")["segments"].agg(["min", "max"]).T.to_dict("records") == [expected] * 2
+    assert metrics["activity_error_rate"].notna().all() and (metrics["exact_accuracy"] <= 1).all()
     assert (metrics[metrics["decoding"] == "beam"]["segments"] <= 3).all()
     summary = pd.read_csv(report / "across_seeds.csv")
     assert (
