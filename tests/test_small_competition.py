@@ -44,9 +44,10 @@ def test_written_competition_is_the_original_layout_with_a_noisy_test_and_a_key_
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "reports" / "basicmotions" / "summary.json").read_text())
     assert summary["submission"] == {"file": "basicmotions_test.csv", "accuracy": 0.75}
-    assert set(summary["peers"]) == {"MiniRocket", "MiniRocket + 1 noised copy"} and all(
-        0.25 <= v <= 1 for v in summary["peers"].values()
-    )
+    assert set(summary["peers"]) == {"MiniRocket", "MiniRocket + 1 noised copy"}
+    # MiniRocket learns the four motions (chance 0.25; docs/choosing.md: 0.750, and 1.000 with a noised
+    # copy): a peer fitted on misaligned labels or scored against another key falls to chance
+    assert summary["peers"]["MiniRocket"] > 0.5 and summary["peers"]["MiniRocket + 1 noised copy"] >= 0.9
 
 
 def test_score_without_the_key_says_so(tmp_path):
