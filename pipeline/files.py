@@ -36,21 +36,49 @@ def sha256_file(path: Path) -> str:
 @contextmanager
 def atomic_folders(*targets: Path) -> Iterator[tuple[Path, ...]]:
     """Temp folders for several targets that must change together: nothing is replaced until every
-    one is complete, then they are swapped in, in the order given (put the one readers look for last)."""
+    one is complete, then they are swapped in, in the order given (put the one readers look for last).
+    A swap is two renames (the old folder aside, the new one in) and the old folder is deleted only
+    after: a process killed while deleting a large folder never leaves a half-deleted target."""
     temps: list[Path] = []
     try:
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
+            restore_interrupted_swap(target)
             temps.append(Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)))
         yield tuple(temps)
         for temp, target in zip(temps, targets):
+            aside = previous_of(target)
+            shutil.rmtree(aside, ignore_errors=True)  # a copy kept aside by a swap that finished
             if target.exists():
-                shutil.rmtree(target)
+                target.rename(aside)
             temp.rename(target)
+        for target in targets:
+            shutil.rmtree(previous_of(target), ignore_errors=True)
     except BaseException:
         for temp in temps:
             shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+def previous_of(target: Path) -> Path:
+    """Where a swap puts the folder it replaces until the new one is in place."""
+    return target.with_name(f".{target.name}.previous")
+
+
+def tidy_interrupted(target: Path) -> None:
+    """What a killed writer of `target` left beside it: the old folder put back if the swap stopped
+    between its renames, then every temp and aside copy removed. Only under a lock that keeps other
+    writers of `target` out (their temps look the same)."""
+    restore_interrupted_swap(target)
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+
+
+def restore_interrupted_swap(target: Path) -> None:
+    """A process killed between a swap's two renames left the old folder aside and none in place: put it back."""
+    if not target.exists() and previous_of(target).is_dir():
+        previous_of(target).rename(target)
 
 
 @contextmanager

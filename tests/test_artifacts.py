@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,8 +17,9 @@ from pipeline.config import load_config, split_overrides
 from pipeline.data import datasets
 from pipeline.data.competition import Split, write_competition
 from pipeline.errors import ConfigError, DataError
-from pipeline.files import atomic_files, atomic_folders
-from pipeline.stages import runs, submit
+from pipeline.files import atomic_files, atomic_folders, sha256_file
+from pipeline.stages import runs, submit, training
+from tests.conftest import run_make
 
 
 def test_overrides_split_where_a_new_key_starts_so_values_may_hold_spaces():
@@ -341,3 +343,103 @@ def test_compare_pairs_each_cell_with_its_models_first_seed_by_seed():
     )
     one_seed = table[table["seed"] == 0]
     assert compare.paired_against_first(one_seed, compare.summarize(one_seed, 0.5), 0.5).empty
+
+
+def test_a_damaged_model_or_history_is_refused_in_one_line_naming_the_file_and_the_rebuild(
+    tiny_run: Path, shared_data_root: Path
+):
+    """A finished run records its files' checksums; a truncated model.keras (make predict) and a
+    history.csv holding two writers' logs (make evaluate) are each one line, not Keras' or pandas'
+    traceback. An unfinished run's unreadable log is one line too when make train would resume it."""
+    root = shared_data_root
+    run_dir = root / "runs" / tiny_run.name
+    shutil.copytree(tiny_run, run_dir)
+    recorded = json.loads((run_dir / "metrics.json").read_text())["checksums"]
+    assert set(recorded) == {"model.keras", "history.csv"}
+    model = run_dir / "model.keras"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    predicted = run_make("predict", f"RUN={tiny_run.name}", f"SET=paths.root={root}")
+    errors = [line for line in predicted.stderr.splitlines() if line.startswith("error:")]
+    assert predicted.returncode != 0 and len(errors) == 1 and "Traceback" not in predicted.stderr, predicted.stderr
+    assert (
+        errors[0].startswith(f"error: {model}: damaged or changed since the run finished")
+        and "make train FORCE=1" in errors[0]
+    )
+    assert not (root / "submissions").exists() or not list((root / "submissions").glob("*.csv"))
+
+    shutil.copy2(tiny_run / "model.keras", model)  # the model whole again; now the log
+    history = run_dir / "history.csv"
+    history.write_text(history.read_text() + history.read_text())  # a second header in the middle
+    evaluated = run_make("evaluate", f"RUN={tiny_run.name}", f"SET=paths.root={root}")
+    errors = [line for line in evaluated.stderr.splitlines() if line.startswith("error:")]
+    assert evaluated.returncode != 0 and len(errors) == 1 and "Traceback" not in evaluated.stderr, evaluated.stderr
+    assert errors[0].startswith(f"error: {history}: damaged or changed since the run finished")
+    assert not (root / "reports" / tiny_run.name).exists()
+    # the same log in a run that never finished: no checksum to compare, and not a table of numbers
+    (run_dir / "metrics.json").unlink()
+    with pytest.raises(DataError, match=r"history.csv: cannot be read as a training log .*make train FORCE=1"):
+        training.resume_state(run_dir, "val_noisy_accuracy")
+
+
+# make prepare in a child process that dies hard (os._exit: no cleanup, like SIGKILL) at a chosen
+# point of its write: after the first split of the new folder, or while the swap deletes the old one.
+KILLED_PREPARE = """
+import os, shutil, sys
+from pipeline import files
+from pipeline.data import competition
+from pipeline.stages import prepare
+where, original_split, original_rmtree = sys.argv[1], competition.write_csv_split, shutil.rmtree
+def split_then_die(*args, **kwargs):
+    original_split(*args, **kwargs)
+    os._exit(9)
+def die_while_deleting(path, *args, **kwargs):
+    if str(path).endswith(".previous") and os.path.isdir(path):
+        os._exit(9)
+    original_rmtree(path, *args, **kwargs)
+if where == "first split":
+    competition.write_csv_split = split_then_die
+else:
+    files.shutil.rmtree = die_while_deleting
+sys.exit(prepare.main(sys.argv[2:]))
+"""
+
+
+def folder_state(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): sha256_file(path) for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_killed_prepare_leaves_a_whole_competition_folder(prepared_root: Path, tmp_path: Path):
+    """Killed while writing, the previous folder is as it was; killed while the swap removes the old
+    one, the new one is whole in its place; the next prepare tidies what the kill left."""
+    import subprocess
+    import sys
+
+    from pipeline.data.competition import load_competition
+    from tests.conftest import PROJECT_ROOT, UNTRACKED
+
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "raw").symlink_to(prepared_root / "data" / "raw")
+    for folder in ("processed", "private"):
+        shutil.copytree(prepared_root / "data" / folder, root / "data" / folder)
+    classroom = root / "data" / "processed" / "classroom"
+    before = folder_state(classroom)
+
+    def killed(where: str, noise: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-c", KILLED_PREPARE, where, f"--set=paths.root={root}", f"--set=data.test_noise={noise}", UNTRACKED],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 9, result.stderr[-2000:]
+
+    killed("first split", "0.6")  # other settings: prepare writes a new folder
+    assert folder_state(classroom) == before
+    killed("while deleting", "0.7")
+    assert folder_state(classroom) != before and (root / "data" / "processed" / ".classroom.previous").is_dir()
+    card = json.loads((classroom / "datacard.json").read_text())
+    assert card["noise"]["test_level"] == 0.7 and len(load_competition(classroom).train) == len(
+        load_competition(prepared_root / "data" / "processed" / "classroom").train
+    )
+    finished = run_make("prepare", f"SET=paths.root={root} data.test_noise=0.7")
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert not list((root / "data" / "processed").glob(".classroom.*"))

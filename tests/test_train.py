@@ -149,7 +149,7 @@ sys.exit(train.main(sys.argv[2:]))
 def test_a_killed_run_resumes_where_it_stopped_with_early_stopping_on(prepared_root: Path):
     # A step too small to change any answer: the validation score stays flat, so the best epoch is
     # the first and early stopping must end the run after epoch 3, one epoch after the crash, only if
-    # the wait of 1 counted before the crash is carried over (without it the run goes on to epoch 5).
+    # the wait of 1 counted before the crash is carried over (without it the run goes on to epoch 4).
     overrides = [
         "train.epochs=7",
         "train.patience=2",

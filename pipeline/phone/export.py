@@ -37,7 +37,7 @@ from pipeline.data.signals import ACTIVITY_NAMES, RAW_CHANNELS, window_step
 from pipeline.errors import ConfigError, ExportError
 from pipeline.files import atomic_folder
 from pipeline.runtime import require_backend
-from pipeline.stages.runs import LINEAGE, MODEL, finished_run, resolve_runs, run_config
+from pipeline.stages.runs import LINEAGE, finished_run, load_run_model, resolve_runs, run_config
 
 FLOAT_FILE = "model.tflite"
 CONTRACT = "contract.json"
@@ -181,7 +181,6 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
 
 def export(config: Config, run_ids: list[str]) -> Path:
     require_backend("make export", "tensorflow")
-    from pipeline import models
 
     run_ids = resolve_runs(config, run_ids)
     if len(run_ids) != 1:
@@ -192,7 +191,7 @@ def export(config: Config, run_ids: list[str]) -> Path:
     run_dir = finished_run(config, run_id)
     lineage = json.loads((run_dir / LINEAGE).read_text())
     trained = run_config(config, run_dir)
-    model = models.load_model(str(run_dir / MODEL))
+    model = load_run_model(run_dir)
     shape = tuple(lineage["series_shape"])
     frozen = frozen_function(model, shape)
     variant = f"model_{config.export.quantization}.tflite"

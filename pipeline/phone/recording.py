@@ -49,7 +49,7 @@ from pipeline.data.signals import (
 from pipeline.errors import DataError
 from pipeline.files import atomic_file, atomic_folder
 from pipeline.phone.formats import PhoneRecording, PlainColumns, Stream, read_recording
-from pipeline.stages.runs import LINEAGE, MODEL, finished_run, resolve_runs, run_config
+from pipeline.stages.runs import LINEAGE, finished_run, load_run_model, resolve_runs, run_config
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,6 @@ class Predictor:
 
 
 def load_predictor(config: Config, run_ids: list[str]) -> Predictor:
-    from pipeline import models
 
     run_ids = resolve_runs(config, run_ids)
     loaded, data, channels, classes = [], None, None, None
@@ -116,7 +115,7 @@ def load_predictor(config: Config, run_ids: list[str]) -> Predictor:
                 f"run {run_id} was trained on other inputs or classes than {run_ids[0]}: they cannot be averaged"
             )
         data, channels, classes = run_data, run_channels, lineage["classes"]
-        loaded.append(models.load_model(str(run_dir / MODEL)))
+        loaded.append(load_run_model(run_dir))
     assert data is not None and channels is not None and classes is not None
     return Predictor(run_ids, loaded, data, channels, list(classes))
 

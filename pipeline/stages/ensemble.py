@@ -35,7 +35,16 @@ from pipeline.errors import DataError
 from pipeline.files import atomic_files, short_hash
 from pipeline.stages import tracking
 from pipeline.stages.cv import cv_scores
-from pipeline.stages.runs import LINEAGE, METRICS, MODEL, SPLIT, finished_run, resolve_runs, run_config, write_run
+from pipeline.stages.runs import (
+    LINEAGE,
+    METRICS,
+    SPLIT,
+    finished_run,
+    load_run_model,
+    resolve_runs,
+    run_config,
+    write_run,
+)
 from pipeline.stages.training import selection_score, test_scores, test_summary, validation_scores
 
 SAME = ("competition", "classes", "channels", "series_shape", "data_inputs")  # what members must share
@@ -75,8 +84,6 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
     """The ensemble run of `run_ids` (a `cv:` id stands for its fold models). `on_fold`: the runs are
     fold runs of one and the same fold (a fold of a cross-validated ensemble); it is then scored on
     that fold's held-out series with their selection, like a fold run, instead of the plain split."""
-    from pipeline import models
-
     members = list(run_ids) if on_fold else resolve_runs(config, run_ids)
     if len(members) < 2:
         raise DataError(f"RUN={' '.join(run_ids) or '(none)'}: an ensemble needs two runs or more (or a CV, cv:<id>)")
@@ -95,7 +102,7 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
         print(f"{run_dir}: this ensemble exists (its members are the same runs)")
         return run_dir
     model = averaging_model(
-        [models.load_model(str(finished_run(config, member) / MODEL)) for member in members],
+        [load_run_model(finished_run(config, member)) for member in members],
         tuple(lineages[0]["series_shape"]),
     )
     first = run_config(config, finished_run(config, members[0]))

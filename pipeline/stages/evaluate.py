@@ -46,7 +46,17 @@ from pipeline.data.signals import ACTIVITY_NAMES
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder, sha256_file, write_json_atomic
 from pipeline.stages import tracking
-from pipeline.stages.runs import HISTORY, LINEAGE, METRICS, MODEL, finished_run, resolve_runs, run_config
+from pipeline.stages.runs import (
+    HISTORY,
+    LINEAGE,
+    METRICS,
+    MODEL,
+    finished_run,
+    load_run_model,
+    read_history,
+    resolve_runs,
+    run_config,
+)
 
 NOISE_LEVELS = tuple(np.round(np.arange(0.0, 1.51, 0.25), 2))
 NOISE_SEEDS = 3
@@ -275,7 +285,7 @@ def evaluate(config: Config, run_id: str) -> Path:
     lineage = json.loads((run_dir / LINEAGE).read_text())
     data = load_training_data(trained_with)
     check_run_data(trained_with, run_id, lineage)
-    model = models.load_model(str(run_dir / MODEL))
+    model = load_run_model(run_dir)
     scored = scored_series(trained_with, data)
     classes = lineage["classes"]
     names = [ACTIVITY_NAMES.get(c, str(c)) for c in classes]
@@ -304,9 +314,7 @@ def evaluate(config: Config, run_id: str) -> Path:
         progress=True,
     )
     # an ensemble run (make ensemble) has no training history of its own: no learning curves
-    history = (
-        pd.read_csv(run_dir / HISTORY).drop_duplicates("epoch", keep="last") if (run_dir / HISTORY).is_file() else None
-    )
+    history = read_history(run_dir) if (run_dir / HISTORY).is_file() else None
     baseline_accuracy = {
         name: float((predicted_classes(b, scored.noisy) == scored.labels).mean()) for name, b in fitted.items()
     }

@@ -27,12 +27,11 @@ from pipeline.data.datasets import check_run_data, open_competition
 from pipeline.data.scoring import validate_submission
 from pipeline.errors import DataError
 from pipeline.files import atomic_files, sha256_file
-from pipeline.stages.runs import LINEAGE, MODEL, finished_run, resolve_runs
+from pipeline.stages.runs import LINEAGE, MODEL, finished_run, load_run_model, resolve_runs
 
 
 def load_run(config: Config, run_id: str) -> tuple[Any, dict[str, Any]]:
     """A finished run's model and lineage, refused when it was trained on other prepared data than the folder holds now."""
-    from pipeline import models
 
     run_dir = finished_run(config, run_id)
     lineage = json.loads((run_dir / LINEAGE).read_text())
@@ -41,7 +40,7 @@ def load_run(config: Config, run_id: str) -> tuple[Any, dict[str, Any]]:
             f"run {run_id} was trained on {lineage['competition']!r}, not {config.data.competition!r} (set COMPETITION={lineage['competition']})"
         )
     check_run_data(config, run_id, lineage)
-    return models.load_model(str(run_dir / MODEL)), lineage
+    return load_run_model(run_dir), lineage
 
 
 def prediction_key(config: Config, run_ids: list[str], competition: Competition) -> str:

@@ -40,7 +40,14 @@ from pipeline.data.signals import (
     window_recording,
 )
 from pipeline.errors import DataError
-from pipeline.files import atomic_folder, atomic_folders, sha256_file, write_csv_atomic, write_json_atomic
+from pipeline.files import (
+    atomic_folder,
+    atomic_folders,
+    sha256_file,
+    tidy_interrupted,
+    write_csv_atomic,
+    write_json_atomic,
+)
 
 HAPT_COMPETITIONS = {"classroom": "csv", "raw": "npz"}
 # 2: the participant folder names the subject of every labeled series (subject_<split>.csv or the npz's subject)
@@ -369,6 +376,18 @@ def prepare_copied(config: Config, name: str) -> Path:
 
 
 def prepare(config: Config) -> list[Path]:
+    """One prepare at a time per project (a file lock), which first tidies what a killed one left."""
+    from filelock import FileLock
+
+    config.processed_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(config.processed_dir / ".prepare.lock"):
+        for folder in (config.processed_dir, config.private_dir):
+            for target in {path.name.split(".")[1] for path in folder.glob(".*.*") if path.is_dir()}:
+                tidy_interrupted(folder / target)
+        return prepare_locked(config)
+
+
+def prepare_locked(config: Config) -> list[Path]:
     name = config.data.competition
     if name in HAPT_COMPETITIONS:
         return prepare_hapt(config)

@@ -24,7 +24,7 @@ import pandas as pd
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
 from pipeline.errors import DataError
-from pipeline.files import short_hash, write_json_atomic
+from pipeline.files import sha256_file, short_hash, write_json_atomic
 from pipeline.runtime import backend_name
 
 METRICS = "metrics.json"  # written last: its presence marks a finished run
@@ -34,6 +34,7 @@ HISTORY = "history.csv"
 LINEAGE = "run.json"
 PRUNED = "pruned.json"  # written by the tuner into a run it stopped early: the run stays incomplete
 SPLIT = "split.json"  # a CV fold run's series: trained_on, chosen_on, scored_on (and their subjects)
+CHECKSUMS = "checksums"  # in metrics.json: the sha256 of model.keras and history.csv as the run finished
 
 
 # ---- run ids -------------------------------------------------------------------------------------
@@ -160,7 +161,54 @@ def write_run(run_dir: Path, model: Any, metrics: dict[str, Any], files: dict[st
     for name, content in (files or {}).items():
         write_json_atomic(run_dir / name, content)
     models.save_model(model, run_dir / MODEL)
-    write_json_atomic(run_dir / METRICS, metrics)
+    # recorded with the finished run, so that a file damaged or changed later is recognised (checked_file)
+    checksums = {name: sha256_file(run_dir / name) for name in (MODEL, HISTORY) if (run_dir / name).is_file()}
+    write_json_atomic(run_dir / METRICS, {**metrics, CHECKSUMS: checksums})
+
+
+def rebuild_hint(run_dir: Path) -> str:
+    """The command that makes a run folder again, for an error about one of its files."""
+    lineage = json.loads((run_dir / LINEAGE).read_text()) if (run_dir / LINEAGE).is_file() else {}
+    if lineage.get("kind") == "ensemble":
+        return f'delete {run_dir} and run `make ensemble RUN="{" ".join(lineage.get("members", []))}"` again'
+    return f"train it again with `make train FORCE=1` and the settings recorded in {run_dir / 'config.json'}"
+
+
+def checked_file(run_dir: Path, name: str) -> Path:
+    """A file of a finished run, refused in one line when it is missing or no longer the file the run
+    finished with (its checksum in metrics.json; runs finished before checksums were recorded are
+    taken as they are)."""
+    path = run_dir / name
+    if not path.is_file():
+        raise DataError(f"{path}: missing; {rebuild_hint(run_dir)}")
+    recorded = json.loads((run_dir / METRICS).read_text()).get(CHECKSUMS, {}) if (run_dir / METRICS).is_file() else {}
+    if name in recorded and sha256_file(path) != recorded[name]:
+        raise DataError(
+            f"{path}: damaged or changed since the run finished (not the checksum recorded in {METRICS}); {rebuild_hint(run_dir)}"
+        )
+    return path
+
+
+def load_run_model(run_dir: Path) -> Any:
+    """The Keras model of a finished run, after checked_file."""
+    from pipeline import models
+
+    return models.load_model(str(checked_file(run_dir, MODEL)))
+
+
+def read_history(run_dir: Path, finished: bool = True) -> pd.DataFrame:
+    """history.csv, one row per epoch (a redone epoch once, its last), refused in one line when it is
+    damaged: not the finished run's file, or not a table of numbers (two writers' interleaved logs
+    hold a second header). `finished` False: a run being resumed, which has no checksum yet."""
+    path = checked_file(run_dir, HISTORY) if finished else run_dir / HISTORY
+    try:
+        history = pd.read_csv(path).apply(pd.to_numeric)
+        if "epoch" not in history or not len(history):
+            raise ValueError("no epoch rows")
+    except (ValueError, pd.errors.ParserError) as error:
+        hint = rebuild_hint(run_dir) if finished else "start the run again with `make train FORCE=1`"
+        raise DataError(f"{path}: cannot be read as a training log ({str(error).splitlines()[0]}); {hint}") from None
+    return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
 def run_lock(run_dir: Path) -> Any:

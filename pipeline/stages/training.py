@@ -53,6 +53,7 @@ from pipeline.stages.runs import (
     PRUNED,
     SPLIT,
     model_tag,
+    read_history,
     regularizer_tag,
     run_id_for,
     run_lock,
@@ -108,7 +109,7 @@ def resume_state(run_dir: Path, monitor: str) -> tuple[float, int] | None:
     path = run_dir / HISTORY
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    history = pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
+    history = read_history(run_dir, finished=False)
     if monitor not in history or not len(history):
         return None
     return float(history[monitor].max()), int(len(history) - 1 - history[monitor].to_numpy().argmax())

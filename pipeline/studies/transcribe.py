@@ -51,7 +51,7 @@ from pipeline.data.signals import (
 from pipeline.files import atomic_folder, short_hash, write_json_atomic
 from pipeline.models import END_TOKEN, FIRST_CLASS_TOKEN, PAD_TOKEN, START_TOKEN
 from pipeline.runtime import backend_name, peak_rss_mb
-from pipeline.stages.runs import HISTORY, LINEAGE, METRICS, MODEL, regularizer_tag, write_run
+from pipeline.stages.runs import HISTORY, LINEAGE, METRICS, load_run_model, regularizer_tag, write_run
 
 FOLDER = "transcribe"
 TASK_FOLDERS = {"recorded": FOLDER, "shuffled": f"{FOLDER}_shuffled"}
@@ -510,7 +510,7 @@ def score_variant(
     """Greedy decoding of every test segment, clean and noisy; beam search on `beam_segments` per length when `beam`."""
     from pipeline import models
 
-    decoder = models.Seq2SeqDecoder(models.load_model(str(run_dir / MODEL)))
+    decoder = models.Seq2SeqDecoder(load_run_model(run_dir))
     max_length = card["max_target_length"] + 1
     rows, kept = [], []
     # Beam search decodes one segment at a time: it scores the first `beam_segments` of each length.
