@@ -256,3 +256,26 @@ def tracked_cvs(tmp_path_factory: pytest.TempPathFactory) -> TrackedCVs:
     root = built_once(tmp_path_factory, "tracked_cvs", build)
     folds = json.loads((root / "runs" / ids[1] / "run.json").read_text())["folds"]
     return TrackedCVs(root, ids, folds[0])
+
+
+# The slowest files first (docs/testing.md, "Where the time goes"): make test's workers take a file
+# at a time in collection order, so a slow file taken last keeps one worker busy while the others idle.
+SLOWEST_FIRST = (
+    "test_models.py",
+    "test_train.py",
+    "test_make.py",
+    "test_tune.py",
+    "test_backends.py",
+    "test_cv_compare.py",
+    "test_honest_folds.py",
+    "test_transcribe.py",
+    "test_submit.py",
+    "test_recording.py",
+    "test_notebooks.py",
+    "test_gpu_check.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept

@@ -168,3 +168,47 @@ def test_no_test_gives_its_subprocesses_longer_than_the_per_test_timeout(tmp_pat
     assert limits and max(limits.values()) < per_test, {k: v for k, v in limits.items() if v >= per_test}
     (tmp_path / "test_x.py").write_text("run(timeout=5)\nrun(timeout=1200)\n")
     assert subprocess_limits(tmp_path) == {"test_x.py:1": 5, "test_x.py:2": 1200}
+
+
+PACKAGES = ("data", "models", "stages", "phone", "studies", "perf")
+
+
+def code_map(text: str) -> dict[str, set[str]]:
+    """The module names a code map (a `pipeline/` tree in the README or docs/design.md) lists per package."""
+    rows = {}
+    for line in text.splitlines():
+        found = re.match(rf"\s+({'|'.join(PACKAGES)})/\s+((?:\w+\.py\s+)*\w+\.py)", line)
+        if found:
+            rows[found.group(1)] = set(found.group(2).split())
+    return rows
+
+
+def make_targets_running_the_package(makefile: str) -> set[str]:
+    """The make targets whose recipe runs a module of the package (python -m pipeline....)."""
+    targets, current = set(), None
+    for line in makefile.splitlines():
+        header = re.match(r"^([a-z][a-z-]*):(?!=)", line)
+        if header:
+            current = header.group(1)
+        elif current and line.startswith("\t") and "-m pipeline." in line:
+            targets.add(current)
+    return targets
+
+
+def test_the_code_maps_list_every_module_and_the_stage_pages_every_make_target():
+    modules = {
+        package: {path.name for path in (PROJECT_ROOT / "pipeline" / package).glob("*.py")}
+        - {"__init__.py", "__main__.py"}
+        for package in PACKAGES
+    }
+    for page in ("README.md", "docs/design.md"):
+        assert code_map((PROJECT_ROOT / page).read_text()) == modules, page
+    stages_docstring = ast.get_docstring(ast.parse((PROJECT_ROOT / "pipeline" / "stages" / "__init__.py").read_text()))
+    assert {name for name in modules["stages"] if name not in stages_docstring} == set()
+    stages_page = (PROJECT_ROOT / "docs" / "stages.md").read_text()
+    targets = make_targets_running_the_package((PROJECT_ROOT / "Makefile").read_text())
+    assert {"train", "cv", "ensemble", "ui"} <= targets
+    assert {target for target in targets if f"`make {target}" not in stages_page} == set()
+    # the checks find what is missing
+    assert code_map("pipeline/\n  stages/    train.py cv.py\n") == {"stages": {"train.py", "cv.py"}}
+    assert make_targets_running_the_package("x: y ## z\n\t$(PY) -m pipeline.stages.x\nz:\n\techo\n") == {"x"}
