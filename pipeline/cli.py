@@ -1,7 +1,7 @@
 """The shared shape of every stage's command line: `--exp`, `--set`, one-line errors, exit codes.
 
 Each stage's `main()` builds its parser with `stage_parser`, adds what is its own, and hands the
-work to `run_stage`. Errors the user can fix (a `UserError`: ConfigError, DataError, BackendError,
+work and its parsed arguments to `run_stage`, which loads the config (one place, not one copy per stage). Errors the user can fix (a `UserError`: ConfigError, DataError, BackendError,
 TrainingError, ...; or a file that is missing or not readable) print as `error: <one line>` on
 stderr with exit code 1. Anything else is a bug: it keeps its traceback.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from pipeline.config import split_overrides
+from pipeline.config import load_config, split_overrides
 from pipeline.errors import UserError
 
 # File problems the user fixes by making or pointing at the right file; other OSErrors (a full
@@ -44,14 +44,24 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return [*split_overrides(args.sets), *args.set]
 
 
-def run_stage(action: Callable[[], object], keras: bool = False) -> int:
-    """Run a stage; 0 on success, 1 with a one-line error on input the user can fix. `keras`: import it first (quietly)."""
+def run_stage(
+    action: Callable[..., object],
+    args: argparse.Namespace | None = None,
+    keras: bool = False,
+    extra: Sequence[str] = (),
+) -> int:
+    """Run a stage; 0 on success, 1 with a one-line error on input the user can fix. With the stage's
+    parsed `args`, the config is loaded here (its experiment, then the overrides, then `extra`) and
+    handed to `action`; without them `action` takes nothing. `keras`: import it first (quietly)."""
     try:
         if keras:
             from pipeline.runtime import import_keras
 
             import_keras()
-        action()
+        if args is None:
+            action()
+        else:
+            action(load_config(args.exp, [*overrides(args), *extra]))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import PREPROCESSING, Config, DataConfig, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import PREPROCESSING, Config, DataConfig
 from pipeline.data.datasets import open_competition, organizer_side
 from pipeline.data.signals import ACTIVITY_NAMES, RAW_CHANNELS, window_step
 from pipeline.errors import ConfigError, ExportError
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.phone.export", __doc__)
     parser.add_argument("--run", default="", help="one run id (default: the best run of the competition)")
     args = parser.parse_args(argv)
-    return run_stage(lambda: export(load_config(args.exp, overrides(args)), args.run.split()), keras=True)
+    return run_stage(lambda config: export(config, args.run.split()), args, keras=True)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ import pandas as pd
 from scipy import ndimage
 from scipy import signal as scipy_signal
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import PREPROCESSING, Config, DataConfig, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import PREPROCESSING, Config, DataConfig
 from pipeline.data.hapt import HAPT_FOLDER
 from pipeline.data.signals import (
     ACTIVITY_NAMES,
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.held_out:
-        return run_stage(lambda: check_held_out(load_config(args.exp, overrides(args)), args.run.split()), keras=True)
+        return run_stage(lambda config: check_held_out(config, args.run.split()), args, keras=True)
     if not args.file:
         parser.error(
             "give the recording: make recording FILE=<a Sensor Logger zip or folder, a phyphox export or a CSV>"
@@ -546,8 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     extra += [f"recording.gyro_units={json.dumps(args.gyro)}"] if args.gyro else []
     labels = Path(args.labels) if args.labels else None
     return run_stage(
-        lambda: analyse(load_config(args.exp, [*overrides(args), *extra]), Path(args.file), args.run.split(), labels),
-        keras=True,
+        lambda config: analyse(config, Path(args.file), args.run.split(), labels), args, keras=True, extra=extra
     )
 
 

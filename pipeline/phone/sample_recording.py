@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data.hapt import HAPT_FOLDER, hapt_experiment
 from pipeline.phone.formats import FORMATS, app_like, write_format
 
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="sensorlogger", choices=FORMATS)
     args = parser.parse_args(argv)
 
-    def write() -> None:
-        config = load_config(args.exp, overrides(args))
+    def write(config: Config) -> None:
         target = write_sample(
             config.raw_dir / HAPT_FOLDER,
             config.path("data", "samples"),
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"wrote {target} (and its labels beside it): try make recording FILE={target}")
 
-    return run_stage(write)
+    return run_stage(write, args)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config, ConfigError
 from pipeline.data.datasets import check_folds, cv_definition, fold_config
 from pipeline.files import atomic_files
 from pipeline.runtime import backend_name
@@ -174,9 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     return run_stage(
-        lambda: cross_validate(
-            load_config(args.exp, overrides(args)), experiment=Path(args.exp).stem if args.exp else "", refit=args.refit
-        ),
+        lambda config: cross_validate(config, experiment=Path(args.exp).stem if args.exp else "", refit=args.refit),
+        args,
         keras=True,
     )
 

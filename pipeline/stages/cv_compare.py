@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", required=True, help="a CV id or an experiment file (B=)")
     args = parser.parse_args(argv)
 
-    return run_stage(lambda: compare(load_config(args.exp, overrides(args)), args.a, args.b, overrides(args)))
+    return run_stage(lambda config: compare(config, args.a, args.b, overrides(args)), args)
 
 
 if __name__ == "__main__":

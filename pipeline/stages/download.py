@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config, ConfigError
 from pipeline.data import competition
 from pipeline.data.competition import DataError
 from pipeline.data.hapt import (
@@ -161,7 +161,7 @@ def download(config: Config) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("pipeline.stages.download", __doc__).parse_args(argv)
-    return run_stage(lambda: download(load_config(args.exp, overrides(args))))
+    return run_stage(download, args)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config, load_config
 from pipeline.data.datasets import check_run_data, fold_protocol, load_training_data, protocol_mismatch, split_record
 from pipeline.errors import DataError
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.stages.ensemble", __doc__)
     parser.add_argument("--run", default="", help="run ids separated by spaces, or cv:<cv id> for a CV's fold models")
     args = parser.parse_args(argv)
-    return run_stage(lambda: make_ensemble(load_config(args.exp, overrides(args)), args.run.split()), keras=True)
+    return run_stage(lambda config: make_ensemble(config, args.run.split()), args, keras=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import overrides, run_stage, stage_parser
+from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config, load_config
 from pipeline.data.datasets import (
     CLEAN_TEST,
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run id; 'experiment' = the run of --exp/--set (default: the best run of the competition)",
     )
     args = parser.parse_args(argv)
-    return run_stage(lambda: evaluate(load_config(args.exp, overrides(args)), args.run), keras=True)
+    return run_stage(lambda config: evaluate(config, args.run), args, keras=True)
 
 
 if __name__ == "__main__":

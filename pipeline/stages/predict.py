@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data.competition import SUBMISSION_COLUMNS, Competition
 from pipeline.data.datasets import check_run_data, open_competition
 from pipeline.data.scoring import validate_submission
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run ids separated by spaces; 'experiment' = the run of --exp/--set (default: the best run of the competition)",
     )
     args = parser.parse_args(argv)
-    return run_stage(lambda: predict(load_config(args.exp, overrides(args)), args.run.split()), keras=True)
+    return run_stage(lambda config: predict(config, args.run.split()), args, keras=True)
 
 
 if __name__ == "__main__":

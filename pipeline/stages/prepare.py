@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data import competition as comp
 from pipeline.data.competition import Split
 from pipeline.data.datasets import CLEAN_TEST, DATACARD, SOLUTION, data_settings
@@ -402,7 +402,7 @@ def prepare_locked(config: Config) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("pipeline.stages.prepare", __doc__).parse_args(argv)
-    return run_stage(lambda: prepare(load_config(args.exp, overrides(args))))
+    return run_stage(prepare, args)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data.competition import read_submission
 from pipeline.data.datasets import SOLUTION, open_competition
 from pipeline.data.scoring import score, submission_message, validate_submission
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leaderboard", action="store_true", help="show the local leaderboard instead of submitting")
     args = parser.parse_args(argv)
     if args.leaderboard:
-        return run_stage(lambda: show_leaderboard(load_config(args.exp, overrides(args))))
-    return run_stage(lambda: submit(load_config(args.exp, overrides(args)), args.file, args.message))
+        return run_stage(show_leaderboard, args)
+    return run_stage(lambda config: submit(config, args.file, args.message), args)
 
 
 if __name__ == "__main__":

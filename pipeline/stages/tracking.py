@@ -31,8 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data.datasets import DATACARD, competition_folder
 from pipeline.files import sha256_file, short_hash
 from pipeline.runtime import backend_name
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5000, help="its port (PORT=)")
     args = parser.parse_args(argv)
     status: list[int] = []
-    code = run_stage(lambda: status.append(ui(load_config(args.exp, overrides(args)), args.host, args.port)))
+    code = run_stage(lambda config: status.append(ui(config, args.host, args.port)), args)
     return code or (status[0] if status else 0)
 
 

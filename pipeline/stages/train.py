@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data.datasets import open_competition, too_small_to_validate
 from pipeline.stages.cv import cross_validate
 from pipeline.stages.training import train
@@ -24,9 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     return run_stage(
-        lambda: train_or_cross_validate(
-            load_config(args.exp, overrides(args)), Path(args.exp).stem if args.exp else "", args.force
-        ),
+        lambda config: train_or_cross_validate(config, Path(args.exp).stem if args.exp else "", args.force),
+        args,
         keras=True,
     )
 

@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser("pipeline.studies.compare", __doc__, default_experiment="experiments/compare.toml").parse_args(
         argv
     )
-    return run_stage(lambda: compare(load_config(args.exp, overrides(args)), args.exp, overrides(args)), keras=True)
+    return run_stage(lambda config: compare(config, args.exp, overrides(args)), args, keras=True)
 
 
 if __name__ == "__main__":

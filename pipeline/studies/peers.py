@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data.datasets import load_training_data, organizer_side, selection_definition
 from pipeline.errors import ConfigError, DataError
 from pipeline.files import atomic_files
@@ -136,7 +136,7 @@ def peers(config: Config) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.studies.peers", __doc__)
     args = parser.parse_args(argv)
-    return run_stage(lambda: peers(load_config(args.exp, overrides(args))), keras=True)
+    return run_stage(peers, args, keras=True)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data import competition as comp
 from pipeline.data.signals import add_noise, channel_std
 from pipeline.errors import DataError
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default=DEFAULT_DATASET, help="an aeon-bundled classification set (DATASET=)")
     args = parser.parse_args(argv)
     action = write if args.action == "write" else score
-    return run_stage(lambda: action(load_config(args.exp, overrides(args)), args.dataset))
+    return run_stage(lambda config: action(config, args.dataset), args)
 
 
 if __name__ == "__main__":

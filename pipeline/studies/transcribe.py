@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from rapidfuzz.distance import Levenshtein
 
-from pipeline.cli import overrides, run_stage, stage_parser
-from pipeline.config import Config, load_config
+from pipeline.cli import run_stage, stage_parser
+from pipeline.config import Config
 from pipeline.data.hapt import HAPT_FOLDER, read_hapt, split_of_subjects
 from pipeline.data.signals import (
     ACTIVITY_NAMES,
@@ -726,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         return [prepare_transcription(config, task) for task in config.transcribe.tasks]
 
     action = prepare_tasks if args.prepare_only else transcribe
-    return run_stage(lambda: action(load_config(args.exp, overrides(args))), keras=True)
+    return run_stage(action, args, keras=True)
 
 
 if __name__ == "__main__":

@@ -492,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     return run_stage(
-        lambda: tune(load_config(args.exp, overrides(args)), args.exp, overrides(args), args.jobs, args.worker),
+        lambda config: tune(config, args.exp, overrides(args), args.jobs, args.worker),
+        args,
         keras=True,
     )
 
