@@ -1,9 +1,10 @@
 """The shared shape of every stage's command line: `--exp`, `--set`, one-line errors, exit codes.
 
 Each stage's `main()` builds its parser with `stage_parser`, adds what is its own, and hands the
-work and its parsed arguments to `run_stage`, which loads the config (one place, not one copy per stage). Errors the user can fix (a `UserError`: ConfigError, DataError, BackendError,
-TrainingError, ...; or a file that is missing or not readable) print as `error: <one line>` on
-stderr with exit code 1. Anything else is a bug: it keeps its traceback.
+work and its parsed arguments to `run_stage`, which loads the config (one place, not one copy per
+stage). Errors the user can fix (a `UserError`: ConfigError, DataError, BackendError, TrainingError,
+...; or a file that is missing or not readable) print as `error: <one line>` on stderr with exit
+code 1. Anything else is a bug: it keeps its traceback.
 """
 
 from __future__ import annotations
