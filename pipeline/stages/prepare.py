@@ -382,8 +382,9 @@ def prepare(config: Config) -> list[Path]:
     config.processed_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(config.processed_dir / ".prepare.lock"):
         for folder in (config.processed_dir, config.private_dir):
-            for target in {path.name.split(".")[1] for path in folder.glob(".*.*") if path.is_dir()}:
-                tidy_interrupted(folder / target)
+            # leftovers are named .<competition>.<suffix>: tidy each competition they belong to once
+            for name in {leftover.name.split(".")[1] for leftover in folder.glob(".*.*") if leftover.is_dir()}:
+                tidy_interrupted(folder / name)
         return prepare_locked(config)
 
 

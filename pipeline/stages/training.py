@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from pipeline.config import Config
 from pipeline.data.datasets import (
     DATACARD,
@@ -357,7 +355,7 @@ def finish_run(run_dir: Path, config: Config, data: TrainingData, monitor: str, 
 
     keras.mixed_precision.set_global_policy("float32")
     best = models.load_model(str(run_dir / CHECKPOINT))
-    history = pd.read_csv(run_dir / HISTORY).drop_duplicates("epoch", keep="last")
+    history = read_history(run_dir, finished=False)  # its checksum is recorded by write_run below
     train = config.train
     metrics: dict[str, Any] = {
         "monitor": monitor,
