@@ -34,7 +34,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(TRACKING),--set tracking.uri=$(TRACKING)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test lint format clean postgres-server ui
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -138,8 +138,11 @@ models: $(STAMP) ## list the registered models with parameter counts for 5x9 and
 bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
 	$(PY) -m pipeline.perf.bench $(if $(SET),--sets "$$HAR_SET")
 
-test: lint $(TORCH_STAMP) postgres-server ## lint, then the test suite (TEST_WORKERS=3 processes, a test file each at a time)
+test: lint $(TORCH_STAMP) postgres-server ## lint, then the test suite (TEST_WORKERS=3 processes, a test file each at a time); the full tier's checks only where a file they cover changed since their recorded pass
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+test-all: lint $(TORCH_STAMP) postgres-server ## lint, then every test, the full tier included; when all pass, its fingerprints are written to tests/full_tier.json (commit it)
+	TEST_TIER=all $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The tuner's tests start a real PostgreSQL server: Debian's, installed here when it is missing.
 postgres-server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import pytest
 from filelock import FileLock
 
 from pipeline.config import Config, load_config
+from tests import tiers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -279,3 +281,33 @@ SLOWEST_FIRST = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
+    if tiers.runs_everything():
+        return
+    record = tiers.recorded()
+    for item in items:
+        key = tiers.test_key(item.nodeid)
+        if key in tiers.FULL_TIER and (passed := tiers.unchanged_since_recorded_pass(key, record)):
+            reason = f"full tier: every file it covers is unchanged since it passed ({passed}); make test-all runs it"
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# make test-all records the full tier's fingerprints when the whole suite passed (tests/tiers.py);
+# under xdist the controller sees every worker's reports.
+TIER_RESULTS: dict[str, set[str]] = {"passed": set(), "failed": set()}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    key = tiers.test_key(report.nodeid)
+    if key in tiers.FULL_TIER and (report.failed or (report.passed and report.when == "call")):
+        TIER_RESULTS["failed" if report.failed else "passed"].add(key)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") or not tiers.runs_everything():
+        return
+    if exitstatus == 0 and tiers.complete_pass(TIER_RESULTS["passed"], TIER_RESULTS["failed"]):
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
+        )
+        tiers.record_passes(f"{datetime.date.today()}, at {commit.stdout.strip() or 'no commit'}")
+        print(f"\nthe full tier passed: its fingerprints written to {tiers.FULL_TIER_RECORD} (commit it)")

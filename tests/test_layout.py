@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pipeline
+from tests.code_graph import import_graph
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,23 +72,8 @@ def test_a_stage_importing_a_study_is_reported(tmp_path):
 def import_cycle(package_root: Path) -> list[str]:
     """One circle of module imports (function-level imports included), or [] when there is none.
     `from pipeline.stages import train` counts as importing the module pipeline.stages.train."""
-    modules = {}
-    for path in sorted(package_root.rglob("*.py")):
-        relative = path.relative_to(package_root.parent).with_suffix("")
-        modules[".".join(relative.parts).removesuffix(".__init__")] = path
-    graph = {}
-    for module, path in modules.items():
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for alias in node.names:
-                    submodule = f"{node.module}.{alias.name}"
-                    targets.add(submodule if submodule in modules else node.module)
-        graph[module] = {target for target in targets if target in modules and target != module}
     try:
-        graphlib.TopologicalSorter(graph).prepare()
+        graphlib.TopologicalSorter(import_graph(package_root)).prepare()
     except graphlib.CycleError as error:
         return list(error.args[1])
     return []

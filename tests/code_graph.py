@@ -1,0 +1,53 @@
+"""The package's import graph read from its source (ast, no import run): the layering test
+(tests/test_layout.py) looks for circles in it, the full tier (tests/tiers.py) follows it to the files
+a test covers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+
+def package_modules(package_root: Path) -> dict[str, Path]:
+    """{'pipeline.stages.train': path, 'pipeline.stages': path of its __init__.py, ...}."""
+    modules = {}
+    for path in sorted(package_root.rglob("*.py")):
+        relative = path.relative_to(package_root.parent).with_suffix("")
+        modules[".".join(relative.parts).removesuffix(".__init__")] = path
+    return modules
+
+
+def imports_in(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The modules of `modules` a file imports, function-level imports included.
+    `from pipeline.stages import train` counts as importing the module pipeline.stages.train."""
+    targets = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                targets.add(submodule if submodule in modules else node.module)
+    return {target for target in targets if target in modules}
+
+
+def import_graph(package_root: Path) -> dict[str, set[str]]:
+    """Each module of the package -> the package's modules it imports (itself left out)."""
+    modules = package_modules(package_root)
+    return {module: imports_in(path, modules) - {module} for module, path in modules.items()}
+
+
+def imported_closure(entries: set[str], graph: dict[str, set[str]]) -> set[str]:
+    """Every module that importing `entries` runs: what they import, transitively, and the packages
+    (`__init__.py`) above each."""
+    seen: set[str] = set()
+    waiting = list(entries)
+    while waiting:
+        module = waiting.pop()
+        if module in seen or module not in graph:
+            continue
+        seen.add(module)
+        waiting += graph[module]
+        parts = module.split(".")
+        waiting += [".".join(parts[:length]) for length in range(1, len(parts))]
+    return seen

@@ -1,0 +1,161 @@
+"""The full tier: the slowest system checks, which `make test` runs only when a file they cover has
+changed since their last recorded pass, and `make test-all` always runs (docs/testing.md, "Two tiers").
+
+A check's covered files are the test file, the test helpers it imports, the files every test reads
+(conftest, Makefile, pyproject.toml, requirements, experiments) and every module of the package that
+importing its entry modules runs (the import graph read from the source, tests/code_graph.py), plus
+any other file it names. Their SHA-256 digests make its fingerprint. `make test-all` writes the
+fingerprint of every check of the tier to FULL_TIER_RECORD when the whole suite passes, and that file
+is committed: a fresh clone then skips a check only where every file it covers is byte for byte what
+passed, as a build system's test cache would (Bazel, for one), so a change to any of them runs it again.
+Why not "changed since the main branch": CI tests main itself, where that is always nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tests.code_graph import import_graph, imported_closure, imports_in, package_modules
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# (another file only for the tier's own test, tests/test_tiers.py)
+FULL_TIER_RECORD = Path(os.environ.get("FULL_TIER_RECORD", PROJECT_ROOT / "tests" / "full_tier.json"))
+# make test-all sets TEST_TIER=all; make test leaves it unset (run a check of the tier when it changed).
+TIER_VARIABLE = "TEST_TIER"
+EVERY_TEST_READS = (
+    "Makefile",
+    "pyproject.toml",
+    "requirements.txt",
+    "requirements-torch.txt",
+    "experiments/*.toml",
+    "tests/conftest.py",
+    "tests/code_graph.py",
+    "tests/tiers.py",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    why: str  # why it is in the tier: what it proves and what it costs
+    modules: tuple[str, ...] = ()  # what it runs besides what its test file imports (make targets, python -m)
+    files: tuple[str, ...] = ()  # other files it reads (globs from the project root)
+
+
+# Test functions by "file::name" (every parameter of one): about 1,500 of the suite's 3,600 worker-seconds.
+FULL_TIER = {
+    "tests/test_gpu_check.py::test_the_gpu_check_dry_run_exercises_every_step": Check(
+        "the GPU machine's script on CPU: a wheel installed, every bench phase on three backends (120 s)",
+        ("pipeline.perf.gpu_check", "pipeline.perf.bench", "pipeline.stages.train", "pipeline.stages.evaluate"),
+        ("scripts/gpu-check.sh",),
+    ),
+    "tests/test_models_on_other_backends.py::test_every_augmentation_test_passes_on_another_backend": Check(
+        "the augmentation layers' test file again on JAX and PyTorch (90 s)",
+        ("pipeline.models",),
+        ("tests/test_augment.py",),
+    ),
+    "tests/test_backends.py::test_training_predicting_and_evaluating_on_jax_is_a_run_of_its_own": Check(
+        "make train, predict and evaluate on JAX (130 s)",
+        ("pipeline.stages.train", "pipeline.stages.predict", "pipeline.stages.evaluate"),
+    ),
+    "tests/test_backends.py::test_data_parallel_on_two_jax_cpu_devices": Check(
+        "JAX's data_parallel on two CPU devices (35 s)", ("pipeline.stages.train",)
+    ),
+    "tests/test_backends.py::test_a_model_saved_on_tensorflow_predicts_and_differentiates_the_same_on_jax_and_torch": Check(
+        "a TensorFlow-trained file on JAX and PyTorch (55 s)", ("pipeline.stages.train",)
+    ),
+    "tests/test_models.py::test_models_with_layers_of_their_own_predict_and_differentiate_the_same_on_jax_and_torch": Check(
+        "every model with layers of its own on JAX and PyTorch (85 s)", ("pipeline.models",)
+    ),
+    "tests/test_train.py::test_mirrored_strategy_on_two_logical_cpus": Check(
+        "TensorFlow's MirroredStrategy on two logical CPUs (80 s)", ("pipeline.stages.train",)
+    ),
+    "tests/test_tune.py::test_workers_on_two_machines_share_one_postgresql_study": Check(
+        "two tuner workers on a real PostgreSQL server (125 s)", ("pipeline.studies.tune",), ("tests/postgres.py",)
+    ),
+    "tests/test_tune.py::test_a_worker_killed_mid_trial_loses_nothing": Check(
+        "a tuner worker killed mid trial on a real PostgreSQL server (90 s)",
+        ("pipeline.studies.tune",),
+        ("tests/postgres.py",),
+    ),
+    "tests/test_tracking.py::test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them": Check(
+        "MLflow read back and make ui's server (35 s beyond the shared CVs)",
+        ("pipeline.stages.cv", "pipeline.stages.evaluate", "pipeline.stages.tracking"),
+    ),
+    "tests/test_honest_folds.py::test_pure_noise_scores_chance_when_nested_and_above_chance_when_scored_where_it_chose": Check(
+        "two noise-only cross-validations, 16 fold runs (220 s)", ("pipeline.stages.cv",)
+    ),
+    "tests/test_transcribe.py::test_make_transcribe_end_to_end_on_a_tiny_budget": Check(
+        "make transcribe, eight seq2seq models (215 s)", ("pipeline.studies.transcribe",)
+    ),
+    "tests/test_train_units.py::test_bench_measures_speed_and_memory": Check(
+        "make bench's speed and memory measurement (60 s)", ("pipeline.perf.bench",)
+    ),
+}
+
+
+def test_key(nodeid: str) -> str:
+    """'tests/test_x.py::test_y[jax]' -> 'tests/test_x.py::test_y' (one check for every parameter)."""
+    return nodeid.split("[")[0]
+
+
+def covered_files(key: str, check: Check, root: Path = PROJECT_ROOT) -> list[Path]:
+    """Every file the check covers (module docstring), sorted."""
+    test_file = root / key.split("::")[0]
+    modules = package_modules(root / "pipeline")
+    helpers = {
+        path.stem: path
+        for path in (root / "tests").glob("*.py")
+        if path.stem not in ("__init__",) and path != test_file
+    }
+    imported = imports_in(test_file, modules | {f"tests.{name}": path for name, path in helpers.items()})
+    closure = imported_closure({*check.modules, *imported} & modules.keys(), import_graph(root / "pipeline"))
+    files = {test_file, *(modules[module] for module in closure)}
+    files |= {helpers[module.removeprefix("tests.")] for module in imported if module.startswith("tests.")}
+    for pattern in (*EVERY_TEST_READS, *check.files):
+        matched = sorted(root.glob(pattern))
+        if not matched and "*" not in pattern:
+            raise FileNotFoundError(f"{key}: its covered file {pattern} does not exist")
+        files.update(matched)
+    return sorted(files)
+
+
+def fingerprint(key: str, check: Check, root: Path = PROJECT_ROOT) -> str:
+    """SHA-256 over the covered files' paths and digests."""
+    digest = hashlib.sha256()
+    for path in covered_files(key, check, root):
+        digest.update(f"{path.relative_to(root)} {hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def runs_everything() -> bool:
+    return os.environ.get(TIER_VARIABLE, "") == "all"
+
+
+def recorded() -> dict[str, dict]:
+    return json.loads(FULL_TIER_RECORD.read_text()) if FULL_TIER_RECORD.is_file() else {}
+
+
+def unchanged_since_recorded_pass(key: str, record: dict[str, dict]) -> str | None:
+    """The date of the check's recorded pass if every file it covers is unchanged since, else None."""
+    entry = record.get(key)
+    if entry and entry["fingerprint"] == fingerprint(key, FULL_TIER[key]):
+        return entry["passed"]
+    return None
+
+
+def complete_pass(passed: set[str], failed: set[str]) -> bool:
+    """Whether a session's results let make test-all record the tier: every check passed (each of
+    its parameters), none failed, none skipped or left out."""
+    return passed >= FULL_TIER.keys() and not failed
+
+
+def record_passes(passed_on: str) -> None:
+    """Write every check's fingerprint, as make test-all does when the whole suite passed."""
+    record = {key: {"fingerprint": fingerprint(key, check), "passed": passed_on} for key, check in FULL_TIER.items()}
+    temporary = FULL_TIER_RECORD.with_suffix(".tmp")
+    temporary.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    temporary.replace(FULL_TIER_RECORD)
