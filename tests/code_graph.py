@@ -5,6 +5,7 @@ a test covers."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 
@@ -17,11 +18,20 @@ def package_modules(package_root: Path) -> dict[str, Path]:
     return modules
 
 
+def source_of(path: Path) -> str:
+    """A Python file's text, or a notebook's code cells (IPython's %magic and !shell lines left out)."""
+    if path.suffix != ".ipynb":
+        return path.read_text()
+    cells = [cell for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"]
+    lines = [line for cell in cells for line in "".join(cell["source"]).splitlines()]
+    return "\n".join(line for line in lines if not line.lstrip().startswith(("%", "!")))
+
+
 def imports_in(path: Path, modules: dict[str, Path]) -> set[str]:
-    """The modules of `modules` a file imports, function-level imports included.
+    """The modules of `modules` a file (or a notebook) imports, function-level imports included.
     `from pipeline.stages import train` counts as importing the module pipeline.stages.train."""
     targets = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source_of(path), str(path))):
         if isinstance(node, ast.Import):
             targets |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

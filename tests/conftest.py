@@ -260,20 +260,23 @@ def tracked_cvs(tmp_path_factory: pytest.TempPathFactory) -> TrackedCVs:
     return TrackedCVs(root, ids, folds[0])
 
 
-# The slowest files first (docs/testing.md, "Where the time goes"): make test's workers take a file
-# at a time in collection order, so a slow file taken last keeps one worker busy while the others idle.
+# The slowest files first (docs/testing.md, "Where the time goes": make test's slowest six, then those
+# the full tier makes slow): the workers take a file at a time in collection order, so a slow file
+# taken last keeps one worker busy while the others idle.
 SLOWEST_FIRST = (
     "test_models.py",
     "test_train.py",
+    "test_cv_compare.py",
     "test_make.py",
+    "test_artifacts.py",
+    "test_submit.py",
     "test_tune.py",
     "test_backends.py",
-    "test_cv_compare.py",
     "test_honest_folds.py",
     "test_transcribe.py",
-    "test_submit.py",
     "test_recording.py",
     "test_notebooks.py",
+    "test_evaluate.py",
     "test_gpu_check.py",
 )
 

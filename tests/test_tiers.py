@@ -69,6 +69,21 @@ def test_a_check_covers_what_its_modules_import_and_nothing_else(tmp_path: Path)
     assert tiers.fingerprint("tests/test_a.py::test_a", check, tmp_path) == before
 
 
+def test_a_named_notebook_adds_what_its_cells_import(tmp_path: Path):
+    small_project(tmp_path)
+    cells = [
+        {"cell_type": "markdown", "source": ["import pipeline.stages.a"]},  # text, not code
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "from pipeline import d\n"]},
+    ]
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "n.ipynb").write_text(json.dumps({"cells": cells}))
+    check = Check("executes a notebook", files=("notebooks/*.ipynb",))
+    covered = {
+        str(path.relative_to(tmp_path)) for path in tiers.covered_files("tests/test_a.py::test_a", check, tmp_path)
+    }
+    assert {"notebooks/n.ipynb", "pipeline/d.py"} <= covered and "pipeline/stages/a.py" not in covered
+
+
 def test_a_named_file_that_does_not_exist_is_refused(tmp_path: Path):
     small_project(tmp_path)
     check = Check("reads a script", ("pipeline.stages.a",), ("scripts/missing.sh",))

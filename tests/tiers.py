@@ -45,7 +45,14 @@ class Check:
     files: tuple[str, ...] = ()  # other files it reads (globs from the project root)
 
 
-# Test functions by "file::name" (every parameter of one): about 1,500 of the suite's 3,600 worker-seconds.
+TRAIN = ("pipeline.stages.train",)  # the checks that train their run with make train
+EXPORT = ("pipeline.phone.export", *TRAIN)
+
+# Test functions by "file::name" (every parameter of one), with the seconds each took on 2 cores
+# (docs/testing.md has the measurements): the backends, multi-device training, the tuner's
+# server, MLflow, the honest-folds statistics, the studies, the notebooks, the phone and the
+# user-data paths. The core stays in every make test: the stages one by one, make all end to end,
+# a repeated cross-validation and its paired comparison, the models, the data, every error path.
 FULL_TIER = {
     "tests/test_gpu_check.py::test_the_gpu_check_dry_run_exercises_every_step": Check(
         "the GPU machine's script on CPU: a wheel installed, every bench phase on three backends (120 s)",
@@ -94,6 +101,78 @@ FULL_TIER = {
     "tests/test_train_units.py::test_bench_measures_speed_and_memory": Check(
         "make bench's speed and memory measurement (60 s)", ("pipeline.perf.bench",)
     ),
+    "tests/test_backends.py::test_a_feature_of_another_backend_is_refused_in_one_line": Check(
+        "each backend-only feature refused on the others, a process per backend (55 s)", TRAIN
+    ),
+    "tests/test_train.py::test_select_on_clean_with_mixed_precision": Check(
+        "mixed precision, a GPU feature, with selection on clean series (35 s)", TRAIN
+    ),
+    "tests/test_models.py::test_seq2seq_learns_to_reverse_with_greedy_and_beam_decoding": Check(
+        "two seq2seq models trained 15 epochs on a toy task (50 s)", ("pipeline.models",)
+    ),
+    "tests/test_models.py::test_decoding_stops_at_end_token_and_max_length": Check(
+        "decoding of those seq2seq models", ("pipeline.models",)
+    ),
+    "tests/test_artifacts.py::test_a_killed_prepare_leaves_a_whole_competition_folder": Check(
+        "make prepare killed hard twice, then tidied (40 s)", ("pipeline.stages.prepare",)
+    ),
+    "tests/test_tune.py::test_cv_refit_trains_on_every_labeled_series_for_the_cv_epoch_count": Check(
+        "make cv REFIT=1 (65 s)", ("pipeline.stages.cv",)
+    ),
+    "tests/test_tune.py::test_a_pruned_trial_is_recorded_as_pruned": Check(
+        "a tuning trial pruned (17 s)", ("pipeline.studies.tune",)
+    ),
+    "tests/test_make.py::test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an_answer_key": Check(
+        "a user's own folder through every stage, a 5-fold CV (150 s)",
+        ("pipeline.stages.download", "pipeline.stages.prepare", "pipeline.stages.cv", "pipeline.stages.predict")
+        + ("pipeline.stages.evaluate", *TRAIN),
+    ),
+    "tests/test_make.py::test_twelve_classes_and_sensor_faults_through_prepare_train_and_predict": Check(
+        "12 classes and the sensor-faults profile through prepare, train and predict (95 s)",
+        ("pipeline.stages.prepare", "pipeline.stages.predict", *TRAIN),
+    ),
+    "tests/test_submit.py::test_an_ensemble_is_a_run_that_predict_evaluate_and_export_take": Check(
+        "make ensemble, then predict, evaluate and export of it (110 s)",
+        ("pipeline.stages.ensemble", "pipeline.stages.predict", "pipeline.stages.evaluate", *EXPORT),
+    ),
+    "tests/test_peers.py::test_make_peers_scores_every_peer_with_and_without_noised_copies": Check(
+        "make peers, MiniRocket included (50 s)", ("pipeline.studies.peers",)
+    ),
+    "tests/test_small_competition.py::test_written_competition_is_the_original_layout_with_a_noisy_test_and_a_key_outside": Check(
+        "BasicMotions written and scored beside MiniRocket (60 s)", ("pipeline.studies.small_competition",)
+    ),
+    "tests/test_recording.py::test_held_out_hapt_recordings_through_an_app_format_agree_with_the_labels": Check(
+        "nine held-out recordings through a raw run trained on every raw window (160 s with the run)",
+        ("pipeline.phone.recording", *TRAIN),
+    ),
+    "tests/test_recording.py::test_make_recording_writes_the_timeline_probabilities_and_figure": Check(
+        "make sample-recording and make recording (25 s)",
+        ("pipeline.phone.recording", "pipeline.phone.sample_recording", *TRAIN),
+    ),
+    "tests/test_export.py::test_the_litert_file_gives_keras_answers_through_the_litert_interpreter": Check(
+        "make export read back by LiteRT (25 s, and the raw run)", EXPORT
+    ),
+    "tests/test_export.py::test_the_quantized_variant_the_parity_report_and_the_contract": Check(
+        "the exported variants and their report (the raw run)", EXPORT
+    ),
+    "tests/test_export.py::test_a_parity_failure_writes_nothing_and_a_cv_needs_one_run": Check(
+        "export's refusals (the raw run)", EXPORT
+    ),
+    "tests/test_export.py::test_every_registered_model_exports_with_builtin_ops_and_matches_keras": Check(
+        "every registered model through the LiteRT converter (40 s)", EXPORT
+    ),
+    "tests/test_notebooks.py::test_compare_regularizers_states_a_conclusion_from_its_numbers": Check(
+        "notebook 02 executed (60 s)", files=("notebooks/02-compare-regularizers.ipynb",)
+    ),
+    "tests/test_notebooks.py::test_attention": Check(
+        "notebook 03 executed (50 s with its run)", TRAIN, ("notebooks/03-attention.ipynb",)
+    ),
+    "tests/test_notebooks.py::test_bptt_shows_the_three_figures_with_measured_sentences": Check(
+        "notebook 04 executed (50 s)", files=("notebooks/04-bptt.ipynb",)
+    ),
+    "tests/test_evaluate.py::test_attention_runs_get_attention_maps": Check(
+        "attention maps in the report of notebook 03's run (40 s)", ("pipeline.stages.evaluate", *TRAIN)
+    ),
 }
 
 
@@ -103,24 +182,23 @@ def test_key(nodeid: str) -> str:
 
 
 def covered_files(key: str, check: Check, root: Path = PROJECT_ROOT) -> list[Path]:
-    """Every file the check covers (module docstring), sorted."""
+    """Every file the check covers (module docstring), sorted. The Python files and notebooks it
+    names add what they import, as its test file does."""
     test_file = root / key.split("::")[0]
-    modules = package_modules(root / "pipeline")
-    helpers = {
-        path.stem: path
-        for path in (root / "tests").glob("*.py")
-        if path.stem not in ("__init__",) and path != test_file
-    }
-    imported = imports_in(test_file, modules | {f"tests.{name}": path for name, path in helpers.items()})
-    closure = imported_closure({*check.modules, *imported} & modules.keys(), import_graph(root / "pipeline"))
-    files = {test_file, *(modules[module] for module in closure)}
-    files |= {helpers[module.removeprefix("tests.")] for module in imported if module.startswith("tests.")}
+    files, named = {test_file}, set()
     for pattern in (*EVERY_TEST_READS, *check.files):
         matched = sorted(root.glob(pattern))
         if not matched and "*" not in pattern:
             raise FileNotFoundError(f"{key}: its covered file {pattern} does not exist")
         files.update(matched)
-    return sorted(files)
+        named.update(matched if pattern in check.files else ())
+    modules = package_modules(root / "pipeline")
+    helpers = {f"tests.{path.stem}": path for path in (root / "tests").glob("*.py") if path.stem != "__init__"}
+    importing = [test_file, *(path for path in named if path.suffix in (".py", ".ipynb"))]
+    imported = set().union(*(imports_in(path, modules | helpers) for path in importing))
+    files |= {helpers[module] for module in imported if module in helpers}
+    closure = imported_closure({*check.modules, *imported} & modules.keys(), import_graph(root / "pipeline"))
+    return sorted(files | {modules[module] for module in closure})
 
 
 def fingerprint(key: str, check: Check, root: Path = PROJECT_ROOT) -> str:
