@@ -16,7 +16,7 @@ from pipeline import models
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 
-SHAPES = [(5, 9), (128, 9)]
+CLASSROOM, RAW = (5, 9), (128, 9)
 MODEL_NAMES = list(models.MODELS)
 # The models with layers or cells of their own (the others are Keras' own LSTM, GRU, Conv1D and Dense
 # stacks): the deep-transition cell, additive attention, the seq2seq decoder.
@@ -45,43 +45,74 @@ def separable(
     return series, labels
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, tuple[int, int]], dict]:
-    """Every model x shape trained a few steps and saved; predictions kept for the reload check."""
-    folder = tmp_path_factory.mktemp("models")
+def build_every_model(folder: Path, shape: tuple[int, int], epochs: int) -> dict[tuple[str, tuple[int, int]], dict]:
+    """Every registered model built for `shape`, trained `epochs` epochs on a separable problem (0: built
+    only) and saved; its output on 8 series kept for the reload checks."""
     results = {}
     for name in MODEL_NAMES:
-        for shape in SHAPES:
-            keras.utils.set_random_seed(0)
-            series, labels = separable(shape)
-            mean, variance = series.reshape(-1, shape[1]).mean(0), series.reshape(-1, shape[1]).var(0)
-            model = models.build_model(config_for(name), shape, 3, mean, variance)
-            model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-            history = model.fit(series, labels, batch_size=32, epochs=4, verbose=0, shuffle=False)
-            path = folder / f"{name}_{shape[0]}.keras"
-            model.save(path)
-            results[(name, shape)] = {
-                "loss": history.history["loss"],
-                "path": path,
-                "input": series[:8],
-                # a direct call, not predict(): no predict function to trace for each of the 20 models
-                "prediction": keras.ops.convert_to_numpy(model(series[:8], training=False)),
-                "output_shape": tuple(model.output.shape),
-            }
+        keras.utils.set_random_seed(0)
+        series, labels = separable(shape)
+        mean, variance = series.reshape(-1, shape[1]).mean(0), series.reshape(-1, shape[1]).var(0)
+        model = models.build_model(config_for(name), shape, 3, mean, variance)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        history = model.fit(series, labels, batch_size=32, epochs=epochs, verbose=0, shuffle=False) if epochs else None
+        path = folder / f"{name}_{shape[0]}.keras"
+        model.save(path)
+        results[(name, shape)] = {
+            "loss": history.history["loss"] if history else [],
+            "path": path,
+            "input": series[:8],
+            # a direct call, not predict(): no predict function to trace for each model
+            "prediction": keras.ops.convert_to_numpy(model(series[:8], training=False)),
+            "output_shape": tuple(model.output.shape),
+        }
     return results
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_model_builds_and_learns(trained, name: str, shape: tuple[int, int]):
-    result = trained[(name, shape)]
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, tuple[int, int]], dict]:
+    """Every model trained 4 epochs on 128x9 windows (the raw competition's shape: every layer meets
+    128 steps) and saved."""
+    return build_every_model(tmp_path_factory.mktemp("models"), RAW, epochs=4)
+
+
+@pytest.fixture(scope="module")
+def built_for_classroom(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, tuple[int, int]], dict]:
+    """Every model built for 5x9 classroom series and saved, untrained (a build and a call trace nothing)."""
+    return build_every_model(tmp_path_factory.mktemp("models"), CLASSROOM, epochs=0)
+
+
+@pytest.fixture(scope="module")
+def trained_on_classroom(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, tuple[int, int]], dict]:
+    """Every model trained 4 epochs on 5x9 classroom series and saved (the full tier's checks)."""
+    return build_every_model(tmp_path_factory.mktemp("models"), CLASSROOM, epochs=4)
+
+
+def outputs_are_probabilities(result: dict) -> None:
     assert result["output_shape"] == (None, 3)
+    assert (result["prediction"] >= 0).all()
     np.testing.assert_allclose(result["prediction"].sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_model_builds_and_learns_on_raw_windows_and_builds_for_classroom_series(
+    trained, built_for_classroom, name: str
+):
+    result = trained[(name, RAW)]
+    outputs_are_probabilities(result)
+    assert result["loss"][-1] < result["loss"][0], result["loss"]
+    outputs_are_probabilities(built_for_classroom[(name, CLASSROOM)])
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_model_learns_on_classroom_series(trained_on_classroom, name: str):
+    result = trained_on_classroom[(name, CLASSROOM)]
+    outputs_are_probabilities(result)
     assert result["loss"][-1] < result["loss"][0], result["loss"]
 
 
-def test_models_reload_in_a_fresh_process_with_identical_predictions(trained, tmp_path: Path):
-    cases = list(trained.values())
+def test_models_reload_in_a_fresh_process_with_identical_predictions(trained, built_for_classroom, tmp_path: Path):
+    cases = [*trained.values(), *built_for_classroom.values()]
     for index, case in enumerate(cases):
         np.save(tmp_path / f"input_{index}.npy", case["input"])
     script = (
@@ -123,14 +154,16 @@ for index, path in enumerate(sys.argv[2:]):
 
 
 @pytest.mark.slow
-def test_models_with_layers_of_their_own_predict_and_differentiate_the_same_on_jax_and_torch(trained, tmp_path: Path):
+def test_models_with_layers_of_their_own_predict_and_differentiate_the_same_on_jax_and_torch(
+    trained_on_classroom, tmp_path: Path
+):
     """The TensorFlow-trained .keras files of the models with layers of their own (and the statistics
     branch), loaded on JAX and PyTorch: the same probabilities, and the same input gradients through
     each backend's own autodiff (what training there differentiates)."""
     from tests.conftest import on_backend
 
     shape = (5, 9)  # the layers do the same at every step: five steps prove it, and JAX compiles them fast
-    paths = [trained[(name, shape)]["path"] for name in OWN_LAYERS]
+    paths = [trained_on_classroom[(name, shape)]["path"] for name in OWN_LAYERS]
     keras.utils.set_random_seed(0)
     statistics = models.build_model(config_for("bilstm", "model.window_stats=true"), shape, 3)
     paths.append(tmp_path / "statistics.keras")

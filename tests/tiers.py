@@ -88,6 +88,9 @@ FULL_TIER = {
         ("pipeline.studies.tune",),
         ("tests/postgres.py",),
     ),
+    "tests/test_tracking.py::test_a_tracking_server_that_is_down_costs_one_warning_and_the_run_finishes": Check(
+        "a run with MLflow's server down (30 s)", ("pipeline.stages.tracking", *TRAIN)
+    ),
     "tests/test_tracking.py::test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them": Check(
         "MLflow read back and make ui's server (35 s beyond the shared CVs)",
         ("pipeline.stages.cv", "pipeline.stages.evaluate", "pipeline.stages.tracking"),
@@ -106,6 +109,10 @@ FULL_TIER = {
     ),
     "tests/test_train.py::test_select_on_clean_with_mixed_precision": Check(
         "mixed precision, a GPU feature, with selection on clean series (35 s)", TRAIN
+    ),
+    "tests/test_models.py::test_model_learns_on_classroom_series": Check(
+        "every model trained on 5x9 series too (70 s); make test trains them on 128x9 and builds them for 5x9",
+        ("pipeline.models",),
     ),
     "tests/test_models.py::test_seq2seq_learns_to_reverse_with_greedy_and_beam_decoding": Check(
         "two seq2seq models trained 15 epochs on a toy task (50 s)", ("pipeline.models",)
