@@ -223,8 +223,11 @@ def attention_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path)
 
 
 # Two tiny repeated CVs (2 folds x 2 repeats) that differ in their model, the second with the statistics
-# branch; MLflow tracking on, and the first fold of the second evaluated: the paired comparison and
-# the MLflow read-back both use them (tests/test_cv_compare.py, tests/test_tracking.py).
+# branch, and the first fold of the second evaluated: the paired comparison and the MLflow read-back
+# both use them (tests/test_cv_compare.py, tests/test_tracking.py). MLflow tracking is on when the
+# read-back will run (the full tier's check, tests/tiers.py), and off when make test skips it: the
+# comparison reads the run folders, never the MLflow store.
+MLFLOW_READ_BACK = "tests/test_tracking.py::test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them"
 CV_BASE = [*TINY, "train.epochs=1", "train.max_train_series=200", "train.noise_levels=[0.5]", "model.layers=1"]
 CV_VARIANTS = (["model.units=4"], ["model.units=8", "model.window_stats=true"])
 
@@ -240,15 +243,21 @@ class TrackedCVs:
 def tracked_cvs(tmp_path_factory: pytest.TempPathFactory) -> TrackedCVs:
     from pipeline.stages import runs
 
+    tracking = (
+        "TRACKING="
+        if tiers.runs_everything() or not tiers.unchanged_since_recorded_pass(MLFLOW_READ_BACK, tiers.recorded())
+        else "TRACKING=off"
+    )
+
     def build(folder: Path) -> None:
         (folder / "data").symlink_to(built_once(tmp_path_factory, "prepared", make_data_prepare) / "data")
         for variant in CV_VARIANTS:
             sets = " ".join([f"paths.root={folder}", *CV_BASE, *variant])
-            result = run_make("cv", "FOLDS=2", "REPEATS=2", "TRACKING=", f"SET={sets}")
+            result = run_make("cv", "FOLDS=2", "REPEATS=2", tracking, f"SET={sets}")
             assert result.returncode == 0, result.stderr[-3000:]
             assert "[repeat 2/2, fold 2/2]" in result.stdout
         folds = json.loads((folder / "runs" / ids[1] / "run.json").read_text())["folds"]
-        evaluated = run_make("evaluate", f"RUN={folds[0]}", "TRACKING=", f"SET=paths.root={folder}")
+        evaluated = run_make("evaluate", f"RUN={folds[0]}", tracking, f"SET=paths.root={folder}")
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]
 
     ids = tuple(

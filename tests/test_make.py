@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline.data.competition import Split, load_competition, write_competition
-from tests.conftest import run_make
+from tests.conftest import TINY_RUN_OVERRIDES, run_make
 
 pytestmark = pytest.mark.slow
 
@@ -132,13 +133,16 @@ def test_bad_local_source_fails_cleanly(tmp_path: Path):
     assert not (root / "data" / "raw" / "broken").exists()
 
 
-def test_make_all_ends_with_a_scored_submission_and_a_report(prepared_root: Path):
-    overrides = (
-        f"paths.root={prepared_root} train.max_train_series=300 model.units=8 train.epochs=2 train.noise_seeds=1"
-    )
-    result = run_make("all", f"SET={overrides}")
+def test_make_all_ends_with_a_scored_submission_and_a_report(shared_data_root: Path, tiny_run: Path):
+    """make all on the session's tiny run's configuration, in a root of its own beside that run: the
+    train step finds the run done, and the rest of the chain (predict, submit, evaluate) runs on it."""
+    root = shared_data_root
+    shutil.copytree(tiny_run, root / "runs" / tiny_run.name)
+    overrides = " ".join([f"paths.root={root}", *TINY_RUN_OVERRIDES])
+    result = run_make("all", "EXP=experiments/baseline.toml", f"SET={overrides}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "public score" in result.stdout and "report.md" in result.stdout
+    assert "already trained" in result.stdout and "public score" in result.stdout
     submission = [line for line in result.stdout.splitlines() if line.startswith("wrote") and ".csv" in line][-1]
-    assert "/submissions/classroom_bilstm_gn0.5_" in submission
-    assert any((prepared_root / "reports").glob("classroom_bilstm_gn0.5_*/report.md"))
+    assert "/submissions/classroom_bilstm_gn0.5-l2_" in submission and f"from {tiny_run.name}" in submission
+    assert f"/reports/{tiny_run.name}/report.md: accuracy" in result.stdout
+    assert (root / "reports" / tiny_run.name / "report.md").is_file()
