@@ -309,9 +309,8 @@ TIER_RESULTS: dict[str, set[str]] = {"passed": set(), "failed": set()}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    key = tiers.test_key(report.nodeid)
-    if key in tiers.FULL_TIER and (report.failed or (report.passed and report.when == "call")):
-        TIER_RESULTS["failed" if report.failed else "passed"].add(key)
+    if result := tiers.tier_result(report.nodeid, report.when, report.outcome):
+        TIER_RESULTS[result].add(tiers.test_key(report.nodeid))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

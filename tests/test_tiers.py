@@ -103,6 +103,12 @@ def test_a_check_is_skipped_only_on_its_recorded_fingerprint():
 
 
 def test_the_tier_is_recorded_only_when_every_check_passed():
+    rerun = "tests/test_models_on_other_backends.py::test_every_augmentation_test_passes_on_another_backend"
+    jax, torch = f"{rerun}[jax]", f"{rerun}[torch]"
+    assert tiers.tier_result(jax, "setup", "passed") is None and tiers.tier_result(jax, "call", "passed") == "passed"
+    assert tiers.tier_result(torch, "setup", "skipped") == "failed"  # one parameter skipped: not a pass
+    assert tiers.tier_result(torch, "call", "failed") == "failed"
+    assert tiers.tier_result("tests/test_config.py::test_x", "call", "failed") is None  # not in the tier
     every = set(tiers.FULL_TIER)
     assert tiers.complete_pass(every, set())
     assert not tiers.complete_pass(every - {CHECK}, set())  # one skipped or not collected

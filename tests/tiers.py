@@ -232,9 +232,19 @@ def unchanged_since_recorded_pass(key: str, record: dict[str, dict]) -> str | No
     return None
 
 
+def tier_result(nodeid: str, when: str, outcome: str) -> str | None:
+    """What one pytest report says of a check of the tier: "failed" for a failure or a skip in any
+    phase (a parameter skipped is not a pass), "passed" for a passing call, None otherwise."""
+    if test_key(nodeid) not in FULL_TIER:
+        return None
+    if outcome in ("failed", "skipped"):
+        return "failed"
+    return "passed" if when == "call" else None
+
+
 def complete_pass(passed: set[str], failed: set[str]) -> bool:
-    """Whether a session's results let make test-all record the tier: every check passed (each of
-    its parameters), none failed, none skipped or left out."""
+    """Whether a session's results let make test-all record the tier: every check passed, and none
+    failed or was skipped (`failed` holds both), in any of its parameters."""
     return passed >= FULL_TIER.keys() and not failed
 
 
