@@ -43,9 +43,7 @@ install: $(STAMP) ## create .venv and install requirements.txt (again only when 
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# --no-compile: Python compiles a module when it is first imported, so the install skips
-	@# compiling the 22,000 files nobody imports (about 80 s on 2 cores; docs/testing.md)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -53,7 +51,7 @@ $(STAMP): requirements.txt pyproject.toml
 install-torch: $(TORCH_STAMP) ## add PyTorch (the torch backend, the GPU check's reference); make test does it too
 
 $(TORCH_STAMP): requirements-torch.txt $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements-torch.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-torch.txt
 	@rm -f $(VENV)/.torch-*
 	@touch $@
 
