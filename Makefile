@@ -130,7 +130,7 @@ runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise l
 	@$(PY) -m pipeline.stages.runs $(if $(SET),--sets "$$HAR_SET") $(if $(COMPETITION),--competition $(COMPETITION))
 
 ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 for the project's store (PORT=; TRACKING= another store)
-	$(PY) -m pipeline.stages.tracking $(ARGS) $(if $(PORT),--port $(PORT))
+	$(PY) -m pipeline.stages.ui $(ARGS) $(if $(PORT),--port $(PORT))
 
 models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
 	@$(PY) -m pipeline.models

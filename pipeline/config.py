@@ -486,7 +486,7 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    # Every run, CV, trial and study mirrored into MLflow (pipeline/stages/tracking.py). The project's
+    # Every run, CV, trial and study mirrored into MLflow (pipeline/runs/tracking.py). The project's
     # registry (runs/) stays the source of truth; a tracking failure warns once and never stops a run.
     uri: str = ""  # empty = the embedded store sqlite:///<root>/runs/mlflow.db; "off"; or a server (http://host:5000)
 

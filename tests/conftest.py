@@ -143,12 +143,12 @@ TINY_RUN_OVERRIDES = [*TINY, "regularization.gaussian_noise=0.5", "regularizatio
 
 def make_train(root: Path, *overrides: str, exp: str = "experiments/default.toml") -> Path:
     """`make train` of a config in a project root; its finished run folder."""
-    from pipeline.stages import runs
+    from pipeline.runs import registry
 
     sets = [f"paths.root={root}", *overrides]
     result = run_make("train", f"EXP={exp}", f"SET={' '.join(sets)}")
     assert result.returncode == 0, result.stdout + result.stderr
-    return root / "runs" / runs.run_id_for(load_config(exp, sets))
+    return root / "runs" / registry.run_id_for(load_config(exp, sets))
 
 
 def shared_run(
@@ -160,14 +160,14 @@ def shared_run(
 ) -> Path:
     """A run made by `make train`, trained once per session for all workers on the same prepared data
     and copied into this worker's root (a run folder holds no paths of its own); its folder there."""
-    from pipeline.stages import runs
+    from pipeline.runs import registry
 
     def train(folder: Path) -> None:
         (folder / "data").symlink_to(built_once(tmp_path_factory, "prepared", make_data_prepare) / "data")
         make_train(folder, *overrides, exp=exp)
 
     built = built_once(tmp_path_factory, name, train)
-    run_id = runs.run_id_for(load_config(exp, overrides))  # paths are not hashed
+    run_id = registry.run_id_for(load_config(exp, overrides))  # paths are not hashed
     run_dir = prepared_root / "runs" / run_id
     if not (run_dir / "metrics.json").is_file():  # unless a test of this worker trained it already
         shutil.copytree(built / "runs" / run_id, run_dir, dirs_exist_ok=True)
@@ -241,7 +241,7 @@ class TrackedCVs:
 
 @pytest.fixture(scope="session")
 def tracked_cvs(tmp_path_factory: pytest.TempPathFactory) -> TrackedCVs:
-    from pipeline.stages import runs
+    from pipeline.runs import registry
 
     tracking = (
         "TRACKING="
@@ -261,7 +261,7 @@ def tracked_cvs(tmp_path_factory: pytest.TempPathFactory) -> TrackedCVs:
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]
 
     ids = tuple(
-        runs.cv_id_for(load_config("experiments/default.toml", [*CV_BASE, "cv.folds=2", "cv.repeats=2", *variant]))
+        registry.cv_id_for(load_config("experiments/default.toml", [*CV_BASE, "cv.folds=2", "cv.repeats=2", *variant]))
         for variant in CV_VARIANTS
     )
     root = built_once(tmp_path_factory, "tracked_cvs", build)

@@ -18,7 +18,9 @@ from pipeline.data import datasets
 from pipeline.data.competition import Split, write_competition
 from pipeline.errors import ConfigError, DataError
 from pipeline.files import atomic_files, atomic_folders, sha256_file
-from pipeline.stages import runs, submit, training
+from pipeline.runs import fitting, registry
+from pipeline.runs.folder import RunFolder
+from pipeline.stages import submit
 from tests.conftest import run_make
 
 
@@ -91,10 +93,10 @@ def test_best_run_compares_only_runs_selected_the_same_way(tmp_path: Path):
     fake_run(tmp_path, "refit_e", "classroom", 1.0, noisy)
     metrics = tmp_path / "runs" / "refit_e" / "metrics.json"
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "selection": None}))  # a refit: nothing held out
-    assert runs.best_run(config, noisy) == "noisy_b"
-    assert runs.best_run(config, clean) == "clean_c"
+    assert registry.best_run(config, noisy) == "noisy_b"
+    assert registry.best_run(config, clean) == "clean_c"
     with pytest.raises(DataError, match=r"4 finished run\(s\) were selected on another definition"):
-        runs.best_run(config, {**noisy, "draws": 5})
+        registry.best_run(config, {**noisy, "draws": 5})
 
 
 def test_a_config_asking_for_other_data_settings_is_refused(prepared_root: Path):
@@ -276,11 +278,11 @@ def test_a_far_better_test_score_cannot_move_the_best_run(tmp_path: Path):
         fake_run(tmp_path, run_id, "classroom", score, noisy)
         metrics = tmp_path / "runs" / run_id / "metrics.json"
         metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "test": {"competition_file": test}}))
-    assert runs.best_run(load_config(None, [f"paths.root={tmp_path}"]), noisy) == "chosen"
+    assert registry.best_run(load_config(None, [f"paths.root={tmp_path}"]), noisy) == "chosen"
 
 
 def test_small_training_sets_get_smaller_batches_and_more_patience():
-    from pipeline.stages.training import adapted_schedule
+    from pipeline.runs.fitting import adapted_schedule
 
     config = load_config()
     # the competitions as they are
@@ -378,7 +380,7 @@ def test_a_damaged_model_or_history_is_refused_in_one_line_naming_the_file_and_t
     # the same log in a run that never finished: no checksum to compare, and not a table of numbers
     (run_dir / "metrics.json").unlink()
     with pytest.raises(DataError, match=r"history.csv: cannot be read as a training log .*make train FORCE=1"):
-        training.resume_state(run_dir, "val_noisy_accuracy")
+        fitting.resume_state(RunFolder(run_dir), "val_noisy_accuracy")
 
 
 # make prepare in a child process that dies hard (os._exit: no cleanup, like SIGKILL) at a chosen

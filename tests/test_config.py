@@ -67,7 +67,7 @@ def test_config_is_frozen():
 
 def test_the_default_experiments_run_id_stays_the_one_the_readme_shows():
     """Run ids are how a stage finds a run: new config fields left at their defaults must not move them."""
-    from pipeline.stages.runs import cv_id_for, run_id_for
+    from pipeline.runs.registry import cv_id_for, run_id_for
 
     assert run_id_for(load_config("experiments/default.toml")) == "classroom_bilstm_gn0.5_264a2166"
     raw = ["data.competition=raw", "train.epochs=40", "train.patience=8", "cv.folds=3"]

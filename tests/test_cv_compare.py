@@ -12,7 +12,7 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.data import datasets
 from pipeline.errors import DataError
-from pipeline.stages import runs
+from pipeline.runs import registry
 from pipeline.stages.cv_compare import paired_comparison
 from tests.conftest import CV_BASE, TrackedCVs, run_make
 
@@ -131,9 +131,13 @@ def test_repeats_of_blocks_move_the_boundaries_and_purge_around_a_wrapped_block(
 def test_fold_run_ids_of_the_first_repeat_stay_as_they_were():
     config = load_config(None, ["cv.folds=3"])
     repeated = load_config(None, ["cv.folds=3", "cv.repeats=4"])
-    assert runs.run_id_for(datasets.fold_config(config, 1)) == runs.run_id_for(datasets.fold_config(repeated, 1))
-    assert runs.run_id_for(datasets.fold_config(repeated, 1, 2)) != runs.run_id_for(datasets.fold_config(repeated, 1))
-    assert "_cv3x4_" in runs.cv_id_for(repeated) and "_cv3_" in runs.cv_id_for(config)
+    assert registry.run_id_for(datasets.fold_config(config, 1)) == registry.run_id_for(
+        datasets.fold_config(repeated, 1)
+    )
+    assert registry.run_id_for(datasets.fold_config(repeated, 1, 2)) != registry.run_id_for(
+        datasets.fold_config(repeated, 1)
+    )
+    assert "_cv3x4_" in registry.cv_id_for(repeated) and "_cv3_" in registry.cv_id_for(config)
     with pytest.raises(ConfigError, match="cv.repeat"):
         load_config(None, ["cv.repeats=2", "cv.repeat=2"])
 
@@ -197,7 +201,7 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(
     assert (
         definition == json.loads((root / "runs" / a_folds[0] / "metrics.json").read_text())["selection"]["definition"]
     )
-    data = datasets.load_training_data(runs.run_config(load_config(None, base), root / "runs" / a_folds[0]))
+    data = datasets.load_training_data(registry.run_config(load_config(None, base), root / "runs" / a_folds[0]))
     members = [models.load_model(str(root / "runs" / run / "model.keras")) for run in (a_folds[0], folds[0])]
 
     class MeanOfMembers:
@@ -361,7 +365,8 @@ def test_a_cv_of_the_old_protocol_is_refused_beside_a_nested_one_and_old_ones_st
 def test_repeats_a_competition_cannot_cut_are_refused_before_any_fold_trains(monkeypatch, tmp_path: Path):
     from types import SimpleNamespace
 
-    from pipeline.stages import cv, training
+    from pipeline.runs import training
+    from pipeline.stages import cv
 
     # 12 series in 4 blocks of 3: the boundaries can move by 1 or 2 series, so at most 3 different cuts.
     blocks = SimpleNamespace(ids=np.array([f"s{index}" for index in range(12)]), subjects=None)  # no subjects

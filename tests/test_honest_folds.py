@@ -13,7 +13,7 @@ from pipeline.config import ConfigError, load_config
 from pipeline.data import datasets
 from pipeline.data.competition import Split, write_competition
 from pipeline.errors import DataError
-from pipeline.stages import runs
+from pipeline.runs import registry
 
 SUBJECTS, PER_SUBJECT = 12, 8
 
@@ -103,9 +103,11 @@ def test_inner_folds_of_one_and_a_part_too_small_are_refused(tmp_path: Path):
 
 def test_nested_fold_runs_get_new_ids_and_the_old_protocol_and_single_runs_keep_theirs():
     nested, old = load_config(None, ["cv.folds=3"]), load_config(None, ["cv.folds=3", "cv.inner_folds=0"])
-    assert runs.run_id_for(nested) == runs.run_id_for(old)  # a single run chooses on its validation split either way
-    assert runs.run_id_for(datasets.fold_config(nested, 1)) != runs.run_id_for(datasets.fold_config(old, 1))
-    assert runs.cv_id_for(nested) != runs.cv_id_for(old)
+    assert registry.run_id_for(nested) == registry.run_id_for(
+        old
+    )  # a single run chooses on its validation split either way
+    assert registry.run_id_for(datasets.fold_config(nested, 1)) != registry.run_id_for(datasets.fold_config(old, 1))
+    assert registry.cv_id_for(nested) != registry.cv_id_for(old)
 
 
 @pytest.mark.slow

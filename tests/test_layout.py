@@ -156,7 +156,7 @@ def test_no_test_gives_its_subprocesses_longer_than_the_per_test_timeout(tmp_pat
     assert subprocess_limits(tmp_path) == {"test_x.py:1": 5, "test_x.py:2": 1200}
 
 
-PACKAGES = ("data", "models", "stages", "phone", "studies", "perf")
+PACKAGES = pipeline.LAYERS[1:]
 
 
 def code_map(text: str) -> dict[str, set[str]]:
@@ -194,7 +194,53 @@ def test_the_code_maps_list_every_module_and_the_stage_pages_every_make_target()
     stages_page = (PROJECT_ROOT / "docs" / "stages.md").read_text()
     targets = make_targets_running_the_package((PROJECT_ROOT / "Makefile").read_text())
     assert {"train", "cv", "ensemble", "ui"} <= targets
+    # stages/ holds make targets only: each module is run by one and has its main()
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    for name in modules["stages"]:
+        source = (PROJECT_ROOT / "pipeline" / "stages" / name).read_text()
+        assert f"-m pipeline.stages.{name[:-3]}" in makefile and "\ndef main(" in source, name
     assert {target for target in targets if f"`make {target}" not in stages_page} == set()
     # the checks find what is missing
     assert code_map("pipeline/\n  stages/    train.py cv.py\n") == {"stages": {"train.py", "cv.py"}}
     assert make_targets_running_the_package("x: y ## z\n\t$(PY) -m pipeline.stages.x\nz:\n\techo\n") == {"x"}
+
+
+RUN_FILES = ("config.json", "run.json", "environment.json", "history.csv", "checkpoint.keras", "model.keras")
+RUN_FILES += ("split.json", "pruned.json", "metrics.json")
+
+
+def run_file_names_spelled(package_root: Path, owner: str = "runs/folder.py") -> list[str]:
+    """Where a module other than the run-folder type spells a run file's name in code (docstrings,
+    which describe the files, are not code), as 'file:line: name'."""
+    found = []
+    for path in sorted(package_root.rglob("*.py")):
+        if path.relative_to(package_root).as_posix() == owner:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                found += [
+                    f"{path.relative_to(package_root)}:{node.lineno}: {name}"
+                    for name in RUN_FILES
+                    if name in node.value
+                ]
+    return found
+
+
+def test_no_module_but_the_run_folder_type_names_a_run_file(tmp_path):
+    assert run_file_names_spelled(PROJECT_ROOT / "pipeline") == []
+    # the check finds a name in code, and leaves docstrings alone
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "folder.py").write_text('METRICS = "metrics.json"\n')
+    (tmp_path / "a.py").write_text(
+        '"""Reads metrics.json."""\n\ndef f(d):\n    """its history.csv"""\n    return d / f"x/{d}/model.keras"\n'
+    )
+    assert run_file_names_spelled(tmp_path) == ["a.py:5: model.keras"]

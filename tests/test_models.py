@@ -490,7 +490,7 @@ def test_stacked_layers_can_each_be_bidirectional_or_not():
 
 
 def test_pooling_reads_every_step_and_keeps_run_ids_of_the_final_state():
-    from pipeline.stages.runs import run_id_for
+    from pipeline.runs.registry import run_id_for
 
     series = np.random.default_rng(0).normal(size=(4, 12, 9)).astype(np.float32)
     last = models.build_model(config_for("bilstm"), (12, 9), 3)
@@ -512,7 +512,7 @@ def test_pooling_reads_every_step_and_keeps_run_ids_of_the_final_state():
 
 def test_window_stats_branch_reads_the_noisy_window_and_the_gravity_direction(tmp_path: Path):
     from pipeline.data.signals import MEAN_FEATURES, RAW_CHANNELS
-    from pipeline.stages.runs import run_id_for
+    from pipeline.runs.registry import run_id_for
 
     rng = np.random.default_rng(0)
     series = rng.normal(size=(3, 16, 9)).astype(np.float32)
@@ -547,7 +547,7 @@ def test_window_stats_branch_reads_the_noisy_window_and_the_gravity_direction(tm
 
 
 def test_multi_scale_front_end_and_wide_path_build_learn_and_keep_the_default_ids(tmp_path: Path):
-    from pipeline.stages.runs import run_id_for
+    from pipeline.runs.registry import run_id_for
 
     series, labels = separable((16, 9), 128, 3)
     front = config_for("bilstm", "model.front_end=[3,9]", "model.front_end_filters=4", "model.front_end_residual=true")

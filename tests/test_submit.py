@@ -15,7 +15,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data import scoring
 from pipeline.data.competition import DataError, load_competition
-from pipeline.stages import ensemble, predict, runs, submit
+from pipeline.runs import registry
+from pipeline.stages import ensemble, predict, submit
 from tests.conftest import PROJECT_ROOT, TINY, run_make
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ def latest(folder: Path, pattern: str) -> Path:
 
 @pytest.fixture(scope="module")
 def second_run(prepared_root: Path) -> str:
-    from pipeline.stages import runs
+    from pipeline.runs import registry
 
     overrides = [f"paths.root={prepared_root}", *TINY, "train.seed=5", "regularization.gaussian_noise=0.3"]
     result = subprocess.run(
@@ -38,7 +39,7 @@ def second_run(prepared_root: Path) -> str:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return runs.run_id_for(load_config(None, overrides))
+    return registry.run_id_for(load_config(None, overrides))
 
 
 def test_predict_writes_a_valid_submission_with_probabilities_and_lineage(tiny_run: Path, prepared_root: Path):
@@ -92,7 +93,7 @@ def test_an_ensemble_is_a_run_that_predict_evaluate_and_export_take(
     np.testing.assert_allclose(single.filter(like="p_"), averaged.filter(like="p_"), rtol=1e-5, atol=1e-6)
     # It is never "the best run" (no selection score), and make evaluate and make export take it.
     assert (
-        runs.best_run(
+        registry.best_run(
             config, json.loads((root / "runs" / members[0] / "metrics.json").read_text())["selection"]["definition"]
         )
         in members

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.files import sha256_file
-from pipeline.stages import tracking
+from pipeline.runs import tracking
 from tests.conftest import TINY, TrackedCVs, run_make, start_make
 from tests.postgres import free_port
 

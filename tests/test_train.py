@@ -15,7 +15,8 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data import datasets
-from pipeline.stages import runs, training
+from pipeline.runs import fitting, registry
+from pipeline.runs.folder import RunFolder
 from tests.conftest import PROJECT_ROOT, TINY, TINY_RUN_OVERRIDES, UNTRACKED, run_make
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,7 @@ def test_same_config_twice_does_no_work_and_the_registry_lists_it(tiny_run: Path
     overrides = " ".join([f"paths.root={prepared_root}", *TINY_RUN_OVERRIDES])
     result = run_make("train", "EXP=experiments/baseline.toml", f"SET={overrides}")
     assert result.returncode == 0 and "already trained" in result.stdout
-    table = runs.list_runs(prepared_root / "runs")
+    table = registry.list_runs(prepared_root / "runs")
     row = table[table["run_id"] == tiny_run.name].iloc[0]
     assert row["status"] == "complete" and row["model"] == "bilstm" and row["regularization.l2"] == 1e-4
     assert 0 <= row["val@0.5"] <= 1 and 0 <= row["test@1"] <= 1
@@ -99,7 +100,7 @@ def test_two_seeded_runs_are_identical_and_the_answer_key_changes_nothing_but_th
                 (root / "data" / folder).symlink_to(prepared_root / "data" / folder)
         result = train_process(root, *overrides)
         assert result.returncode == 0, result.stderr[-2000:]
-        run_dir = root / "runs" / runs.run_id_for(load_config(None, [f"paths.root={root}", *TINY, *overrides]))
+        run_dir = root / "runs" / registry.run_id_for(load_config(None, [f"paths.root={root}", *TINY, *overrides]))
         results.append((json.loads((run_dir / "metrics.json").read_text()), pd.read_csv(run_dir / "history.csv")))
     (first_metrics, first_history), (second_metrics, second_history) = results
     for key in ("validation", "selection", "best_epoch", "epochs_run"):
@@ -124,7 +125,7 @@ def test_two_processes_training_the_same_run_at_once_end_with_one_readable_run(p
     assert not any("Traceback" in err for _, err in outputs)
     stdout = [out for out, _ in outputs]
     assert sum("already trained with this config" in out for out in stdout) == 1  # the one that waited reused it
-    run_dir = root / "runs" / runs.run_id_for(load_config(None, [f"paths.root={root}", *TINY, "train.epochs=2"]))
+    run_dir = root / "runs" / registry.run_id_for(load_config(None, [f"paths.root={root}", *TINY, "train.epochs=2"]))
     history = pd.read_csv(run_dir / "history.csv")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert list(history["epoch"]) == list(range(metrics["epochs_run"])) == [0, 1]  # one log, one header
@@ -135,13 +136,14 @@ def test_two_processes_training_the_same_run_at_once_end_with_one_readable_run(p
 CRASHING_TRAIN = """
 import os, sys
 import keras
-from pipeline.stages import callbacks, train
-crash_after, original = int(sys.argv[1]), callbacks.make_callbacks
+from pipeline.runs import fitting
+from pipeline.stages import train
+crash_after, original = int(sys.argv[1]), fitting.make_callbacks
 class Crash(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == crash_after:
             os._exit(9)
-callbacks.make_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Crash()]
+fitting.make_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Crash()]
 sys.exit(train.main(sys.argv[2:]))
 """
 
@@ -158,7 +160,7 @@ def test_a_killed_run_resumes_where_it_stopped_with_early_stopping_on(prepared_r
         "train.learning_rate=1e-9",
     ]
     config = load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides])
-    run_dir = prepared_root / "runs" / runs.run_id_for(config)
+    run_dir = prepared_root / "runs" / registry.run_id_for(config)
     crashed = subprocess.run(
         [sys.executable, "-c", CRASHING_TRAIN, "2", *sets(prepared_root, *overrides)],
         cwd=PROJECT_ROOT,
@@ -190,16 +192,16 @@ def test_resumed_callbacks_carry_the_best_score_and_the_wait(tmp_path: Path):
         {"epoch": [0, 1, 2, 2], "val_noisy_accuracy": [0.5, 0.8, 0.7, 0.75]}
     )  # epoch 2 logged twice (redone)
     history.to_csv(tmp_path / "history.csv", index=False)
-    assert training.resume_state(tmp_path, "val_noisy_accuracy") == (0.8, 1)
+    assert fitting.resume_state(RunFolder(tmp_path), "val_noisy_accuracy") == (0.8, 1)
     config = load_config(None, ["train.patience=3"])
     data = types.SimpleNamespace(
         validation_series=np.zeros((1, 5, 9)),
         noisy_validation_series=np.zeros((1, 5, 9)),
         validation_labels=np.zeros(1),
     )
-    from pipeline.stages.callbacks import make_callbacks
+    from pipeline.runs.fitting import make_callbacks
 
-    callbacks = make_callbacks(tmp_path, config, data, "val_noisy_accuracy", (0.8, 1))
+    callbacks = make_callbacks(RunFolder(tmp_path), config, data, "val_noisy_accuracy", (0.8, 1))
     for callback in callbacks:
         if isinstance(callback, (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau)):
             callback.on_train_begin()
@@ -207,13 +209,13 @@ def test_resumed_callbacks_carry_the_best_score_and_the_wait(tmp_path: Path):
 
 
 def test_the_cosine_schedule_warms_up_then_decays_to_one_percent():
-    from pipeline.stages.callbacks import cosine_rate
+    from pipeline.runs.fitting import cosine_rate
 
     rates = [cosine_rate(epoch, 0.01, 2, 6) for epoch in range(6)]
     assert rates[:2] == pytest.approx([0.005, 0.01])  # warmup
     assert rates[2] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.0001)  # then from the top ...
     assert all(a > b for a, b in zip(rates[2:], rates[3:]))  # ... down to 1%
-    from pipeline.stages.callbacks import make_callbacks
+    from pipeline.runs.fitting import make_callbacks
 
     data = types.SimpleNamespace(
         validation_series=np.zeros((1, 5, 9)),
@@ -223,7 +225,7 @@ def test_the_cosine_schedule_warms_up_then_decays_to_one_percent():
     config = load_config(None, ["train.schedule=cosine", "train.warmup_epochs=2", "train.epochs=6"])
     (scheduler,) = [
         callback
-        for callback in make_callbacks(Path("unused"), config, data, "val_noisy_accuracy", None)
+        for callback in make_callbacks(RunFolder(Path("unused")), config, data, "val_noisy_accuracy", None)
         if isinstance(callback, (keras.callbacks.LearningRateScheduler, keras.callbacks.ReduceLROnPlateau))
     ]  # the cosine schedule replaces the halving on plateaus
     assert [scheduler.schedule(epoch, 0.0) for epoch in range(6)] == pytest.approx(
@@ -233,7 +235,7 @@ def test_the_cosine_schedule_warms_up_then_decays_to_one_percent():
 
 def test_weight_averaging_validates_and_checkpoints_the_average(tmp_path: Path):
     """With train.ema, the backup sees the raw weights and the validation and checkpoint the average."""
-    from pipeline.stages.callbacks import make_callbacks
+    from pipeline.runs.fitting import make_callbacks
 
     overrides = ["train.ema=0.5", "train.epochs=2", "train.early_stopping=false", "train.learning_rate=0.05"]
     config = load_config(None, overrides)
@@ -242,8 +244,8 @@ def test_weight_averaging_validates_and_checkpoints_the_average(tmp_path: Path):
     data = types.SimpleNamespace(validation_series=series, noisy_validation_series=series, validation_labels=labels)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((5, 9)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
-    training.compile_model(model, config)
-    callbacks = make_callbacks(tmp_path, config, data, "val_noisy_accuracy", None)
+    fitting.compile_model(model, config)
+    callbacks = make_callbacks(RunFolder(tmp_path), config, data, "val_noisy_accuracy", None)
     names = [type(callback).__name__ for callback in callbacks[:4]]
     assert names == ["StopOnNaN", "BackupAndRestore", "SwapEMAWeights", "BothValidations"]
 
@@ -272,7 +274,9 @@ def test_select_on_clean_with_mixed_precision(prepared_root: Path):
     result = train_process(prepared_root, *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = (
-        prepared_root / "runs" / runs.run_id_for(load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides]))
+        prepared_root
+        / "runs"
+        / registry.run_id_for(load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides]))
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = pd.read_csv(run_dir / "history.csv")
@@ -310,7 +314,7 @@ def test_mirrored_strategy_on_two_logical_cpus(prepared_root: Path):
             "train.batch_size=32",
         ],
     )
-    environment = json.loads((prepared_root / "runs" / runs.run_id_for(config) / "environment.json").read_text())
+    environment = json.loads((prepared_root / "runs" / registry.run_id_for(config) / "environment.json").read_text())
     assert environment["replicas"] == 2 and sum("CPU" in device for device in environment["devices"]) == 2
 
 
@@ -323,7 +327,7 @@ def test_nan_loss_stops_with_a_clear_error(prepared_root: Path):
         None,
         [f"paths.root={prepared_root}", *TINY, "train.optimizer=sgd", "train.learning_rate=1e38", "train.epochs=2"],
     )
-    run_dir = prepared_root / "runs" / runs.run_id_for(config)
+    run_dir = prepared_root / "runs" / registry.run_id_for(config)
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
 
 

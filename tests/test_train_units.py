@@ -11,11 +11,11 @@ import pytest
 from pipeline import models
 from pipeline.config import load_config
 from pipeline.data import scoring
-from pipeline.stages import runs, training
+from pipeline.runs import fitting, registry
 
 
 def test_regularizer_tag_names_every_active_regularizer():
-    assert runs.regularizer_tag(load_config()) == "none"
+    assert registry.regularizer_tag(load_config()) == "none"
     config = load_config(
         None,
         [
@@ -29,14 +29,16 @@ def test_regularizer_tag_names_every_active_regularizer():
             "train.early_stopping=false",
         ],
     )
-    assert runs.regularizer_tag(config) == "gn0.5-l1l2-do0.3-rot15-x4-ls0.1-noes"
+    assert registry.regularizer_tag(config) == "gn0.5-l1l2-do0.3-rot15-x4-ls0.1-noes"
 
 
 def test_run_id_ignores_paths_and_verbosity_but_not_the_seed():
     base = load_config()
-    assert runs.run_id_for(base) == runs.run_id_for(load_config(None, ["paths.root=/tmp/elsewhere", "train.verbose=2"]))
-    assert runs.run_id_for(base) != runs.run_id_for(load_config(None, ["train.seed=1"]))
-    assert runs.run_id_for(base).startswith("classroom_bilstm_none_")
+    assert registry.run_id_for(base) == registry.run_id_for(
+        load_config(None, ["paths.root=/tmp/elsewhere", "train.verbose=2"])
+    )
+    assert registry.run_id_for(base) != registry.run_id_for(load_config(None, ["train.seed=1"]))
+    assert registry.run_id_for(base).startswith("classroom_bilstm_none_")
 
 
 @pytest.mark.parametrize(
@@ -50,7 +52,7 @@ def test_run_id_ignores_paths_and_verbosity_but_not_the_seed():
 def test_compile_applies_optimizer_clipping_and_label_smoothing(overrides, optimizer_class):
     config = load_config(None, ["model.units=4", "train.clipnorm=1.0", "train.label_smoothing=0.1", *overrides])
     model = models.build_model(config, (5, 9), 3)
-    training.compile_model(model, config)
+    fitting.compile_model(model, config)
     assert type(model.optimizer) is optimizer_class
     assert model.optimizer.clipnorm == 1.0
     assert model.loss.label_smoothing == 0.1
@@ -64,7 +66,7 @@ def test_clipvalue_bounds_each_gradient_element():
         ["model.name=lstm", "model.units=4", "train.optimizer=sgd", "train.learning_rate=1.0", "train.clipvalue=0.001"],
     )
     model = models.build_model(config, (5, 9), 3)
-    training.compile_model(model, config)
+    fitting.compile_model(model, config)
     before = [w.copy() for w in model.get_weights()]
     x = np.random.default_rng(0).normal(size=(8, 5, 9)).astype(np.float32) * 100
     model.train_on_batch(x, keras.utils.to_categorical(np.arange(8) % 3, 3))
@@ -163,7 +165,8 @@ def test_a_finished_run_is_reused_only_on_the_data_and_series_it_was_trained_on(
     import shutil
 
     from pipeline.data.datasets import load_training_data
-    from pipeline.stages.training import training_ids_hash, why_not_reusable
+    from pipeline.runs.folder import RunFolder
+    from pipeline.runs.training import training_ids_hash, why_not_reusable
 
     config = load_config(None, [f"paths.root={prepared_root}"])
     card = json.loads((prepared_root / "data" / "processed" / "classroom" / "datacard.json").read_text())
@@ -173,7 +176,7 @@ def test_a_finished_run_is_reused_only_on_the_data_and_series_it_was_trained_on(
 
     def reused(**lineage) -> bool:
         (run_dir / "run.json").write_text(json.dumps({"data_inputs": card["inputs"], **lineage}))
-        return not why_not_reusable(run_dir, config)
+        return not why_not_reusable(RunFolder(run_dir), config, data)
 
     assert reused(train_ids=training_ids_hash(data))
     assert not reused(train_ids="0" * 16)  # other training series (folds cut otherwise)
@@ -182,8 +185,10 @@ def test_a_finished_run_is_reused_only_on_the_data_and_series_it_was_trained_on(
     assert not reused(train_series=len(data.train_series) - 4)
     assert reused(train_series=len(data.train_series))
     shortened = load_config(None, [f"paths.root={prepared_root}", "model.max_steps=2"])  # 5 steps now read as 2
-    assert "model.max_steps=2" in why_not_reusable(run_dir, shortened)  # built before long series were shortened
+    assert "model.max_steps=2" in why_not_reusable(
+        RunFolder(run_dir), shortened, load_training_data(shortened)
+    )  # built before long series were shortened
     prepared_again = {**card["inputs"], "source_sha256": "1" * 64}
     (run_dir / "run.json").write_text(json.dumps({"data_inputs": prepared_again, "train_ids": training_ids_hash(data)}))
-    assert "as it was prepared before" in why_not_reusable(run_dir, config)  # prepared again since
+    assert "as it was prepared before" in why_not_reusable(RunFolder(run_dir), config, data)  # prepared again since
     shutil.rmtree(run_dir)

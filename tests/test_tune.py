@@ -15,7 +15,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data import datasets
 from pipeline.errors import ConfigError
-from pipeline.stages import runs
+from pipeline.runs import registry
 from pipeline.studies import tune
 from tests.conftest import PROJECT_ROOT, TINY, UNTRACKED, run_make, start_make
 
@@ -148,7 +148,7 @@ def test_workers_on_two_machines_share_one_postgresql_study(shared_data_root: Pa
     assert f"Best trial ({best_trial.number})" in best_files[0]
     cv_id = best_trial.user_attrs["cv_id"]
     root = first if (first / "runs" / cv_id).is_dir() else second
-    table = runs.list_runs(root / "runs")
+    table = registry.list_runs(root / "runs")
     row = table[table["run_id"] == cv_id].iloc[0]
     assert row["status"] == "complete" and row["select"] == pytest.approx(best_trial.value)
     predicted = run_make("predict", f"RUN=cv:{cv_id}", f"SET=paths.root={root}")
@@ -173,14 +173,14 @@ def running_trials(url: str) -> int:
 CRASHING_TUNE = """
 import os, sys
 import keras
-from pipeline.stages import callbacks
+from pipeline.runs import fitting
 from pipeline.studies import tune
-original = callbacks.make_callbacks
+original = fitting.make_callbacks
 class Crash(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == 2:
             os._exit(9)
-callbacks.make_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Crash()]
+fitting.make_callbacks = lambda *args, **kwargs: original(*args, **kwargs) + [Crash()]
 sys.exit(tune.main(sys.argv[1:]))
 """
 
@@ -233,7 +233,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(shared_data_root: Path, tmp_pat
     fold = datasets.fold_config(
         load_config("experiments/default.toml", [*settings.split(" "), *killed.user_attrs["overrides"]]), 0
     )
-    run_id = runs.run_id_for(fold)
+    run_id = registry.run_id_for(fold)
     log = (tmp_path / "survivor.log").read_text()
     assert f"retrying trial {killed.number}" in log and f"resuming {run_id}" in log
     history = pd.read_csv(root / "runs" / run_id / "history.csv")
@@ -292,7 +292,7 @@ def test_a_pruned_trial_is_recorded_as_pruned(shared_data_root: Path, tmp_path: 
     tune.optimize(study, config, None, overrides, trials=1)
     (trial,) = study.get_trials()
     assert trial.state == optuna.trial.TrialState.PRUNED and len(trial.intermediate_values) == 1
-    table = runs.list_runs(root / "runs")
+    table = registry.list_runs(root / "runs")
     assert list(table["status"]) == ["pruned"]
     marker = json.loads((Path(table["path"].iloc[0]) / "pruned.json").read_text())
     assert marker == {"study": "pruned", "trial": 0, "fold": 0, "epoch": 1}

@@ -89,11 +89,11 @@ FULL_TIER = {
         ("tests/postgres.py",),
     ),
     "tests/test_tracking.py::test_a_tracking_server_that_is_down_costs_one_warning_and_the_run_finishes": Check(
-        "a run with MLflow's server down (30 s)", ("pipeline.stages.tracking", *TRAIN)
+        "a run with MLflow's server down (30 s)", ("pipeline.runs.tracking", *TRAIN)
     ),
     "tests/test_tracking.py::test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them": Check(
         "MLflow read back and make ui's server (35 s beyond the shared CVs)",
-        ("pipeline.stages.cv", "pipeline.stages.evaluate", "pipeline.stages.tracking"),
+        ("pipeline.stages.cv", "pipeline.stages.evaluate", "pipeline.runs.tracking"),
     ),
     "tests/test_honest_folds.py::test_pure_noise_scores_chance_when_nested_and_above_chance_when_scored_where_it_chose": Check(
         "two noise-only cross-validations, 16 fold runs (220 s)", ("pipeline.stages.cv",)

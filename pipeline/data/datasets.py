@@ -99,10 +99,10 @@ def open_competition(config: Config) -> Competition:
     return load_competition(folder)
 
 
-def check_run_data(config: Config, run_id: str, lineage: dict[str, Any]) -> None:
-    """Refuse a run trained on other prepared data than the folder holds now (prepared again since)."""
-    current = read_datacard(config).get("inputs")
-    if lineage.get("data_inputs") != current:
+def check_run_data(config: Config, run_id: str, data_inputs: Any) -> None:
+    """Refuse a run trained on other prepared data (its lineage's `data_inputs`) than the folder holds
+    now (prepared again since)."""
+    if data_inputs != read_datacard(config).get("inputs"):
         raise DataError(
             f"run {run_id} was trained on {competition_folder(config)} as prepared from other inputs or settings than it holds now; "
             f"train it again (`make train FORCE=1` with its settings) or prepare the data it was trained on"

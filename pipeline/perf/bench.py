@@ -93,13 +93,13 @@ def keras_model(phase: str, model_name: str, series: np.ndarray, labels: np.ndar
     import keras
 
     from pipeline import models, runtime
-    from pipeline.stages import training
+    from pipeline.runs import fitting
 
     runtime.setup_devices(config)
     model = models.build_model(config, series.shape[1:], 6)
     result: dict[str, Any] = {"parameters": int(model.count_params())}
     if phase == "train":
-        training.compile_model(model, config)
+        fitting.compile_model(model, config)
         epoch_seconds: list[float] = []
 
         class Timer(keras.callbacks.Callback):
@@ -135,7 +135,7 @@ def keras_model(phase: str, model_name: str, series: np.ndarray, labels: np.ndar
             if select_ops:
                 result["litert_select_ops"] = ", ".join(select_ops)
     elif phase == "step":
-        training.compile_model(model, config)
+        fitting.compile_model(model, config)
         result["step_windows_per_second"] = compiled_step_throughput(model, series, labels, config.train.batch_size)
     else:
         result.update(timed_inference(model.predict_on_batch, series))

@@ -32,6 +32,7 @@ from typing import Any
 
 from pipeline.config import load_config
 from pipeline.files import atomic_file, write_json_atomic
+from pipeline.runs.folder import RunFolder
 
 # The raw competition's documented configuration (README, "The raw competition"): the BiLSTM with
 # the noise layer at the test's level, 40 epochs at most, early stopping after 8.
@@ -240,8 +241,7 @@ def training_run(root: Path, backend: str, overrides: list[str]) -> dict[str, An
     ]
     output, seconds = run_step(f"train raw ({backend})", command, backend, 600)
     run_dir = root / "runs" / next(line.split()[1] for line in output.splitlines() if line.startswith("done "))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    environment = json.loads((run_dir / "environment.json").read_text())
+    metrics, environment = RunFolder(run_dir).metrics(), RunFolder(run_dir).environment()
     result = {
         "run_id": run_dir.name,
         "backend": backend,

@@ -36,8 +36,9 @@ from pipeline.data.datasets import open_competition, organizer_side
 from pipeline.data.signals import ACTIVITY_NAMES, RAW_CHANNELS, window_step
 from pipeline.errors import ConfigError, ExportError
 from pipeline.files import atomic_folder
+from pipeline.runs.folder import Lineage, RunFolder
+from pipeline.runs.registry import finished_run, resolve_runs, run_config
 from pipeline.runtime import require_backend
-from pipeline.stages.runs import LINEAGE, finished_run, load_run_model, resolve_runs, run_config
 
 FLOAT_FILE = "model.tflite"
 CONTRACT = "contract.json"
@@ -116,11 +117,11 @@ def file_ops(model_bytes: bytes) -> list[str]:
 
 
 def contract(
-    run_id: str, lineage: dict[str, Any], data: DataConfig, files: dict[str, str], ops: list[str], select_ops: list[str]
+    run_id: str, lineage: Lineage, data: DataConfig, files: dict[str, str], ops: list[str], select_ops: list[str]
 ) -> dict[str, Any]:
     """What an app must do to feed the model: the same chain as pipeline.data.signals, written out."""
-    raw = tuple(lineage["channels"]) == RAW_CHANNELS
-    steps, length = lineage["series_shape"]
+    raw = tuple(lineage.channels) == RAW_CHANNELS
+    steps, length = lineage.series_shape
     hop = window_step(data.window, data.overlap)
     chain = [
         f"resample the accelerometer (with gravity) and the gyroscope onto one {data.sample_rate_hz:g} Hz grid",
@@ -143,7 +144,7 @@ def contract(
             "shape": [1, steps, length],
             "dtype": "float32",
             "layout": "batch of 1, time steps (oldest first), channels",
-            "channels": list(lineage["channels"]),
+            "channels": list(lineage.channels),
             "units": {"acc": "g", "gyro": "rad/s"},
             "normalization": "inside the model (the training split's per-channel mean and variance): feed the values unscaled",
         },
@@ -153,11 +154,11 @@ def contract(
         "preprocessing": chain,
         "preprocessing_parameters": {key: getattr(data, key) for key in PREPROCESSING},
         "output": {
-            "shape": [1, len(lineage["classes"])],
+            "shape": [1, len(lineage.classes)],
             "meaning": "class probabilities (softmax), in the order of classes",
         },
-        "classes": lineage["classes"],
-        "class_names": [ACTIVITY_NAMES.get(int(c), str(c)) for c in lineage["classes"]],
+        "classes": lineage.classes,
+        "class_names": [ACTIVITY_NAMES.get(int(c), str(c)) for c in lineage.classes],
         "ops": ops,  # of the main graph (the loop bodies are subgraphs of WHILE)
         "builtin_ops_only": not select_ops,
         "select_tf_ops": select_ops,
@@ -189,10 +190,10 @@ def export(config: Config, run_ids: list[str]) -> Path:
         )
     (run_id,) = run_ids
     run_dir = finished_run(config, run_id)
-    lineage = json.loads((run_dir / LINEAGE).read_text())
+    lineage = RunFolder(run_dir).lineage()
     trained = run_config(config, run_dir)
-    model = load_run_model(run_dir)
-    shape = tuple(lineage["series_shape"])
+    model = RunFolder(run_dir).load_model()
+    shape = tuple(lineage.series_shape)
     frozen = frozen_function(model, shape)
     variant = f"model_{config.export.quantization}.tflite"
     float_bytes, select_ops = convert(frozen)
@@ -204,7 +205,7 @@ def export(config: Config, run_ids: list[str]) -> Path:
     parity: dict[str, Any] = {
         "run": run_id,
         "windows": len(windows),
-        "of": f"the test file of {lineage['competition']} (noise {trained.data.test_noise:g} std)",
+        "of": f"the test file of {lineage.competition} (noise {trained.data.test_noise:g} std)",
         "tolerance": config.export.tolerance,
     }
     if select_ops:
@@ -238,7 +239,7 @@ def export(config: Config, run_ids: list[str]) -> Path:
             f"builtin ops only; max difference to Keras {float_parity['max_abs_difference']:.1e} on {len(windows)} test windows, same class on all; "
             f"{variant} max difference {small_parity['max_abs_difference']:.1e}, class differs on {small_parity['class_differs']}"
         )
-        organizer = organizer_side(trained, competition, tuple(lineage["classes"]))
+        organizer = organizer_side(trained, competition, tuple(lineage.classes))
         if organizer is not None:
             labels = organizer.file_labels[chosen]
             parity["accuracy"] = {

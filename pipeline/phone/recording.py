@@ -49,7 +49,8 @@ from pipeline.data.signals import (
 from pipeline.errors import DataError
 from pipeline.files import atomic_file, atomic_folder
 from pipeline.phone.formats import PhoneRecording, PlainColumns, Stream, read_recording
-from pipeline.stages.runs import LINEAGE, finished_run, load_run_model, resolve_runs, run_config
+from pipeline.runs.folder import RunFolder
+from pipeline.runs.registry import finished_run, resolve_runs, run_config
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,9 @@ def load_predictor(config: Config, run_ids: list[str]) -> Predictor:
     loaded, data, channels, classes = [], None, None, None
     for run_id in run_ids:
         run_dir = finished_run(config, run_id)
-        lineage = json.loads((run_dir / LINEAGE).read_text())
+        lineage = RunFolder(run_dir).lineage()
         run_data = run_config(config, run_dir).data
-        run_channels = tuple(lineage["channels"])
+        run_channels = tuple(lineage.channels)
         if run_channels not in (RAW_CHANNELS, MEAN_FEATURES):
             raise DataError(
                 f"run {run_id} takes channels {', '.join(run_channels)}; a recording gives UCI HAR's 9 raw channels or the classroom's 9 mean features"
@@ -109,13 +110,13 @@ def load_predictor(config: Config, run_ids: list[str]) -> Predictor:
         if data is not None and (
             {k: getattr(run_data, k) for k in PREPROCESSING} != {k: getattr(data, k) for k in PREPROCESSING}
             or run_channels != channels
-            or lineage["classes"] != classes
+            or lineage.classes != classes
         ):
             raise DataError(
                 f"run {run_id} was trained on other inputs or classes than {run_ids[0]}: they cannot be averaged"
             )
-        data, channels, classes = run_data, run_channels, lineage["classes"]
-        loaded.append(load_run_model(run_dir))
+        data, channels, classes = run_data, run_channels, lineage.classes
+        loaded.append(RunFolder(run_dir).load_model())
     assert data is not None and channels is not None and classes is not None
     return Predictor(run_ids, loaded, data, channels, list(classes))
 

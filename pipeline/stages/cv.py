@@ -26,7 +26,6 @@ held-out series; run.json names it (`refit`), and `make predict RUN=<its id>` us
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,10 @@ import numpy as np
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config, ConfigError
 from pipeline.data.datasets import check_folds, cv_definition, fold_config
-from pipeline.files import atomic_files
+from pipeline.runs import tracking, training
+from pipeline.runs.folder import Lineage, RunFolder
+from pipeline.runs.registry import cv_id_for, model_tag, regularizer_tag
 from pipeline.runtime import backend_name
-from pipeline.stages import tracking, training
-from pipeline.stages.runs import LINEAGE, METRICS, cv_id_for, model_tag, regularizer_tag
 
 
 def summarize_levels(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -114,7 +113,7 @@ def cross_validate(
         raise ConfigError(f"cv.fold={config.cv.fold}: make cv sets the fold of each run itself; leave cv.fold at -1")
     check_folds(config)
     cv_id = cv_id_for(config)
-    folder = config.path("runs", cv_id)
+    folder = RunFolder.of(config, cv_id)
     fold_dirs = []
     for repeat in range(config.cv.repeats):
         for fold in range(config.cv.folds):
@@ -124,35 +123,31 @@ def cross_validate(
             extra = tuple(callbacks_for(run_config, len(fold_dirs))) if callbacks_for else ()
             fold_dirs.append(training.train(run_config, experiment=f"cv:{cv_id}", force=force, callbacks=extra))
             keras.backend.clear_session()
-    fold_metrics = [json.loads((run_dir / METRICS).read_text()) for run_dir in fold_dirs]
-    metrics = cv_metrics(fold_metrics)
+    metrics = cv_metrics([RunFolder(run_dir).metrics() for run_dir in fold_dirs])
     metrics["selection"]["repeats"] = config.cv.repeats
-    first = json.loads((fold_dirs[0] / LINEAGE).read_text())
-    lineage = {
-        "run_id": cv_id,
-        "kind": "cv",
-        "experiment": experiment,
-        "competition": config.data.competition,
-        "model": model_tag(config),
-        "regularizer": regularizer_tag(config),
-        "backend": backend_name(),
-        "folds": [run_dir.name for run_dir in fold_dirs],
-        **{key: first[key] for key in ("classes", "channels", "series_shape", "data_inputs")},
-    }
+    first = RunFolder(fold_dirs[0]).lineage()
+    refit_run = ""
     if refit:
         print(f"[refit] {metrics['best_epoch']} epochs (the folds' median best) on every labeled series", flush=True)
-        lineage["refit"] = training.train(
-            refit_config(config, metrics["best_epoch"]), experiment=f"cv:{cv_id}:refit"
-        ).name
-    contents = {
-        "config.json": config.to_dict(),
-        LINEAGE: lineage,
-        METRICS: metrics,
-    }  # metrics.json last: it marks the entry done
-    with atomic_files(*(folder / name for name in contents)) as temps:
-        for temp, content in zip(temps, contents.values()):
-            temp.write_text(json.dumps(content, indent=2, default=str) + "\n")
-    tracking.mirror_cv(config, folder)
+        refit_run = training.train(refit_config(config, metrics["best_epoch"]), experiment=f"cv:{cv_id}:refit").name
+    lineage = Lineage(
+        run_id=cv_id,
+        kind="cv",
+        experiment=experiment,
+        competition=config.data.competition,
+        model=model_tag(config),
+        regularizer=regularizer_tag(config),
+        backend=backend_name(),
+        folds=[run_dir.name for run_dir in fold_dirs],
+        refit=refit_run or None,
+        classes=first.classes,
+        channels=first.channels,
+        series_shape=first.series_shape,
+        data_inputs=first.data_inputs,
+    )
+    with folder.writing():
+        folder.finish_entry(config.to_dict(), lineage, metrics)
+    tracking.mirror_cv(config, folder.path)
     selection = metrics["selection"]
     levels = "  ".join(
         f"{level}: {value['mean']:.3f} ± {value['std']:.3f}" for level, value in metrics["validation"].items()
@@ -160,9 +155,9 @@ def cross_validate(
     print(
         f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} folds "
         f"({selection['definition']['select_on']}, noise {selection['definition']['noise_level']:g}); validation by noise level  {levels}; "
-        f"median best epoch {metrics['best_epoch']}" + (f"; refit: {lineage['refit']}" if refit else "")
+        f"median best epoch {metrics['best_epoch']}" + (f"; refit: {refit_run}" if refit else "")
     )
-    return folder
+    return folder.path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,8 @@ from pipeline.config import Config, load_config
 from pipeline.data.datasets import PROTOCOL_OPTIMISTIC, fold_protocol, protocol_mismatch
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder
-from pipeline.stages.runs import LINEAGE, METRICS, cv_id_for, run_config
+from pipeline.runs.folder import RunFolder
+from pipeline.runs.registry import cv_id_for, run_config
 
 PEER = "peer:"
 # What both sides' fold runs must have been scored with, fold by fold (the peer's are its own, not copied).
@@ -117,11 +118,11 @@ def resolve_cv(config: Config, name: str, given: list[str]) -> str:
     """A CV id from what the user gave: an id in runs/ (optionally `cv:`-prefixed), or an experiment file
     (its CV with the overrides `given` on the command line)."""
     name = name.removeprefix("cv:")
-    lineage = config.path("runs", name, LINEAGE)
-    if lineage.is_file():
-        if json.loads(lineage.read_text()).get("kind") != "cv":
+    lineage = RunFolder.of(config, name).lineage_or_none()
+    if lineage is not None:
+        if lineage.kind != "cv":
             raise DataError(
-                f"{lineage.parent}: a single run, not a cross-validation; `make runs` lists the CV ids (*_cv<k>_*)"
+                f"{config.path('runs', name)}: a single run, not a cross-validation; `make runs` lists the CV ids (*_cv<k>_*)"
             )
         return name
     path = Path(name)
@@ -129,7 +130,7 @@ def resolve_cv(config: Config, name: str, given: list[str]) -> str:
         if not path.is_file():
             raise DataError(f"{name}: experiment file not found")
         cv_id = cv_id_for(load_config(path, given))
-        if not config.path("runs", cv_id, METRICS).is_file():
+        if not RunFolder.of(config, cv_id).finished:
             raise DataError(
                 f"{config.path('runs', cv_id)}: not cross-validated yet; run `make cv EXP={name}` with the same SET= first"
             )
@@ -151,18 +152,17 @@ class FoldScores:
 
 def fold_scores(config: Config, cv_id: str) -> FoldScores:
     """The fold scores of a finished cross-validation, as its fold runs recorded them."""
-    folder = config.path("runs", cv_id)
-    if not (folder / METRICS).is_file():
-        raise DataError(f"{folder}: not a finished cross-validation (no {METRICS}); run `make cv` first")
-    lineage = json.loads((folder / LINEAGE).read_text())
-    selections = [
-        json.loads(config.path("runs", run_id, METRICS).read_text())["selection"] for run_id in lineage["folds"]
-    ]
-    folds = int(json.loads((folder / "config.json").read_text())["cv"]["folds"])
+    folder = RunFolder.of(config, cv_id)
+    if not folder.finished:
+        raise DataError(
+            f"{folder.path}: not a finished cross-validation (no {folder.metrics_file.name}); run `make cv` first"
+        )
+    selections = [RunFolder.of(config, run_id).metrics()["selection"] for run_id in folder.lineage().folds]
+    folds = int(folder.config()["cv"]["folds"])
     return FoldScores(
         [selection["score"] for selection in selections],
         [selection["definition"] for selection in selections],
-        json.loads((folder / METRICS).read_text())["selection"]["definition"],
+        folder.metrics()["selection"]["definition"],
         held_out_ratio([selection.get("series") for selection in selections], folds),
     )
 
@@ -175,7 +175,7 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
     on the same scored series and noise draws, as the fold run."""
     from pipeline.data.datasets import cv_definition, load_training_data
     from pipeline.models import augment, baselines
-    from pipeline.stages.training import selection_score
+    from pipeline.runs.scoring import selection_score
 
     name, _, extra = peer.partition("+")
     if name not in baselines.PEERS or extra not in ("", "copies"):
@@ -183,7 +183,8 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
             f"{PEER}{peer}: unknown peer (known: {', '.join(baselines.PEERS)}; add +copies for the noised copies)"
         )
     scores, definitions, counts = [], [], []
-    for run_id in json.loads(config.path("runs", cv_id, LINEAGE).read_text())["folds"]:
+    cv_folder = RunFolder.of(config, cv_id)
+    for run_id in cv_folder.lineage().folds:
         fold = run_config(config, config.path("runs", run_id))
         data = load_training_data(fold)
         part = np.concatenate([data.train_series, data.validation_series])
@@ -208,7 +209,7 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
         scores.append(selection["score"])
         definitions.append(selection["definition"])
         counts.append(selection["series"])
-    folds = int(json.loads(config.path("runs", cv_id, "config.json").read_text())["cv"]["folds"])
+    folds = int(cv_folder.config()["cv"]["folds"])
     return FoldScores(scores, definitions, cv_definition(definitions), held_out_ratio(counts, folds))
 
 

@@ -23,7 +23,7 @@ RUN=cv:<its id>` (or `make ensemble RUN=cv:<its id>`, one model) uses every fold
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,20 +32,12 @@ from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config, load_config
 from pipeline.data.datasets import check_run_data, fold_protocol, load_training_data, protocol_mismatch, split_record
 from pipeline.errors import DataError
-from pipeline.files import atomic_files, short_hash
-from pipeline.stages import tracking
+from pipeline.files import short_hash
+from pipeline.runs import tracking
+from pipeline.runs.folder import Lineage, RunFolder
+from pipeline.runs.registry import finished_run, resolve_runs, run_config
+from pipeline.runs.scoring import selection_score, test_scores, test_summary, validation_scores
 from pipeline.stages.cv import cv_scores
-from pipeline.stages.runs import (
-    LINEAGE,
-    METRICS,
-    SPLIT,
-    finished_run,
-    load_run_model,
-    resolve_runs,
-    run_config,
-    write_run,
-)
-from pipeline.stages.training import selection_score, test_scores, test_summary, validation_scores
 
 SAME = ("competition", "classes", "channels", "series_shape", "data_inputs")  # what members must share
 
@@ -54,15 +46,15 @@ def ensemble_id(competition: str, members: list[str]) -> str:
     return f"{competition}_ensemble{len(members)}_{short_hash(members)}"
 
 
-def check_members(lineages: list[dict[str, Any]]) -> None:
+def check_members(lineages: list[Lineage]) -> None:
     """Members can be averaged only when they read the same windows and predict the same classes."""
     first = lineages[0]
     for lineage in lineages[1:]:
         for key in SAME:
-            if lineage.get(key) != first.get(key):
+            if getattr(lineage, key) != getattr(first, key):
                 raise DataError(
-                    f"runs {first['run_id']} and {lineage['run_id']} differ in {key} "
-                    f"({first.get(key)!r} against {lineage.get(key)!r}): they cannot be averaged into one model"
+                    f"runs {first.run_id} and {lineage.run_id} differ in {key} "
+                    f"({getattr(first, key)!r} against {getattr(lineage, key)!r}): they cannot be averaged into one model"
                 )
 
 
@@ -89,21 +81,30 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
         raise DataError(f"RUN={' '.join(run_ids) or '(none)'}: an ensemble needs two runs or more (or a CV, cv:<id>)")
     if len(set(members)) != len(members):
         raise DataError(f"RUN={' '.join(run_ids)}: a run appears twice")
-    lineages = [json.loads((finished_run(config, member) / LINEAGE).read_text()) for member in members]
+    lineages = [RunFolder(finished_run(config, member)).lineage() for member in members]
     check_members(lineages)
-    if lineages[0]["competition"] != config.data.competition:
+    if lineages[0].competition != config.data.competition:
         raise DataError(
-            f"the runs were trained on {lineages[0]['competition']!r}; set COMPETITION={lineages[0]['competition']}"
+            f"the runs were trained on {lineages[0].competition!r}; set COMPETITION={lineages[0].competition}"
         )
-    check_run_data(config, members[0], lineages[0])
-    run_id = ensemble_id(config.data.competition, members)
-    run_dir = config.path("runs", run_id)
-    if (run_dir / METRICS).is_file():
-        print(f"{run_dir}: this ensemble exists (its members are the same runs)")
-        return run_dir
+    check_run_data(config, members[0], lineages[0].data_inputs)
+    folder = RunFolder.of(config, ensemble_id(config.data.competition, members))
+    with folder.writing():
+        if folder.finished:
+            print(f"{folder.path}: this ensemble exists (its members are the same runs)")
+            return folder.path
+        write_ensemble(config, folder, members, lineages, on_fold)
+    tracking.mirror_run(config, folder.path, "ensemble")
+    return folder.path
+
+
+def write_ensemble(
+    config: Config, folder: RunFolder, members: list[str], lineages: list[Lineage], on_fold: bool
+) -> None:
+    """Average the members into one model, score it and write its run folder."""
     model = averaging_model(
-        [load_run_model(finished_run(config, member)) for member in members],
-        tuple(lineages[0]["series_shape"]),
+        [RunFolder(finished_run(config, member)).load_model() for member in members],
+        tuple(lineages[0].series_shape),
     )
     first = run_config(config, finished_run(config, members[0]))
     if on_fold:  # scored on the fold's held-out series, which no member trained on
@@ -116,13 +117,13 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
             "best_validation": None,
             "note": f"{data.validation}: held out from every member's training and choices; the selection of a fold run",
         }
-        files = {SPLIT: split_record(data)} if data.protocol is not None else {}
+        split = split_record(data) if data.protocol is not None else None
     else:  # scored on the first member's competition with its plain validation split (not a fold of it)
-        files = {}
+        split = None
         base = load_config(None, [f"paths.root={config.root}", *config_without_fold(first)])
         data = load_training_data(base)
         member_cvs = [run_config(config, finished_run(config, member)).cv for member in members]
-        folds_seen = any(lineage.get("kind") == "cv" for lineage in lineages) or any(
+        folds_seen = any(lineage.kind == "cv" for lineage in lineages) or any(
             cv.fold >= 0 or cv.refit for cv in member_cvs
         )
         metrics = {
@@ -139,26 +140,23 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
     test = test_scores(model, base, data)
     if test is not None:
         metrics["test"] = test
-    lineage = {
-        **lineages[0],
-        "run_id": run_id,
-        "kind": "ensemble",
-        "members": members,
-        "model": f"ensemble{len(members)}",
-        "regularizer": "+".join(sorted({lineage["model"] for lineage in lineages})),
-        "parameters": int(model.count_params()),
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run(run_dir, model, metrics, {"config.json": base.to_dict(), LINEAGE: lineage, **files})
+    lineage = dataclasses.replace(
+        lineages[0],
+        run_id=folder.name,
+        kind="ensemble",
+        members=members,
+        model=f"ensemble{len(members)}",
+        regularizer="+".join(sorted({lineage.model for lineage in lineages})),
+        parameters=int(model.count_params()),
+    )
+    folder.finish(model, metrics, config=base.to_dict(), lineage=lineage, split=split)
     levels = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
     scored = f"selection score {metrics['selection']['score']:.4f}; " if on_fold else ""
     print(
-        f"wrote {run_dir}: the mean of {len(members)} runs; {scored}validation accuracy by noise level (a report)  {levels}"
+        f"wrote {folder.path}: the mean of {len(members)} runs; {scored}validation accuracy by noise level (a report)  {levels}"
     )
     if test is not None:
         print(test_summary(test))
-    tracking.mirror_run(config, run_dir, "ensemble")
-    return run_dir
 
 
 def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
@@ -172,15 +170,12 @@ def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
         raise DataError(f"RUN={' '.join(names)}: a cross-validation appears twice")
     lineages, definitions = [], []
     for cv_id in cv_ids:
-        lineage = json.loads((finished_run(config, cv_id) / LINEAGE).read_text())
-        if lineage.get("kind") != "cv":
+        lineage = RunFolder(finished_run(config, cv_id)).lineage()
+        if lineage.kind != "cv":
             raise DataError(f"{config.path('runs', cv_id)}: not a cross-validation; give CV ids only (`make runs`)")
         lineages.append(lineage)
         definitions.append(
-            [
-                json.loads((finished_run(config, fold) / METRICS).read_text())["selection"]["definition"]
-                for fold in lineage["folds"]
-            ]
+            [RunFolder(finished_run(config, fold)).metrics()["selection"]["definition"] for fold in lineage.folds]
         )
     check_members(lineages)
     for cv_id, folds in zip(cv_ids[1:], definitions[1:]):
@@ -191,48 +186,51 @@ def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
                 f"{cv_ids[0]} and {cv_id} were not cut into the same folds or not scored on the same selection "
                 "(fold count, repeats, validation subjects, noise level or draws): cross-validate both with the same cv and data settings"
             )
-    first_config = json.loads((config.path("runs", cv_ids[0]) / "config.json").read_text())
+    first_config = RunFolder.of(config, cv_ids[0]).config()
     repeats = int(first_config["cv"].get("repeats", 1))
     repeat_tag = f"x{repeats}" if repeats > 1 else ""
     cv_id = f"{config.data.competition}_cv{first_config['cv']['folds']}{repeat_tag}_ensemble{len(cv_ids)}_{short_hash(cv_ids)}"
-    folder = config.path("runs", cv_id)
-    if (folder / METRICS).is_file():
-        print(f"{folder}: this cross-validated ensemble exists (its members are the same CVs)")
-        return folder
+    folder = RunFolder.of(config, cv_id)
+    if folder.finished:
+        print(f"{folder.path}: this cross-validated ensemble exists (its members are the same CVs)")
+        return folder.path
     fold_dirs = []
-    for index, fold_members in enumerate(zip(*(lineage["folds"] for lineage in lineages))):
-        print(f"[fold run {index + 1}/{len(lineages[0]['folds'])}] {cv_id}", flush=True)
+    for index, fold_members in enumerate(zip(*(lineage.folds for lineage in lineages))):
+        print(f"[fold run {index + 1}/{len(lineages[0].folds)}] {cv_id}", flush=True)
         fold_dirs.append(build_ensemble(config, list(fold_members), on_fold=True))
-    metrics = cv_scores([json.loads((run_dir / METRICS).read_text()) for run_dir in fold_dirs])
+    metrics = cv_scores([RunFolder(run_dir).metrics() for run_dir in fold_dirs])
     metrics["selection"]["repeats"] = repeats
     metrics["members"] = cv_ids
-    lineage = {
-        **{key: lineages[0][key] for key in ("competition", "classes", "channels", "series_shape", "data_inputs")},
-        "run_id": cv_id,
-        "kind": "cv",
-        "experiment": "ensemble",
-        "members": cv_ids,
-        "model": f"ensemble{len(cv_ids)}",
-        "regularizer": "+".join(lineage["model"] for lineage in lineages),
-        "backend": lineages[0].get("backend", "tensorflow"),
-        "folds": [run_dir.name for run_dir in fold_dirs],
-    }
-    contents = {"config.json": first_config, LINEAGE: lineage, METRICS: metrics}  # metrics.json last: done
-    with atomic_files(*(folder / name for name in contents)) as temps:
-        for temp, content in zip(temps, contents.values()):
-            temp.write_text(json.dumps(content, indent=2, default=str) + "\n")
-    tracking.mirror_cv(config, folder)
+    first = lineages[0]
+    lineage = Lineage(
+        run_id=cv_id,
+        kind="cv",
+        experiment="ensemble",
+        members=cv_ids,
+        model=f"ensemble{len(cv_ids)}",
+        regularizer="+".join(lineage.model for lineage in lineages),
+        backend=first.backend,
+        folds=[run_dir.name for run_dir in fold_dirs],
+        competition=first.competition,
+        classes=first.classes,
+        channels=first.channels,
+        series_shape=first.series_shape,
+        data_inputs=first.data_inputs,
+    )
+    with folder.writing():
+        folder.finish_entry(first_config, lineage, metrics)
+    tracking.mirror_cv(config, folder.path)
     selection = metrics["selection"]
     print(
         f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} "
         f"fold runs; compare it paired: make cv-compare A={cv_id} B={cv_ids[0]}; predict with it: make predict RUN=cv:{cv_id}"
     )
-    return folder
+    return folder.path
 
 
 def is_cross_validation(config: Config, name: str) -> bool:
-    lineage = config.path("runs", name.removeprefix("cv:"), LINEAGE)
-    return lineage.is_file() and json.loads(lineage.read_text()).get("kind") == "cv"
+    lineage = RunFolder.of(config, name.removeprefix("cv:")).lineage_or_none()
+    return lineage is not None and lineage.kind == "cv"
 
 
 def make_ensemble(config: Config, names: list[str]) -> Path:
@@ -244,7 +242,7 @@ def make_ensemble(config: Config, names: list[str]) -> Path:
 
 def config_without_fold(config: Config) -> list[str]:
     """A member's config as overrides, with the plain validation split (cv.fold -1, no refit)."""
-    from pipeline.stages.runs import config_overrides
+    from pipeline.runs.registry import config_overrides
 
     tree = config.to_dict()
     tree["cv"] = {**tree["cv"], "fold": -1, "refit": False, "repeat": 0}

@@ -45,18 +45,9 @@ from pipeline.data.scoring import noise_draws, predicted_classes
 from pipeline.data.signals import ACTIVITY_NAMES
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder, sha256_file, write_json_atomic
-from pipeline.stages import tracking
-from pipeline.stages.runs import (
-    HISTORY,
-    LINEAGE,
-    METRICS,
-    MODEL,
-    finished_run,
-    load_run_model,
-    read_history,
-    resolve_runs,
-    run_config,
-)
+from pipeline.runs import tracking
+from pipeline.runs.folder import Lineage, RunFolder
+from pipeline.runs.registry import finished_run, resolve_runs, run_config
 
 NOISE_LEVELS = tuple(np.round(np.arange(0.0, 1.51, 0.25), 2))
 NOISE_SEEDS = 3
@@ -251,7 +242,8 @@ def plot_gradient(path: Path, norms: np.ndarray, title: str) -> None:
 def evaluation_key(trained_with: Config, run_dir: Path) -> str:
     """What a report depends on: the run's files and the competition's data (participant and organizer side)."""
     digest = hashlib.sha256()
-    inputs = [run_dir / name for name in (MODEL, METRICS, HISTORY, "config.json") if (run_dir / name).is_file()]
+    run = RunFolder(run_dir)
+    inputs = [path for path in (run.model_file, run.metrics_file, run.history_file, run.config_file) if path.is_file()]
     for folder in (competition_folder(trained_with), trained_with.private_dir / trained_with.data.competition):
         inputs += [folder / name for name in (DATACARD, SOLUTION, CLEAN_TEST) if (folder / name).is_file()]
     for path in inputs:
@@ -282,12 +274,13 @@ def evaluate(config: Config, run_id: str) -> Path:
     ):
         print(f"{target}/report.md: up to date with the run and the data (remove the folder to write it again)")
         return target
-    lineage = json.loads((run_dir / LINEAGE).read_text())
+    run = RunFolder(run_dir)
+    lineage = run.lineage()
     data = load_training_data(trained_with)
-    check_run_data(trained_with, run_id, lineage)
-    model = load_run_model(run_dir)
+    check_run_data(trained_with, run_id, lineage.data_inputs)
+    model = run.load_model()
     scored = scored_series(trained_with, data)
-    classes = lineage["classes"]
+    classes = lineage.classes
     names = [ACTIVITY_NAMES.get(c, str(c)) for c in classes]
     title = f"{run_id} on {scored.name}"
     probabilities = model.predict(scored.noisy, batch_size=1024, verbose=0)  # kept whole: they go into predictions.csv
@@ -314,7 +307,7 @@ def evaluate(config: Config, run_id: str) -> Path:
         progress=True,
     )
     # an ensemble run (make ensemble) has no training history of its own: no learning curves
-    history = read_history(run_dir) if (run_dir / HISTORY).is_file() else None
+    history = run.history() if run.history_file.is_file() else None
     baseline_accuracy = {
         name: float((predicted_classes(b, scored.noisy) == scored.labels).mean()) for name, b in fitted.items()
     }
@@ -343,7 +336,7 @@ def evaluate(config: Config, run_id: str) -> Path:
                 weights,
                 scored.labels[:2000],
                 names,
-                lineage["channels"],
+                lineage.channels,
             )
             figures.append("attention_maps.png")
         if models.recurrent_layers(model):
@@ -376,7 +369,7 @@ def evaluate(config: Config, run_id: str) -> Path:
 
 
 def report_markdown(
-    evaluation: dict, lineage: dict, config: Config, per_class: pd.DataFrame, curve: pd.DataFrame
+    evaluation: dict, lineage: Lineage, config: Config, per_class: pd.DataFrame, curve: pd.DataFrame
 ) -> str:
     wide = curve.pivot(index="predictor", columns="level", values="mean")
     wide.columns = [f"noise {c:g}" for c in wide.columns]
@@ -394,7 +387,7 @@ def report_markdown(
     lines = [
         f"# Report: {evaluation['run_id']}",
         "",
-        f"Model `{lineage['model']}`, regularizers `{lineage['regularizer']}`, competition `{lineage['competition']}`, {lineage['parameters']:,} parameters.",
+        f"Model `{lineage.model}`, regularizers `{lineage.regularizer}`, competition `{lineage.competition}`, {lineage.parameters or 0:,} parameters.",
         f"Settings that differ from the defaults: {', '.join(f'`{k}={v}`' for k, v in changed.items()) or 'none'}.",
         "",
         f"Accuracy on the {evaluation['scored']} series as the participant sees them: **{evaluation['accuracy']:.4f}**"

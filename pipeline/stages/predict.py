@@ -27,27 +27,27 @@ from pipeline.data.datasets import check_run_data, open_competition
 from pipeline.data.scoring import validate_submission
 from pipeline.errors import DataError
 from pipeline.files import atomic_files, sha256_file
-from pipeline.stages.runs import LINEAGE, MODEL, finished_run, load_run_model, resolve_runs
+from pipeline.runs.folder import Lineage, RunFolder
+from pipeline.runs.registry import finished_run, resolve_runs
 
 
-def load_run(config: Config, run_id: str) -> tuple[Any, dict[str, Any]]:
+def load_run(config: Config, run_id: str) -> tuple[Any, Lineage]:
     """A finished run's model and lineage, refused when it was trained on other prepared data than the folder holds now."""
-
-    run_dir = finished_run(config, run_id)
-    lineage = json.loads((run_dir / LINEAGE).read_text())
-    if lineage["competition"] != config.data.competition:
+    folder = RunFolder(finished_run(config, run_id))
+    lineage = folder.lineage()
+    if lineage.competition != config.data.competition:
         raise DataError(
-            f"run {run_id} was trained on {lineage['competition']!r}, not {config.data.competition!r} (set COMPETITION={lineage['competition']})"
+            f"run {run_id} was trained on {lineage.competition!r}, not {config.data.competition!r} (set COMPETITION={lineage.competition})"
         )
-    check_run_data(config, run_id, lineage)
-    return load_run_model(run_dir), lineage
+    check_run_data(config, run_id, lineage.data_inputs)
+    return folder.load_model(), lineage
 
 
 def prediction_key(config: Config, run_ids: list[str], competition: Competition) -> str:
     """What a submission depends on: the runs' model files (in their order) and the test series."""
     digest = hashlib.sha256()
     for run_id in run_ids:
-        digest.update(f"{run_id}:{sha256_file(finished_run(config, run_id) / MODEL)}\n".encode())
+        digest.update(f"{run_id}:{sha256_file(RunFolder(finished_run(config, run_id)).model_file)}\n".encode())
     digest.update(np.ascontiguousarray(competition.test.series).tobytes())
     digest.update("\n".join(map(str, competition.test.ids)).encode())
     digest.update("\n".join(competition.sample_submission["file"].astype(str)).encode())
@@ -74,32 +74,32 @@ def predict_probabilities(
     lineages = []
     for run_id in run_ids:
         model, lineage = load_run(config, run_id)
-        if tuple(lineage["series_shape"]) != competition.series_shape:
+        if tuple(lineage.series_shape) != competition.series_shape:
             raise DataError(
-                f"run {run_id} expects series of {lineage['series_shape']}, the test series are {list(competition.series_shape)}"
+                f"run {run_id} expects series of {lineage.series_shape}, the test series are {list(competition.series_shape)}"
             )
-        if lineages and lineage["classes"] != lineages[0]["classes"]:
+        if lineages and lineage.classes != lineages[0].classes:
             raise DataError(
-                f"run {run_id} predicts classes {lineage['classes']}, run {lineages[0]['run_id']} {lineages[0]['classes']}: they cannot be averaged"
+                f"run {run_id} predicts classes {lineage.classes}, run {lineages[0].run_id} {lineages[0].classes}: they cannot be averaged"
             )
         probabilities = model.predict(competition.test.series, batch_size=1024, verbose=0)
         total = probabilities if total is None else total + probabilities
         lineages.append(lineage)
     assert total is not None
     mean = total / len(run_ids)
-    classes = np.array(lineages[0]["classes"])
+    classes = np.array(lineages[0].classes)
     by_id = pd.DataFrame(mean, index=competition.test.ids, columns=[f"p_{c}" for c in classes])
     order = competition.sample_submission["file"].astype(str)
     submission = pd.DataFrame({"file": order, "activity": classes[by_id.loc[order].to_numpy().argmax(1)]})
     probabilities = by_id.loc[order].reset_index(names="file")
     if len(run_ids) == 1:
-        model_name, regularizer = lineages[0]["model"], lineages[0]["regularizer"]
+        model_name, regularizer = lineages[0].model, lineages[0].regularizer
     else:
         model_name, regularizer = (
             f"ensemble{len(run_ids)}",
-            "+".join(sorted({lineage["model"] for lineage in lineages})),
+            "+".join(sorted({lineage.model for lineage in lineages})),
         )
-    lineage = {
+    record = {
         "competition": config.data.competition,
         "runs": run_ids,
         "model": model_name,
@@ -107,7 +107,7 @@ def predict_probabilities(
         "message": f"{model_name} {regularizer} ({', '.join(run_ids)})",
     }
     validate_submission(submission, competition.sample_submission, competition.activities, "prediction")
-    return submission, probabilities, lineage
+    return submission, probabilities, record
 
 
 def write_submission(

@@ -1,6 +1,6 @@
 """Stage 3, `make train [EXP=experiments/<name>.toml] [MODEL=...] [SET=...]`: a competition -> runs/<run_id>/.
 
-One run (pipeline/stages/training.py, where a run folder's files are listed), or, for a competition
+One run (pipeline/runs/training.py; a run folder's files are listed in pipeline/runs/folder.py), or, for a competition
 too small to validate on, a cross-validation (pipeline/stages/cv.py). This dispatch sits above both,
 so that cv can train its folds with the training module without importing this stage.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
 from pipeline.data.datasets import open_competition, too_small_to_validate
+from pipeline.runs.training import train
 from pipeline.stages.cv import cross_validate
-from pipeline.stages.training import train
 
 
 def main(argv: list[str] | None = None) -> int:

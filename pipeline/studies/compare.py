@@ -13,7 +13,6 @@ Every cell of GRID (a regularizer and its strength) is trained for every model o
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import load_training_data, organizer_side
 from pipeline.errors import DataError
 from pipeline.files import atomic_files
-from pipeline.stages import tracking
+from pipeline.runs import tracking
+from pipeline.runs.folder import RunFolder
 
 # Regularizer cells: name -> config overrides. Strengths are the usual ones for HAR; noise levels
 # are in units of each feature's std, like the test noise.
@@ -80,7 +80,7 @@ def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd
     """Train (or reuse) every cell; one row per run with its scores."""
     import keras
 
-    from pipeline.stages import training
+    from pipeline.runs import training
 
     cells = list(config.compare.cells) or list(GRID)
     rows = []
@@ -94,7 +94,7 @@ def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd
                 print(f"[{done}/{total}] {model} / {cell} / seed {cell_cfg.train.seed}", flush=True)
                 run_dir = training.train(cell_cfg, experiment=f"compare:{cell}")
                 keras.backend.clear_session()
-                metrics = json.loads((run_dir / "metrics.json").read_text())
+                metrics = RunFolder(run_dir).metrics()
                 row = {
                     "model": model,
                     "cell": cell,

@@ -6,7 +6,7 @@ the test (the course's recipe: `augment.noised_copies_level` x the training std,
 noise profile). Every peer is scored exactly as a run's metrics are: validation accuracy at each of
 `train.noise_levels` (mean over `train.noise_seeds` draws, the same draws), then, as a report, the
 test subjects at each level and the competition's noisy test file. Beside them: the competition's
-best recurrent run, chosen on its validation selection score (pipeline.stages.runs.best_run), with the
+best recurrent run, chosen on its validation selection score (pipeline.runs.registry.best_run), with the
 scores from its metrics.json. Peers are not tuned: these are their default settings.
 
 Writes reports/peers/<competition>/peers.csv and peers.md, and, where the organizer side is known,
@@ -28,8 +28,9 @@ from pipeline.config import Config
 from pipeline.data.datasets import load_training_data, organizer_side, selection_definition
 from pipeline.errors import ConfigError, DataError
 from pipeline.files import atomic_files
-from pipeline.stages import tracking
-from pipeline.stages.runs import METRICS, best_run
+from pipeline.runs import tracking
+from pipeline.runs.folder import RunFolder
+from pipeline.runs.registry import best_run
 
 
 def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
@@ -38,7 +39,7 @@ def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
         run_id = best_run(config, selection)
     except DataError:
         return None
-    metrics = json.loads(config.path("runs", run_id, METRICS).read_text())
+    metrics = RunFolder.of(config, run_id).metrics()
     row: dict[str, object] = {
         "peer": f"recurrent: {run_id}",
         "noised copies": "",

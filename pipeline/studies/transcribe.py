@@ -50,8 +50,9 @@ from pipeline.data.signals import (
 )
 from pipeline.files import atomic_folder, short_hash, write_json_atomic
 from pipeline.models import END_TOKEN, FIRST_CLASS_TOKEN, PAD_TOKEN, START_TOKEN
+from pipeline.runs.folder import Lineage, RunFolder
+from pipeline.runs.registry import regularizer_tag
 from pipeline.runtime import backend_name, peak_rss_mb
-from pipeline.stages.runs import HISTORY, LINEAGE, METRICS, load_run_model, regularizer_tag, write_run
 
 FOLDER = "transcribe"
 TASK_FOLDERS = {"recorded": FOLDER, "shuffled": f"{FOLDER}_shuffled"}
@@ -404,8 +405,9 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
     model_config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, seq2seq_attention=VARIANTS[variant])
     )
-    run_dir = config.path("runs", run_name(config, variant, task))
-    if (run_dir / METRICS).is_file():
+    folder = RunFolder.of(config, run_name(config, variant, task))
+    run_dir = folder.path
+    if folder.finished:
         print(f"{run_dir}: already trained")
         return run_dir
     keras.utils.set_random_seed(config.train.seed)
@@ -440,7 +442,7 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
         epochs=config.transcribe.epochs,
         callbacks=[
             keras.callbacks.EarlyStopping(patience=config.transcribe.patience, restore_best_weights=True),
-            keras.callbacks.CSVLogger(str(run_dir / HISTORY)),
+            keras.callbacks.CSVLogger(str(folder.history_file)),
             keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs: print(
                     f"  {task} {variant} seed {config.train.seed} epoch {epoch + 1}/{config.transcribe.epochs}: "
@@ -454,15 +456,15 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
     seconds = time.perf_counter() - started
     losses = history.history["val_loss"]
     # The registry's files: `make runs` lists the run as complete.
-    lineage = {
-        "run_id": run_dir.name,
-        "experiment": "transcribe",
-        "competition": TASK_FOLDERS[task],
-        "model": f"seq2seq_{variant}",
-        "seed": config.train.seed,
-        "regularizer": regularizer_tag(config),
-        "backend": backend_name(),
-    }
+    lineage = Lineage(
+        run_id=run_dir.name,
+        experiment="transcribe",
+        competition=TASK_FOLDERS[task],
+        model=f"seq2seq_{variant}",
+        seed=config.train.seed,
+        regularizer=regularizer_tag(config),
+        backend=backend_name(),
+    )
     metrics = {
         "monitor": "val_loss",
         "best_epoch": int(np.argmin(losses)) + 1,
@@ -471,7 +473,7 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
         "train_seconds": round(seconds, 1),
         "peak_rss_mb": peak_rss_mb(),
     }
-    write_run(run_dir, model, metrics, {"config.json": model_config.to_dict(), LINEAGE: lineage})
+    folder.finish(model, metrics, config=model_config.to_dict(), lineage=lineage)
     print(
         f"trained {run_dir.name}: {len(losses)} epochs, best validation loss {min(losses):.4f}, {seconds:.0f}s",
         flush=True,
@@ -510,7 +512,7 @@ def score_variant(
     """Greedy decoding of every test segment, clean and noisy; beam search on `beam_segments` per length when `beam`."""
     from pipeline import models
 
-    decoder = models.Seq2SeqDecoder(load_run_model(run_dir))
+    decoder = models.Seq2SeqDecoder(RunFolder(run_dir).load_model())
     max_length = card["max_target_length"] + 1
     rows, kept = [], []
     # Beam search decodes one segment at a time: it scores the first `beam_segments` of each length.

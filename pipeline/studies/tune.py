@@ -39,10 +39,11 @@ from typing import Any
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import PROTOCOL_NESTED
-from pipeline.files import atomic_file, short_hash, write_json_atomic
-from pipeline.stages import tracking
+from pipeline.files import atomic_file, short_hash
+from pipeline.runs import tracking
+from pipeline.runs.folder import RunFolder
+from pipeline.runs.registry import cv_id_for, run_id_for
 from pipeline.stages.cv_compare import fold_scores, paired_comparison
-from pipeline.stages.runs import PRUNED, cv_id_for, run_id_for
 
 # ---- the search space (pure) -----------------------------------------------------------------------
 
@@ -289,16 +290,15 @@ def pruning_callback(trial: Any, config: Config, fold: int) -> Any:
     import optuna
 
     monitor = "val_noisy_accuracy" if config.train.select_on == "noisy" else "val_clean_accuracy"
-    run_dir = config.path("runs", run_id_for(config))
+    run = RunFolder.of(config, run_id_for(config))
 
     class PruneHopeless(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             step = fold * config.train.epochs + epoch
             trial.report(float((logs or {})[monitor]), step)
             if trial.should_prune():
-                write_json_atomic(
-                    run_dir / PRUNED,
-                    {"study": trial.study.study_name, "trial": trial.number, "fold": fold, "epoch": epoch + 1},
+                run.mark_pruned(
+                    {"study": trial.study.study_name, "trial": trial.number, "fold": fold, "epoch": epoch + 1}
                 )
                 raise optuna.TrialPruned(f"trial {trial.number} pruned at fold {fold + 1}, epoch {epoch + 1}")
 
@@ -366,7 +366,7 @@ def optimize(
             keras.backend.clear_session()
             print(f"trial {trial.number}: {pruned}", flush=True)
             raise
-        score = json.loads((folder / "metrics.json").read_text())["selection"]["score"]
+        score = RunFolder(folder).metrics()["selection"]["score"]
         # the per-fold scores travel with the trial, so that any worker can pair two trials' folds
         folds = fold_scores(config, folder.name)
         trial.set_user_attr("fold_scores", folds.scores)

@@ -1,12 +1,13 @@
-"""What runs around every epoch of `make train`: Keras callbacks of this project, and the list a run
-trains with (`make_callbacks`). Module-level classes, so each can be read and tested alone.
+"""Fitting a run: the batch size and patience for its data, the optimizer and loss it compiles with,
+the state a killed run resumes from, and what runs around every epoch (this project's Keras
+callbacks and the list a run trains with, `make_callbacks`). Module-level classes, so each can be
+read and tested alone.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 from pipeline.runtime import import_keras
@@ -19,8 +20,8 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.data.datasets import TrainingData
 from pipeline.data.scoring import predicted_classes
+from pipeline.runs.folder import RunFolder
 from pipeline.runtime import tensorflow_available
-from pipeline.stages.runs import CHECKPOINT, HISTORY
 
 
 class BothValidations(keras.callbacks.Callback):
@@ -100,7 +101,7 @@ def cosine_rate(epoch: int, base: float, warmup: int, epochs: int) -> float:
 
 
 def make_callbacks(
-    run_dir: Path,
+    folder: RunFolder,
     config: Config,
     data: TrainingData,
     monitor: str,
@@ -120,10 +121,10 @@ def make_callbacks(
     callbacks = [
         both,
         StopOnNaN(),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(folder.backup_dir), delete_checkpoint=True),
         # With early stopping off, the run keeps its last epoch (that is what "no early stopping" means).
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / CHECKPOINT),
+            str(folder.checkpoint_file),
             monitor=monitor,
             mode="max",
             save_best_only=train.early_stopping,
@@ -139,11 +140,11 @@ def make_callbacks(
             ),
             resumed,
         ),
-        keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+        keras.callbacks.CSVLogger(str(folder.history_file), append=True),
         EpochSummary(train.epochs),
     ]
     if tensorflow_available():  # Keras' TensorBoard callback writes through tf.summary, on any backend
-        callbacks.insert(-1, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, update_freq="epoch"))
+        callbacks.insert(-1, keras.callbacks.TensorBoard(str(folder.logs_dir), write_graph=False, update_freq="epoch"))
     else:
         print("no TensorBoard logs: Keras writes them through TensorFlow, which is not installed here", flush=True)
     if train.ema:
@@ -163,3 +164,48 @@ def make_callbacks(
             ),
         )
     return callbacks
+
+
+def adapted_schedule(config: Config, train_series: int) -> tuple[int, int]:
+    """(batch size, early-stopping patience) for this much training data. A small competition (fewer
+    than 4 batches an epoch) gets batches of about an eighth of its series (8 at least) and a patience
+    of about 200 optimizer steps, so that an epoch of a few steps is not judged alone; other data
+    keep the configured values."""
+    batch, patience = config.train.batch_size, config.train.patience
+    if train_series < 4 * batch:
+        batch = max(8, train_series // 8)
+        patience = max(patience, math.ceil(200 / math.ceil(train_series / batch)))
+    return batch, patience
+
+
+def compile_model(model: Any, config: Config) -> None:
+    train = config.train
+    clipping: dict[str, Any] = {
+        key: value for key, value in (("clipnorm", train.clipnorm), ("clipvalue", train.clipvalue)) if value
+    }
+    if train.ema:  # the moving average of the weights; the callbacks swap it in for validation and checkpoints
+        clipping.update(use_ema=True, ema_momentum=train.ema)
+    if train.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(train.learning_rate, weight_decay=train.weight_decay, **clipping)
+    elif train.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(train.learning_rate, momentum=0.9, **clipping)
+    else:
+        optimizer = keras.optimizers.Adam(train.learning_rate, **clipping)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=True if train.xla else "auto",
+        steps_per_execution=train.steps_per_execution,
+    )
+
+
+def resume_state(folder: RunFolder, monitor: str) -> tuple[float, int] | None:
+    """(best monitored score, epochs since it) of the epochs a killed run already finished, or None."""
+    path = folder.history_file
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    history = folder.history(finished=False)
+    if monitor not in history or not len(history):
+        return None
+    return float(history[monitor].max()), int(len(history) - 1 - history[monitor].to_numpy().argmax())

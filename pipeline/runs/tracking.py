@@ -1,4 +1,4 @@
-"""Every run in MLflow: a mirror of the run registry, and `make ui [PORT=5000]`.
+"""Every run in MLflow: a mirror of the run registry (`make ui` opens it: pipeline/stages/ui.py).
 
 When a run finishes (`make train`, each fold of `make cv`, each trial's folds in `make tune`), its
 folder is mirrored into an MLflow run: the resolved config as parameters (`model.units`, ...), the
@@ -24,22 +24,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
 from pipeline.data.datasets import DATACARD, competition_folder
 from pipeline.files import sha256_file, short_hash
-from pipeline.runtime import backend_name
-from pipeline.stages.runs import HISTORY, LINEAGE, METRICS, MODEL
+from pipeline.runs.folder import RunFolder
 
 PREFIX = "har"
-RUN_FILES = ("config.json", LINEAGE, METRICS, HISTORY, "environment.json", MODEL)
 _failed: set[str] = set()  # stores that failed in this process: warned about once, then left alone
 
 
@@ -190,49 +186,51 @@ def data_card_checksum(config: Config) -> str:
 def mirror_run(config: Config, run_dir: Path, kind: str = "") -> str | None:
     """Mirror a finished run folder (a run, a fold, a refit or a CV entry); returns its MLflow run id.
     Mirrored again only when its metrics changed (FORCE=1 trained it again): the old mirror is replaced."""
-    if not (run_dir / METRICS).is_file():
+    folder = RunFolder(run_dir)
+    if not folder.finished:
         return None
 
     def action(client: Any) -> str:
-        metrics = json.loads((run_dir / METRICS).read_text())
-        lineage = json.loads((run_dir / LINEAGE).read_text())
-        saved = json.loads((run_dir / "config.json").read_text())
-        experiment = experiment_id(client, config, f"{PREFIX}/{lineage['competition']}")
+        metrics, lineage, saved = folder.metrics(), folder.lineage(), folder.config()
+        experiment = experiment_id(client, config, f"{PREFIX}/{lineage.competition}")
         fingerprint = short_hash(metrics, 16, default=str)
         existing = find_mirror(client, experiment, run_dir.name)
         if existing is not None:
             if existing.data.tags.get("har.metrics_hash") == fingerprint:
                 return existing.info.run_id
             client.delete_run(existing.info.run_id)
-        run_kind = (
-            kind
-            or lineage.get("kind")
-            or ("refit" if saved["cv"]["refit"] else "fold" if saved["cv"]["fold"] >= 0 else "run")
+        run_kind = kind or (
+            lineage.kind
+            if lineage.kind != "run"
+            else "refit"
+            if saved["cv"]["refit"]
+            else "fold"
+            if saved["cv"]["fold"] >= 0
+            else "run"
         )
         tags = {
             "mlflow.runName": run_dir.name,
             "har.run_id": run_dir.name,
             "har.kind": run_kind,
-            "har.competition": lineage["competition"],
-            "har.experiment": str(lineage.get("experiment", "")),
-            "har.model": str(lineage.get("model", "")),
-            "har.regularizer": str(lineage.get("regularizer", "")),
-            "har.backend": str(lineage.get("backend", backend_name())),
+            "har.competition": lineage.competition,
+            "har.experiment": lineage.experiment,
+            "har.model": lineage.model,
+            "har.regularizer": lineage.regularizer,
+            "har.backend": lineage.backend,
             "har.data_card": data_card_checksum(config),
             "har.metrics_hash": fingerprint,
         }
         if run_kind == "cv":
-            tags["har.folds"] = ",".join(lineage["folds"])
+            tags["har.folds"] = ",".join(lineage.folds)
         run = client.create_run(experiment, run_name=run_dir.name)
         values = [(key, value, 0) for key, value in score_metrics(metrics).items()]
         folds = (metrics.get("selection") or {}).get("folds") or []
         values += [("fold_selection_score", float(score), index) for index, score in enumerate(folds)]
-        log_values(client, run.info.run_id, flat_params(saved), values + history_metrics(run_dir / HISTORY), tags)
-        for name in RUN_FILES:
-            if (run_dir / name).is_file():
-                client.log_artifact(run.info.run_id, str(run_dir / name))
+        log_values(client, run.info.run_id, flat_params(saved), values + history_metrics(folder.history_file), tags)
+        for path in folder.record_files:
+            client.log_artifact(run.info.run_id, str(path))
         if run_kind == "cv":  # the folds become its children
-            for fold in lineage["folds"]:
+            for fold in lineage.folds:
                 child = find_mirror(client, experiment, fold)
                 if child is not None:
                     client.set_tag(child.info.run_id, "mlflow.parentRunId", run.info.run_id)
@@ -244,11 +242,11 @@ def mirror_run(config: Config, run_dir: Path, kind: str = "") -> str | None:
 
 def mirror_cv(config: Config, cv_dir: Path) -> str | None:
     """Mirror a CV entry and its folds (each fold first, so that it can be made a child)."""
-    lineage = json.loads((cv_dir / LINEAGE).read_text())
-    for fold in lineage["folds"]:
+    lineage = RunFolder(cv_dir).lineage()
+    for fold in lineage.folds:
         mirror_run(config, config.path("runs", fold))
-    if lineage.get("refit"):
-        mirror_run(config, config.path("runs", lineage["refit"]))
+    if lineage.refit:
+        mirror_run(config, config.path("runs", lineage.refit))
     return mirror_run(config, cv_dir, "cv")
 
 
@@ -284,9 +282,9 @@ def mirror_trial(config: Config, study: str, trial: Any) -> str | None:
         }
         if "failed_trial" in trial.system_attrs:
             tags["har.retry_of"] = str(trial.system_attrs["failed_trial"])
-        cv_dir = config.path("runs", cv_id) if cv_id else None
-        if cv_dir is not None and (cv_dir / LINEAGE).is_file():
-            tags["har.fold_runs"] = ",".join(json.loads((cv_dir / LINEAGE).read_text())["folds"])
+        cv_lineage = RunFolder.of(config, cv_id).lineage_or_none() if cv_id else None
+        if cv_lineage is not None:
+            tags["har.fold_runs"] = ",".join(cv_lineage.folds)
             runs_experiment = experiment_id(client, config, f"{PREFIX}/{config.data.competition}")
             cv_mirror = find_mirror(client, runs_experiment, cv_id)
             if cv_mirror is not None:
@@ -333,38 +331,3 @@ def mirror_table(config: Config, kind: str, rows: list[dict[str, Any]], files: l
             client.set_terminated(run.info.run_id, "FINISHED")
 
     guarded(config, action)
-
-
-# ---- make ui ------------------------------------------------------------------------------------------
-
-
-def ui_command(config: Config, host: str, port: int) -> list[str]:
-    uri = tracking_uri(config) or f"sqlite:///{config.path('runs', 'mlflow.db')}"
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    if not config.tracking.uri:
-        command += ["--default-artifact-root", config.path("runs", "mlflow-artifacts").as_uri()]
-    return command
-
-
-def ui(config: Config, host: str, port: int) -> int:
-    if config.tracking.uri not in ("", "off") and not config.tracking.uri.startswith("sqlite:"):
-        print(f"tracking.uri is the server {shown(config.tracking.uri)}: open it in a browser, it has its own UI")
-        return 0
-    config.path("runs").mkdir(parents=True, exist_ok=True)
-    print(f"MLflow UI for {tracking_uri(config) or 'the project store'} on http://{host}:{port} (Ctrl-C stops it)")
-    print("an Optuna study live: pip install optuna-dashboard && optuna-dashboard sqlite:///runs/tune/<study>.db")
-    return subprocess.call(ui_command(config, host, port))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("pipeline.stages.tracking", __doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address the UI listens on (localhost by default)")
-    parser.add_argument("--port", type=int, default=5000, help="its port (PORT=)")
-    args = parser.parse_args(argv)
-    status: list[int] = []
-    code = run_stage(lambda config: status.append(ui(config, args.host, args.port)), args)
-    return code or (status[0] if status else 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
