@@ -21,6 +21,11 @@ from pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+# What a run id is made of (pipeline.runs.registry.config_hash): every field and section is part of the
+# result unless it is declared otherwise here, in its metadata: where files go, how much is printed,
+# how a step is batched into calls, and the settings of the studies and tools that only read runs.
+NOT_RESULT = {"result": False}
+
 # UCI HAR's own test subjects: keeping them makes our numbers comparable to the literature.
 UCI_TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)
 
@@ -283,13 +288,15 @@ class TrainConfig:
     xla: bool = False  # jit_compile (cuDNN layers turn it off for the model anyway)
     # Training steps per call of the compiled step (Keras' steps_per_execution): fewer trips through
     # Python per batch, for small batches on a GPU. Speed only: not part of the run id.
-    steps_per_execution: int = 1
+    steps_per_execution: int = field(default=1, metadata=NOT_RESULT)
     # none | mirrored (TensorFlow's MirroredStrategy) | data_parallel (keras.distribution.DataParallel, JAX):
     # data parallelism over every visible device, the batch size staying global
     distribute: str = "none"
     # split the CPU into this many logical devices (to test multi-device training on CPU); 0 = leave
     cpu_devices: int = 0
-    verbose: int = -1  # Keras progress bar: 0 off, 1 bar, 2 line; -1 = bar on a terminal, off otherwise
+    verbose: int = field(
+        default=-1, metadata=NOT_RESULT
+    )  # Keras progress bar: 0 off, 1 bar, 2 line; -1 = bar on a terminal, off otherwise
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -326,13 +333,13 @@ class CvConfig:
     refit: bool = False
     # A competition whose validation split (or held-out fold) has fewer series than this cannot
     # choose a checkpoint: `make train` cross-validates it instead, and `make predict` averages the folds
-    min_validation: int = 50
+    min_validation: int = field(default=50, metadata=NOT_RESULT)
     # Repeated k-fold: the subjects are reshuffled into new folds for every repeat after the first
     # (repeat 0 is the plain GroupKFold above, so earlier CV runs are reused); without subjects the
     # block boundaries move by part of a block instead (pipeline.data.datasets.fold_assignment). Two configurations
     # compared on the same repeats and folds are compared by their per-fold differences (make
     # cv-compare, the corrected resampled t-test); more repeats narrow its interval.
-    repeats: int = 1
+    repeats: int = field(default=1, metadata=NOT_RESULT)  # a fold run is named by its cv.repeat
     repeat: int = 0  # which repeat a fold run belongs to (set by make cv, like `fold`)
     # Nested selection: a fold run chooses its checkpoint, early-stopping epoch and learning-rate
     # plateaus on one of `inner_folds` inner folds of its own training part (whole subjects, or a
@@ -499,20 +506,20 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class Config:
-    paths: PathsConfig = field(default_factory=PathsConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig, metadata=NOT_RESULT)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     cv: CvConfig = field(default_factory=CvConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    compare: CompareConfig = field(default_factory=CompareConfig)
-    transcribe: TranscribeConfig = field(default_factory=TranscribeConfig)
-    peers: PeersConfig = field(default_factory=PeersConfig)
-    recording: RecordingConfig = field(default_factory=RecordingConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig, metadata=NOT_RESULT)
+    compare: CompareConfig = field(default_factory=CompareConfig, metadata=NOT_RESULT)
+    transcribe: TranscribeConfig = field(default_factory=TranscribeConfig, metadata=NOT_RESULT)
+    peers: PeersConfig = field(default_factory=PeersConfig, metadata=NOT_RESULT)
+    recording: RecordingConfig = field(default_factory=RecordingConfig, metadata=NOT_RESULT)
+    export: ExportConfig = field(default_factory=ExportConfig, metadata=NOT_RESULT)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata=NOT_RESULT)
 
     # ---- paths, anchored at the project root -------------------------------------------
     @property
@@ -541,6 +548,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def result_dict(self) -> dict[str, Any]:
+        """The settings that change what a run learns and how it is scored: every field and section
+        but those declared NOT_RESULT. A new field is part of the result, and so of the run id."""
+        return result_fields(self)
+
     def section_hash(self, section: str, leave_out: tuple[str, ...] = ()) -> str:
         """A short stable hash of one section (less the fields `leave_out`), used to tell whether an artifact is up to date."""
         content = {
@@ -549,6 +561,15 @@ class Config:
         from pipeline.files import short_hash  # files imports pandas: only when a hash is asked for
 
         return short_hash(content, 16)
+
+
+def result_fields(section: Any) -> dict[str, Any]:
+    content = {}
+    for item in dataclasses.fields(section):
+        if item.metadata.get("result", True):
+            value = getattr(section, item.name)
+            content[item.name] = result_fields(value) if dataclasses.is_dataclass(value) else value
+    return content
 
 
 # ---- building a Config ----------------------------------------------------------------

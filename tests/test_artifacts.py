@@ -126,8 +126,8 @@ def test_a_folder_prepared_before_settings_were_stamped_is_refused_and_a_copied_
 def test_a_run_trained_on_other_prepared_data_is_refused(tiny_run: Path, prepared_root: Path):
     config = load_config(None, [f"paths.root={prepared_root}"])
     lineage = json.loads((tiny_run / "run.json").read_text())
-    datasets.check_run_data(config, tiny_run.name, lineage)  # the data it was trained on: accepted
-    stale = {**lineage, "data_inputs": {**lineage["data_inputs"], "source_sha256": "0" * 64}}
+    datasets.check_run_data(config, tiny_run.name, lineage["data_inputs"])  # the data it was trained on: accepted
+    stale = {**lineage["data_inputs"], "source_sha256": "0" * 64}
     with pytest.raises(DataError, match="train it again"):
         datasets.check_run_data(config, tiny_run.name, stale)
 

@@ -65,15 +65,56 @@ def test_config_is_frozen():
         config.data.window = 64  # type: ignore[misc]
 
 
-def test_the_default_experiments_run_id_stays_the_one_the_readme_shows():
-    """Run ids are how a stage finds a run: new config fields left at their defaults must not move them."""
+def test_the_default_experiments_run_id_is_the_one_the_readme_shows():
+    """Run ids are how a stage finds a run: the docs name the default run by its id."""
     from pipeline.runs.registry import cv_id_for, run_id_for
 
-    assert run_id_for(load_config("experiments/default.toml")) == "classroom_bilstm_gn0.5_264a2166"
+    default = run_id_for(load_config("experiments/default.toml"))
+    assert default == "classroom_bilstm_gn0.5_46106136"
+    assert f"from {default}" in (PROJECT_ROOT / "README.md").read_text()
     raw = ["data.competition=raw", "train.epochs=40", "train.patience=8", "cv.folds=3"]
-    # nested selection gives the folds other training series, so the CV has a new id; the old protocol keeps its own
-    assert cv_id_for(load_config("experiments/default.toml", raw)) == "raw_cv3_bilstm_gn0.5_535e2178"
-    assert (
-        cv_id_for(load_config("experiments/default.toml", [*raw, "cv.inner_folds=0"]))
-        == "raw_cv3_bilstm_gn0.5_36f5bbb9"
+    assert cv_id_for(load_config("experiments/default.toml", raw)) == "raw_cv3_bilstm_gn0.5_5650f159"
+    # the old protocol trains its folds on other series: another CV
+    assert cv_id_for(load_config("experiments/default.toml", [*raw, "cv.inner_folds=0"])) != cv_id_for(
+        load_config("experiments/default.toml", raw)
     )
+
+
+def test_run_ids_follow_the_declared_rules_with_no_special_case():
+    """Every field is part of the result unless its metadata says NOT_RESULT; a new field is too."""
+    import dataclasses
+
+    from pipeline.config import NOT_RESULT, result_fields
+    from pipeline.runs.registry import config_hash
+
+    base = load_config()
+    declared = {
+        f"{section.name}.{item.name}"
+        for section in dataclasses.fields(base)
+        for item in dataclasses.fields(getattr(base, section.name))
+        if not section.metadata.get("result", True) or not item.metadata.get("result", True)
+    }
+    assert {"train.verbose", "train.steps_per_execution", "cv.repeats", "paths.root", "tune.trials"} <= declared
+    for key in (
+        "train.verbose=2",
+        "train.steps_per_execution=4",
+        "cv.repeats=3",
+        "tune.trials=2",
+        "peers.models=['x']",
+    ):
+        assert config_hash(load_config(None, [key])) == config_hash(base), key
+    for key in ("model.units=8", "model.pooling=average", "cv.inner_folds=0", "cv.fold=1", "data.test_noise=0.8"):
+        assert config_hash(load_config(None, [key])) != config_hash(base), key
+
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        kept: int = 1
+        new_option: str = "off"  # a field added later, with no declaration: part of the result
+        printed: int = dataclasses.field(default=0, metadata=NOT_RESULT)
+
+    @dataclasses.dataclass(frozen=True)
+    class Tree:
+        section: Section = dataclasses.field(default_factory=Section)
+        tool: Section = dataclasses.field(default_factory=Section, metadata=NOT_RESULT)
+
+    assert result_fields(Tree()) == {"section": {"kept": 1, "new_option": "off"}}

@@ -101,11 +101,8 @@ def test_inner_folds_of_one_and_a_part_too_small_are_refused(tmp_path: Path):
         datasets.check_folds(config)
 
 
-def test_nested_fold_runs_get_new_ids_and_the_old_protocol_and_single_runs_keep_theirs():
+def test_nested_and_old_protocol_fold_runs_and_cvs_have_ids_of_their_own():
     nested, old = load_config(None, ["cv.folds=3"]), load_config(None, ["cv.folds=3", "cv.inner_folds=0"])
-    assert registry.run_id_for(nested) == registry.run_id_for(
-        old
-    )  # a single run chooses on its validation split either way
     assert registry.run_id_for(datasets.fold_config(nested, 1)) != registry.run_id_for(datasets.fold_config(old, 1))
     assert registry.cv_id_for(nested) != registry.cv_id_for(old)
 

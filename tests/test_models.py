@@ -539,7 +539,7 @@ def test_window_stats_branch_reads_the_noisy_window_and_the_gravity_direction(tm
     np.testing.assert_allclose(
         np.asarray(models.load_model(str(tmp_path / "stats.keras"))(series)), np.asarray(model(series)), atol=1e-6
     )
-    # Named in the run id; off, the ids made before the option stay as they were.
+    # Named in the run id.
     assert run_id_for(config).split("_")[1] == "bilstm-stats"
     assert run_id_for(config_for("bilstm", "model.window_stats=false")) == run_id_for(config_for("bilstm"))
     with pytest.raises(ConfigError, match="window_stats"):

@@ -78,53 +78,10 @@ def regularizer_tag(config: Config) -> str:
 
 
 def config_hash(config: Config) -> str:
-    """Hash of everything that changes the result (not where files go, not how much is printed)."""
-    content = config.to_dict()
-    content.pop("paths")
-    content.pop("compare")
-    content.pop("transcribe")
-    content.pop("tune")
-    content.pop("recording")
-    content.pop("peers")
-    content.pop("export")
-    content.pop("tracking")
-    if (
-        content["cv"]["fold"] == -1 and not content["cv"]["refit"]
-    ):  # selection on the validation split: the run ids made before CV existed
-        content.pop("cv")
-    elif content["cv"]["refit"]:  # a refit on every labeled series
-        content["cv"] = {"refit": True}
-    else:  # a CV fold: which fold of how many, and how blocks are cut
-        content["cv"] = {key: content["cv"][key] for key in ("folds", "fold", "gap")}
-        if config.cv.repeat:  # a fold of a later repeat (repeat 0 keeps the ids made before repeats existed)
-            content["cv"]["repeat"] = config.cv.repeat
-        if config.cv.inner_folds:  # nested selection trains other series: new ids (0, the old protocol, keeps its ids)
-            content["cv"]["inner_folds"] = config.cv.inner_folds
-    for key, off in (("schedule", "plateau"), ("warmup_epochs", 3), ("ema", 0.0)):
-        if content["train"][key] == off:  # the recipe options' defaults keep the run ids made before them
-            content["train"].pop(key)
-    content["train"].pop("verbose")
-    content["train"].pop("steps_per_execution")  # how many steps per compiled call: speed, not the result
-    if content["model"]["use_cudnn"]:  # the default keeps the run ids made before the option existed
-        content["model"].pop("use_cudnn")
-    if content["model"]["pooling"] == "last":  # likewise
-        content["model"].pop("pooling")
-    for key, off in (
-        ("window_stats", False),
-        ("front_end", ()),
-        ("front_end_filters", 32),
-        ("front_end_residual", False),
-        ("wide", ""),
-        ("downsample", 1),
-        ("max_steps", 128),
-    ):
-        if content["model"][key] == off:  # likewise: the options' defaults keep the run ids made before them
-            content["model"].pop(key)
-    if (
-        backend_name() != "tensorflow"
-    ):  # the same config on another backend is another run (TensorFlow ids stay as they were)
-        content["backend"] = backend_name()
-    return short_hash(content)
+    """Hash of everything that changes the result (Config.result_dict: the fields not declared
+    NOT_RESULT in pipeline/config.py) and the Keras backend: the same config on another backend is
+    another run."""
+    return short_hash({**config.result_dict(), "backend": backend_name()})
 
 
 def model_tag(config: Config) -> str:
@@ -201,12 +158,7 @@ def best_run(config: Config, selection: dict[str, Any]) -> str:
 def cv_id_for(config: Config) -> str:
     """The id of the cross-validation of this config (`make cv`): its fold runs are ordinary runs."""
     repeats = f"x{config.cv.repeats}" if config.cv.repeats > 1 else ""
-    digest = config_hash(config)
-    if config.cv.inner_folds:  # a nested CV is another entry than the old protocol's (which keeps its id)
-        digest = short_hash([digest, {"inner_folds": config.cv.inner_folds}])
-    return (
-        f"{config.data.competition}_cv{config.cv.folds}{repeats}_{model_tag(config)}_{regularizer_tag(config)}_{digest}"
-    )
+    return f"{config.data.competition}_cv{config.cv.folds}{repeats}_{model_tag(config)}_{regularizer_tag(config)}_{config_hash(config)}"
 
 
 def resolve_runs(config: Config, run_ids: list[str]) -> list[str]:

@@ -2,7 +2,7 @@
 pipeline/stages/train.py; cross-validation trains its folds with it too). Its files:
 pipeline/runs/folder.py.
 
-The run id is derived from the config (and the Keras backend, when it is not TensorFlow), so training
+The run id is derived from the config (and the Keras backend), so training
 the same config twice does nothing the second time, and a killed run resumes from its last finished
 epoch (BackupAndRestore).
 """
@@ -39,21 +39,12 @@ def training_ids_hash(data: TrainingData) -> str:
 
 def why_not_reusable(folder: RunFolder, config: Config, data: TrainingData) -> str:
     """Why a finished run no longer describes this config ("" when it does): the competition folder
-    prepared again since, other training series, or (for a run from before 2026-12-02, which recorded
-    no training ids) another model than this config builds now. Folds without subjects purge only
-    the held-out block's neighbours since, and series longer than model.max_steps are shortened
-    since, both under the same run id."""
+    prepared again since, or other training series (the ids it recorded are not this config's)."""
     lineage = folder.lineage()
     if lineage.data_inputs != read_datacard(config).get("inputs"):
         return f"trained on {competition_folder(config)} as it was prepared before"
-    if lineage.train_ids is not None:
-        return "" if lineage.train_ids == training_ids_hash(data) else "trained on other training series"
-    from pipeline.models.registry import downsample_factor
-
-    if lineage.train_series != len(data.train_series) * (1 + config.augment.noised_copies):
-        return "trained on other training series (folds were cut otherwise before 2026-12-02)"
-    if downsample_factor(config, data.train_series.shape[1]) != config.model.downsample:
-        return f"built before series longer than model.max_steps={config.model.max_steps} were shortened"
+    if lineage.train_ids != training_ids_hash(data):
+        return "trained on other training series"
     return ""
 
 

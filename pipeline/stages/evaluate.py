@@ -252,9 +252,30 @@ def evaluation_key(trained_with: Config, run_dir: Path) -> str:
 
 
 def evaluate(config: Config, run_id: str) -> Path:
-    from pipeline import models
-    from pipeline.models import baselines
+    """Write the report of a run (the best run of the competition without RUN): compute, plot, write."""
+    run = RunFolder(finished_run(config, chosen_run(config, run_id)))
+    trained_with = run_config(config, run.path)
+    target = config.path("reports", run.name)
+    key = evaluation_key(trained_with, run.path)
+    if is_current(target, key):
+        print(f"{target}/report.md: up to date with the run and the data (remove the folder to write it again)")
+        return target
+    computed = compute(run, trained_with)
+    with atomic_folder(target) as folder:
+        figures = plot(folder, computed, trained_with)
+        evaluation = write(folder, computed, trained_with, figures, key)
+    print(
+        f"wrote {target}/report.md: accuracy {evaluation['accuracy']:.4f} on the {computed.scored.name} series "
+        f"(baselines: {', '.join(f'{k} {v:.4f}' for k, v in computed.baseline_accuracy.items())}); figures: {', '.join(figures)}"
+    )
+    tracking.add_artifacts(
+        config, run.path, [target / "report.md", target / "evaluation.json", *(target / f for f in figures)]
+    )
+    return target
 
+
+def chosen_run(config: Config, run_id: str) -> str:
+    """RUN as given, or the best run; a cross-validation stands for its first fold run."""
     resolved = resolve_runs(config, [run_id] if run_id else [])
     if len(resolved) > 1:  # a cross-validation: its folds are separate models
         print(
@@ -262,41 +283,60 @@ def evaluate(config: Config, run_id: str) -> Path:
             f"runs: evaluating the first, {resolved[0]} (RUN=<fold run id> for another)",
             flush=True,
         )
-    run_id = resolved[0]
-    run_dir = finished_run(config, run_id)
-    trained_with = run_config(config, run_dir)
-    target = config.path("reports", run_id)
-    key = evaluation_key(trained_with, run_dir)
-    if (
+    return resolved[0]
+
+
+def is_current(target: Path, key: str) -> bool:
+    evaluation = target / "evaluation.json"
+    return (
         (target / "report.md").is_file()
-        and (target / "evaluation.json").is_file()
-        and json.loads((target / "evaluation.json").read_text()).get("key") == key
-    ):
-        print(f"{target}/report.md: up to date with the run and the data (remove the folder to write it again)")
-        return target
-    run = RunFolder(run_dir)
+        and evaluation.is_file()
+        and json.loads(evaluation.read_text()).get("key") == key
+    )
+
+
+@dataclass(frozen=True)
+class Computed:
+    """Everything a report shows, computed before anything is drawn or written."""
+
+    run_id: str
+    lineage: Lineage
+    model: Any
+    scored: Scored
+    names: list[str]  # the activities' names, in class order
+    probabilities: np.ndarray
+    per_class: pd.DataFrame
+    curve: pd.DataFrame  # accuracy of the run and the baselines by noise level and draw
+    baseline_accuracy: dict[str, float]
+    history: pd.DataFrame | None  # an ensemble run (make ensemble) has no training history of its own
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(-1)
+
+
+def compute(run: RunFolder, trained_with: Config) -> Computed:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from pipeline.models import baselines
+
     lineage = run.lineage()
     data = load_training_data(trained_with)
-    check_run_data(trained_with, run_id, lineage.data_inputs)
+    check_run_data(trained_with, run.name, lineage.data_inputs)
     model = run.load_model()
     scored = scored_series(trained_with, data)
     classes = lineage.classes
     names = [ACTIVITY_NAMES.get(c, str(c)) for c in classes]
-    title = f"{run_id} on {scored.name}"
     probabilities = model.predict(scored.noisy, batch_size=1024, verbose=0)  # kept whole: they go into predictions.csv
-    predicted = probabilities.argmax(-1)
-    from sklearn.metrics import precision_recall_fscore_support
-
     precision, recall, f1, support = precision_recall_fscore_support(
-        scored.labels, predicted, labels=range(len(classes)), zero_division=0
+        scored.labels, probabilities.argmax(-1), labels=range(len(classes)), zero_division=0
     )
     per_class = pd.DataFrame(
         {"activity": names, "precision": precision, "recall": recall, "f1": f1, "support": support}
     )
     fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(classes), trained_with.train.seed)
-    predictors = {trained_with.model.name: model, **fitted}
     curve = noise_draws(
-        predictors,
+        {trained_with.model.name: model, **fitted},
         scored.clean,
         scored.labels,
         NOISE_LEVELS,
@@ -306,66 +346,74 @@ def evaluate(config: Config, run_id: str) -> Path:
         trained_with.train.seed + CURVE_SEED,
         progress=True,
     )
-    # an ensemble run (make ensemble) has no training history of its own: no learning curves
-    history = run.history() if run.history_file.is_file() else None
     baseline_accuracy = {
         name: float((predicted_classes(b, scored.noisy) == scored.labels).mean()) for name, b in fitted.items()
     }
-    figures = ["confusion_matrix.png", *(["learning_curves.png"] if history is not None else []), "noise_curve.png"]
-    with atomic_folder(config.path("reports", run_id)) as folder:
-        table = pd.DataFrame(
-            {
-                "file": scored.ids,
-                "true_activity": np.array(classes)[scored.labels],
-                "predicted_activity": np.array(classes)[predicted],
-            }
+    history = run.history() if run.history_file.is_file() else None
+    return Computed(
+        run.name, lineage, model, scored, names, probabilities, per_class, curve, baseline_accuracy, history
+    )
+
+
+def plot(folder: Path, computed: Computed, trained_with: Config) -> list[str]:
+    """Draw the report's figures into `folder`; their file names."""
+    from pipeline import models
+
+    scored, model, title = computed.scored, computed.model, f"{computed.run_id} on {computed.scored.name}"
+    plot_confusion(folder / "confusion_matrix.png", scored.labels, computed.predicted, computed.names, title)
+    figures = ["confusion_matrix.png"]
+    if computed.history is not None:
+        plot_learning_curves(folder / "learning_curves.png", computed.history, computed.run_id)
+        figures.append("learning_curves.png")
+    plot_noise_curve(folder / "noise_curve.png", computed.curve, title, trained_with.data.test_noise)
+    figures.append("noise_curve.png")
+    if "attention" in [layer.name for layer in model.layers]:
+        weights = np.asarray(models.attention_model(model)(scored.noisy[:2000]))
+        plot_attention(
+            folder / "attention_maps.png",
+            scored.noisy[:2000],
+            weights,
+            scored.labels[:2000],
+            computed.names,
+            computed.lineage.channels,
         )
-        table = pd.concat([table, pd.DataFrame(probabilities, columns=[f"p_{c}" for c in classes])], axis=1)
-        table.to_csv(folder / "predictions.csv", index=False, float_format="%.6f")
-        per_class.to_csv(folder / "per_class.csv", index=False)
-        curve.to_csv(folder / "noise_curve.csv", index=False)
-        counts = plot_confusion(folder / "confusion_matrix.png", scored.labels, predicted, names, title)
-        if history is not None:
-            plot_learning_curves(folder / "learning_curves.png", history, run_id)
-        plot_noise_curve(folder / "noise_curve.png", curve, title, trained_with.data.test_noise)
-        if "attention" in [layer.name for layer in model.layers]:
-            weights = np.asarray(models.attention_model(model)(scored.noisy[:2000]))
-            plot_attention(
-                folder / "attention_maps.png",
-                scored.noisy[:2000],
-                weights,
-                scored.labels[:2000],
-                names,
-                lineage.channels,
-            )
-            figures.append("attention_maps.png")
-        if models.recurrent_layers(model):
-            sample = slice(0, min(512, len(scored.labels)))
-            norms = gradient_through_time(model, scored.noisy[sample], scored.labels[sample], len(classes))
-            plot_gradient(folder / "gradient_through_time.png", norms, title)
-            figures.append("gradient_through_time.png")
-        summary_curve = curve.groupby(["predictor", "level"])["accuracy"].agg(["mean", "std"]).reset_index()
-        evaluation = {
-            "run_id": run_id,
-            "scored": scored.name,
-            "accuracy": float((predicted == scored.labels).mean()),
-            "baseline_accuracy": baseline_accuracy,
-            "per_class": per_class.to_dict(orient="records"),
-            "confusion_matrix": counts.tolist(),
-            "noise_curve": summary_curve.to_dict(orient="records"),
-            "figures": figures,
-            "key": key,
-        }
-        write_json_atomic(folder / "evaluation.json", evaluation)
-        (folder / "report.md").write_text(report_markdown(evaluation, lineage, trained_with, per_class, summary_curve))
-    print(
-        f"wrote {target}/report.md: accuracy {evaluation['accuracy']:.4f} on the {scored.name} series "
-        f"(baselines: {', '.join(f'{k} {v:.4f}' for k, v in baseline_accuracy.items())}); figures: {', '.join(figures)}"
+        figures.append("attention_maps.png")
+    if models.recurrent_layers(model):
+        sample = slice(0, min(512, len(scored.labels)))
+        norms = gradient_through_time(model, scored.noisy[sample], scored.labels[sample], len(computed.names))
+        plot_gradient(folder / "gradient_through_time.png", norms, title)
+        figures.append("gradient_through_time.png")
+    return figures
+
+
+def write(folder: Path, computed: Computed, trained_with: Config, figures: list[str], key: str) -> dict[str, Any]:
+    """The report's tables, evaluation.json and report.md; the evaluation."""
+    from sklearn.metrics import confusion_matrix
+
+    scored, classes = computed.scored, np.array(computed.lineage.classes)
+    table = pd.DataFrame(
+        {"file": scored.ids, "true_activity": classes[scored.labels], "predicted_activity": classes[computed.predicted]}
     )
-    tracking.add_artifacts(
-        config, run_dir, [target / "report.md", target / "evaluation.json", *(target / f for f in figures)]
-    )
-    return target
+    table = pd.concat([table, pd.DataFrame(computed.probabilities, columns=[f"p_{c}" for c in classes])], axis=1)
+    table.to_csv(folder / "predictions.csv", index=False, float_format="%.6f")
+    computed.per_class.to_csv(folder / "per_class.csv", index=False)
+    computed.curve.to_csv(folder / "noise_curve.csv", index=False)
+    summary_curve = computed.curve.groupby(["predictor", "level"])["accuracy"].agg(["mean", "std"]).reset_index()
+    evaluation = {
+        "run_id": computed.run_id,
+        "scored": scored.name,
+        "accuracy": float((computed.predicted == scored.labels).mean()),
+        "baseline_accuracy": computed.baseline_accuracy,
+        "per_class": computed.per_class.to_dict(orient="records"),
+        "confusion_matrix": confusion_matrix(scored.labels, computed.predicted, labels=range(len(classes))).tolist(),
+        "noise_curve": summary_curve.to_dict(orient="records"),
+        "figures": figures,
+        "key": key,
+    }
+    write_json_atomic(folder / "evaluation.json", evaluation)
+    report = report_markdown(evaluation, computed.lineage, trained_with, computed.per_class, summary_curve)
+    (folder / "report.md").write_text(report)
+    return evaluation
 
 
 def report_markdown(
