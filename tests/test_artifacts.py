@@ -445,3 +445,37 @@ def test_a_killed_prepare_leaves_a_whole_competition_folder(prepared_root: Path,
     finished = run_make("prepare", f"SET=paths.root={root} data.test_noise=0.7")
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert not list((root / "data" / "processed").glob(".classroom.*"))
+
+
+HOLD_RUN_FOLDER = """
+import sys
+from pathlib import Path
+from pipeline.runs.folder import RunFolder
+folder = RunFolder(Path(sys.argv[1]))
+with folder.writing():
+    print("held", flush=True)
+    sys.stdin.readline()  # until the test has asked for the folder too
+    (folder.path.parent / "released").write_text("")
+"""
+
+
+def test_a_second_writer_of_a_run_folder_waits_naming_the_first(tmp_path: Path, capsys):
+    """CV entries and ensembles are written under RunFolder.writing, as runs are trained under it."""
+    import subprocess
+    import sys
+
+    folder = RunFolder(tmp_path / "runs" / "a_cv_entry")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RUN_FOLDER, str(folder.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        threading.Timer(1.0, lambda: (holder.stdin.write("\n"), holder.stdin.flush())).start()
+        with folder.writing():
+            assert (tmp_path / "runs" / "released").is_file()  # entered only once the first writer let go
+        assert f"being written by process {holder.pid}; waiting" in capsys.readouterr().out
+    finally:
+        holder.wait(timeout=30)
