@@ -19,6 +19,8 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
+Settings = typing.TypeVar("Settings")
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # What a run id is made of (pipeline.runs.registry.config_hash): every field and section is part of the
@@ -112,25 +114,15 @@ class ModelConfig:
     bidirectional: bool = True  # read each series both ways (stacked, deep_*, attention, cnn_lstm, seq2seq encoder)
     # one flag per stacked layer (e.g. [true, false]); empty = `bidirectional` for all
     bidirectional_layers: tuple[bool, ...] = ()
-    # bilstm: the backward cell type; empty = same as `cell` (the lecture allows them to differ)
-    backward_cell: str = ""
     # LSTM/GRU layers take the backend's fused cuDNN kernel where eligible (on a GPU); false forces
     # Keras' step-by-step loop (to compare them, or where the fused kernel is slower)
     use_cudnn: bool = True
-    backward_units: int = 0  # bilstm: the backward size; 0 = same as `units`; output size is the sum of both
     # how bidirectional halves combine: concat | sum | ave | mul (the last three need equal sizes)
     merge_mode: str = "concat"
     residual: bool = False  # shortcut connections between stacked recurrent layers
     # deep input-to-hidden: Dense sizes applied at every time step before the recurrence
     input_mlp: tuple[int, ...] = ()
     output_mlp: tuple[int, ...] = ()  # deep hidden-to-output: Dense sizes between the recurrence and the softmax
-    transition_layers: int = 2  # deep transition: L layers of the MLP between h(t-1) and h(t)
-    # deep transition: a linear shortcut from h(t-1) to h(t) eases training (Pascanu et al.)
-    transition_shortcut: bool = True
-    attention_units: int = 64  # size of the additive attention's hidden layer (W and v)
-    conv_filters: int = 64  # cnn_lstm: filters per 1-D convolution (DeepConvLSTM uses 64)
-    conv_kernel: int = 5  # cnn_lstm: kernel length in time steps
-    conv_layers: int = 2  # cnn_lstm: convolutions before the recurrent layers
     # How bilstm, stacked, deep_input/output and cnn_lstm read their last recurrent layer: "last" (its
     # final state), or a pooling of its output at every step: "average", "max", "average-max" (both).
     pooling: str = "last"
@@ -162,16 +154,25 @@ class ModelConfig:
     # window ("input", where logistic regression is strong: the short classroom series) or from the
     # window statistics ("stats"); "" = off.
     wide: str = ""
-    decoder_units: int = 64  # seq2seq: decoder LSTM size
-    embedding_dim: int = 16  # seq2seq: size of the previous-token embedding fed to the decoder
-    seq2seq_attention: bool = True  # seq2seq: Bahdanau attention at every decoder step; false = fixed context C only
+    # Each architecture's own settings, as given: the TOML sub-table [model.<name>] (SET=
+    # "model.<name>.<key>=..."). The architecture's settings class reads and checks them
+    # (pipeline/models/, one per architecture; `python -m pipeline.models` lists them).
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"subtables": True})
+
+    def own(self, name: str, settings_class: type[Settings]) -> Settings:
+        """Architecture `name`'s own settings: its [model.<name>] table read into `settings_class`
+        (its defaults where the table leaves a key out), each key checked."""
+        return build_settings(settings_class, self.settings.get(name, {}), f"model.{name}.")
+
+    def with_own(self, name: str, **changes: Any) -> ModelConfig:
+        """This model config with keys of architecture `name`'s table set."""
+        return dataclasses.replace(self, settings={**self.settings, name: {**self.settings.get(name, {}), **changes}})
 
     def __post_init__(self) -> None:
-        if self.units < 1 or self.layers < 1 or self.transition_layers < 1 or self.conv_layers < 0:
-            raise ConfigError("model.units, model.layers and model.transition_layers must be >= 1")
-        for name in ("cell", "backward_cell"):
-            if getattr(self, name) not in ("lstm", "gru", "rnn", "") or (name == "cell" and not self.cell):
-                raise ConfigError(f"model.{name} must be lstm, gru or rnn, got {getattr(self, name)!r}")
+        if self.units < 1 or self.layers < 1:
+            raise ConfigError("model.units and model.layers must be >= 1")
+        if self.cell not in ("lstm", "gru", "rnn"):
+            raise ConfigError(f"model.cell must be lstm, gru or rnn, got {self.cell!r}")
         if self.pooling not in ("last", "average", "max", "average-max"):
             raise ConfigError(f"model.pooling must be last, average, max or average-max, got {self.pooling!r}")
         if (
@@ -546,7 +547,10 @@ class Config:
         return self.path("data", "private")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as nested dicts, the architectures' own settings as their [model.<name>] tables."""
+        content = dataclasses.asdict(self)
+        content["model"].update(content["model"].pop("settings"))
+        return content
 
     def result_dict(self) -> dict[str, Any]:
         """The settings that change what a run learns and how it is scored: every field and section
@@ -561,6 +565,40 @@ class Config:
         from pipeline.files import short_hash  # files imports pandas: only when a hash is asked for
 
         return short_hash(content, 16)
+
+
+# Keys that moved into an architecture's own settings (2026-12-05): a config naming the old key is
+# refused in one line naming the new one; a run's saved config.json is read with them moved.
+MOVED = {
+    "model.backward_cell": "model.bilstm.backward_cell",
+    "model.backward_units": "model.bilstm.backward_units",
+    "model.transition_layers": "model.deep_transition.layers",
+    "model.transition_shortcut": "model.deep_transition.shortcut",
+    "model.attention_units": "model.attention.units",
+    "model.conv_filters": "model.cnn_lstm.filters",
+    "model.conv_kernel": "model.cnn_lstm.kernel",
+    "model.conv_layers": "model.cnn_lstm.layers",
+    "model.decoder_units": "model.seq2seq.decoder_units",
+    "model.embedding_dim": "model.seq2seq.embedding_dim",
+    "model.seq2seq_attention": "model.seq2seq.attention",
+}
+
+
+def moved_keys_placed(tree: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (config.json of a run made before the keys moved) with them in their new places;
+    model.attention_units sized the seq2seq decoder's attention too, so it goes to both."""
+    if "model" not in tree:
+        return tree
+    model = {key: dict(value) if isinstance(value, dict) else value for key, value in tree["model"].items()}
+    moves = [*MOVED.items(), ("model.attention_units", "model.seq2seq.attention_units")]
+    for old, new in moves:
+        key = old.split(".")[1]
+        if key in model:
+            _section, table, name = new.split(".")
+            model.setdefault(table, {})[name] = model[key]
+    for old in MOVED:
+        model.pop(old.split(".")[1], None)
+    return {**tree, "model": model}
 
 
 def result_fields(section: Any) -> dict[str, Any]:
@@ -609,8 +647,19 @@ def _check_type(value: Any, expected: Any, key: str) -> Any:
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
+    tables = [f.name for f in dataclasses.fields(cls) if f.metadata.get("subtables")]
+    if tables:  # sub-tables of names that are not fields: the architectures' own settings, checked by them
+        values = dict(values)
+        given = values.pop(tables[0], {})
+        values[tables[0]] = {
+            **given,
+            **{key: values.pop(key) for key in list(values) if key not in known and isinstance(values[key], dict)},
+        }
     unknown = sorted(set(values) - known)
     if unknown:
+        moved = MOVED.get(f"{prefix}{unknown[0]}")
+        if moved:
+            raise ConfigError(f"config key {prefix}{unknown[0]} is now {moved} (the architecture's own settings)")
         raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(known))})")
     kwargs = {}
     for name, value in values.items():
@@ -619,9 +668,17 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {prefix}{name} is a section, not a value")
             kwargs[name] = _build(expected, value, f"{prefix}{name}.")
+        elif name in tables:
+            kwargs[name] = value
         else:
             kwargs[name] = _check_type(value, expected, prefix + name)
     return cls(**kwargs)
+
+
+def build_settings(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """A settings dataclass (a section, or an architecture's own settings) from its table, every key
+    known and of its type, or a ConfigError naming the key."""
+    return _build(cls, values, prefix)
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -211,7 +211,7 @@ ATTENTION_RUN_OVERRIDES = [
     "data.competition=classroom",
     "model.name=attention",
     *NOTEBOOK_TRAIN,
-    "model.attention_units=8",
+    "model.attention.units=8",
     "regularization.gaussian_noise=0.5",  # as experiments/default.toml, which make train reads
 ]
 

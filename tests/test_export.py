@@ -13,7 +13,10 @@ from pipeline.config import load_config
 from pipeline.data.datasets import open_competition
 from pipeline.errors import ConfigError, ExportError
 from pipeline.phone import export
+from tests import toy_architecture
 from tests.conftest import run_make
+
+toy_architecture.register()  # exported below with every registered model
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +140,12 @@ def test_every_registered_model_exports_with_builtin_ops_and_matches_keras():
     from pipeline.data.signals import MEAN_FEATURES
 
     inputs = np.random.default_rng(0).normal(size=(16, 5, 9)).astype(np.float32)
-    small = ["model.units=4", "model.attention_units=4", "model.decoder_units=4"]
+    small = [
+        "model.units=4",
+        "model.attention.units=4",
+        "model.seq2seq.attention_units=4",
+        "model.seq2seq.decoder_units=4",
+    ]
     variants = [(name, [f"model.name={name}", *small]) for name in models.MODELS]
     variants.append(("bilstm with window_stats", ["model.window_stats=true", *small]))  # the branches too
     variants.append(

@@ -15,7 +15,9 @@ import pytest
 from pipeline import models
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from tests import toy_architecture
 
+toy_architecture.register()  # an architecture added as a user adds one: every model test below covers it
 CLASSROOM, RAW = (5, 9), (128, 9)
 MODEL_NAMES = list(models.MODELS)
 # The models with layers or cells of their own (the others are Keras' own LSTM, GRU, Conv1D and Dense
@@ -23,10 +25,11 @@ MODEL_NAMES = list(models.MODELS)
 OWN_LAYERS = ["deep_transition", "attention", "seq2seq"]
 SMALL = [
     "model.units=8",
-    "model.attention_units=8",
-    "model.decoder_units=8",
-    "model.conv_filters=8",
-    "model.embedding_dim=4",
+    "model.attention.units=8",
+    "model.seq2seq.attention_units=8",
+    "model.seq2seq.decoder_units=8",
+    "model.cnn_lstm.filters=8",
+    "model.seq2seq.embedding_dim=4",
 ]
 
 
@@ -231,7 +234,7 @@ def test_attention_weights_are_a_distribution_over_time():
 
 def test_heterogeneous_bidirectional_fits_and_reloads(tmp_path: Path):
     config = config_for(
-        "bilstm", "model.layers=1", "model.cell=lstm", "model.backward_cell=gru", "model.backward_units=5"
+        "bilstm", "model.layers=1", "model.cell=lstm", "model.bilstm.backward_cell=gru", "model.bilstm.backward_units=5"
     )
     series, labels = separable((12, 9))
     model = models.build_model(config, (12, 9), 3)
@@ -244,7 +247,7 @@ def test_heterogeneous_bidirectional_fits_and_reloads(tmp_path: Path):
     reloaded = models.load_model(str(tmp_path / "hetero.keras"))
     np.testing.assert_allclose(reloaded.predict(series, verbose=0), model.predict(series, verbose=0), rtol=1e-5)
     with pytest.raises(ValueError, match="needs equal forward and backward sizes"):
-        models.build_model(config_for("bilstm", "model.backward_units=5", "model.merge_mode=sum"), (12, 9), 3)
+        models.build_model(config_for("bilstm", "model.bilstm.backward_units=5", "model.merge_mode=sum"), (12, 9), 3)
 
 
 def test_regularizers_reach_the_model_and_scale():
@@ -362,10 +365,10 @@ def reverse_models(tmp_path_factory: pytest.TempPathFactory):
             [
                 "model.units=32",
                 "model.layers=1",
-                "model.decoder_units=32",
-                "model.attention_units=16",
-                "model.embedding_dim=8",
-                f"model.seq2seq_attention={str(attention).lower()}",
+                "model.seq2seq.decoder_units=32",
+                "model.seq2seq.attention_units=16",
+                "model.seq2seq.embedding_dim=8",
+                f"model.seq2seq.attention={str(attention).lower()}",
             ],
         )
         model = models.build_seq2seq(config, (5, 4), 4, 6)
@@ -423,9 +426,9 @@ def test_beam_search_finds_the_most_likely_sequence_an_exhaustive_search_finds()
         [
             "model.units=8",
             "model.layers=1",
-            "model.decoder_units=8",
-            "model.attention_units=4",
-            "model.embedding_dim=4",
+            "model.seq2seq.decoder_units=8",
+            "model.seq2seq.attention_units=4",
+            "model.seq2seq.embedding_dim=4",
         ],
     )
     decoder = models.Seq2SeqDecoder(
@@ -608,3 +611,36 @@ def test_multi_scale_front_end_and_wide_path_build_learn_and_keep_the_default_id
         config_for("bilstm", "model.wide=linear")
     with pytest.raises(ConfigError, match="downsample"):
         config_for("bilstm", "model.downsample=0")
+
+
+def test_each_architecture_reads_its_own_settings_table_and_old_keys_name_the_new_one(tmp_path: Path):
+    from pipeline.config import moved_keys_placed
+    from pipeline.studies.tune import parse_space
+
+    experiment = tmp_path / "cnn.toml"
+    experiment.write_text('[model]\nname = "cnn_lstm"\n\n[model.cnn_lstm]\nfilters = 16\nlayers = 1\n')
+    config = load_config(experiment)
+    assert models.own_settings(config) == models.CnnLstmSettings(filters=16, kernel=5, layers=1)
+    built = models.build_model(config, (12, 9), 3)
+    assert [layer.filters for layer in built.layers if isinstance(layer, keras.layers.Conv1D)] == [16]
+    assert config.to_dict()["model"]["cnn_lstm"] == {"filters": 16, "layers": 1}  # config.json keeps the table
+    # the test's own architecture, added by one file and one registry line, reads its table the same way
+    toy = config_for(toy_architecture.NAME, "model.toy_conv_gru.stride=4")
+    assert models.build_model(toy, (12, 9), 3).get_layer("toy_conv").output.shape[1] == 3
+    with pytest.raises(ConfigError, match=r"model.cnn_lstm.filterz"):
+        models.own_settings(load_config(None, ["model.cnn_lstm.filterz=3"]))
+    with pytest.raises(ConfigError, match=r"model.lstm: no architecture of that name has settings"):
+        models.own_settings(load_config(None, ["model.lstm.units=3"]))
+    with pytest.raises(ConfigError, match=r"model.conv_filters is now model.cnn_lstm.filters"):
+        load_config(None, ["model.conv_filters=32"])
+    # a run saved before the keys moved is read with them in their new places
+    old = {"model": {"name": "seq2seq", "units": 8, "attention_units": 16, "seq2seq_attention": False}}
+    placed = moved_keys_placed(old)["model"]
+    assert placed == {
+        "name": "seq2seq",
+        "units": 8,
+        "attention": {"units": 16},
+        "seq2seq": {"attention": False, "attention_units": 16},
+    }
+    (parameter,) = parse_space(("model.cnn_lstm.filters=16..64",))
+    assert parameter.kind == "int"

@@ -142,8 +142,8 @@ def test_make_transcribe_end_to_end_on_a_tiny_budget(prepared_root: Path):
             "transcribe.beam_segments=3",
             "transcribe.beam_width=2",
             "model.units=8",
-            "model.decoder_units=8",
-            "model.attention_units=8",
+            "model.seq2seq.decoder_units=8",
+            "model.seq2seq.attention_units=8",
         ]
     )
     result = run_make("transcribe", "SEEDS=1 2", f"SET={overrides}")

@@ -26,7 +26,7 @@ Custom layers use `keras.ops` only (not tied to TensorFlow) and are registered f
 import this package before `keras.models.load_model` (`load_model` does).
 """
 
-from pipeline.models.attention import BahdanauAttention
+from pipeline.models.attention import AttentionSettings, BahdanauAttention
 from pipeline.models.diagnostics import (
     FUSED_KERNELS,
     attention_model,
@@ -38,15 +38,25 @@ from pipeline.models.diagnostics import (
     weight_gradients,
 )
 from pipeline.models.layers import PACKAGE, classifier_head, dense_options, input_block, recurrent_options
-from pipeline.models.recurrent import CELLS, DeepTransitionCell, HeterogeneousBidirectional, replace_model
+from pipeline.models.recurrent import (
+    CELLS,
+    BilstmSettings,
+    CnnLstmSettings,
+    DeepTransitionCell,
+    DeepTransitionSettings,
+    HeterogeneousBidirectional,
+    replace_model,
+)
 from pipeline.models.registry import (
     MODELS,
+    Body,
     ModelSpec,
     build_model,
     describe,
     effective_config,
     load_model,
     main,
+    own_settings,
     save_model,
 )
 from pipeline.models.seq2seq import (
@@ -57,11 +67,19 @@ from pipeline.models.seq2seq import (
     ConstantTokens,
     Decoded,
     Seq2SeqDecoder,
+    Seq2SeqSettings,
     build_seq2seq,
 )
 
 __all__ = [
+    "AttentionSettings",
     "BahdanauAttention",
+    "BilstmSettings",
+    "Body",
+    "CnnLstmSettings",
+    "DeepTransitionSettings",
+    "Seq2SeqSettings",
+    "own_settings",
     "CELLS",
     "ConstantTokens",
     "Decoded",

@@ -4,6 +4,7 @@ outputs with it (the weights are what `make evaluate` plots).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.runtime import import_keras
@@ -14,8 +15,20 @@ import keras
 from keras import layers, ops
 
 from pipeline.config import Config
+from pipeline.errors import ConfigError
 from pipeline.models.layers import PACKAGE, max_norm, penalty
 from pipeline.models.recurrent import recurrent_stack
+
+
+@dataclass(frozen=True)
+class AttentionSettings:
+    """[model.attention]: the additive attention that pools the encoder's outputs."""
+
+    units: int = 64  # the size of its hidden layer (W and v)
+
+    def __post_init__(self) -> None:
+        if self.units < 1:
+            raise ConfigError(f"model.attention.units must be >= 1, got {self.units}")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -71,11 +84,11 @@ class BahdanauAttention(layers.Layer):
         }
 
 
-def attention_pooling(config: Config, x: Any) -> Any:
+def attention_pooling(config: Config, x: Any, settings: AttentionSettings) -> Any:
     sequences = recurrent_stack(x, config, return_sequences=True, prefix="encoder")
     options = {
         "kernel_regularizer": penalty(config.regularization.l1, config.regularization.l2),
         "kernel_constraint": max_norm(config.regularization.max_norm),
     }
-    context, _weights = BahdanauAttention(config.model.attention_units, name="attention", **options)(sequences)
+    context, _weights = BahdanauAttention(settings.units, name="attention", **options)(sequences)
     return context

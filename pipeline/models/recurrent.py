@@ -23,6 +23,43 @@ from pipeline.models.layers import PACKAGE, dense_options, recurrent_options
 CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "rnn": layers.SimpleRNN}
 
 
+@dataclasses.dataclass(frozen=True)
+class BilstmSettings:
+    """[model.bilstm]: the backward half may differ from the forward one (the lecture allows it)."""
+
+    backward_cell: str = ""  # lstm | gru | rnn; empty = the same as model.cell
+    backward_units: int = 0  # 0 = the same as model.units; with concat the output size is the sum of both
+
+    def __post_init__(self) -> None:
+        if self.backward_cell not in ("", *CELLS) or self.backward_units < 0:
+            raise ConfigError("model.bilstm.backward_cell must be lstm, gru or rnn (or empty); backward_units >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepTransitionSettings:
+    """[model.deep_transition]: the MLP between h(t-1) and h(t) (Pascanu et al.)."""
+
+    layers: int = 2  # L layers of the transition MLP
+    shortcut: bool = True  # a linear shortcut from h(t-1) to h(t) eases training
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise ConfigError(f"model.deep_transition.layers must be >= 1, got {self.layers}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CnnLstmSettings:
+    """[model.cnn_lstm]: the 1-D convolutions before the recurrent layers (DeepConvLSTM uses 64 filters)."""
+
+    filters: int = 64
+    kernel: int = 5  # in time steps
+    layers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.filters < 1 or self.kernel < 1 or self.layers < 0:
+            raise ConfigError("model.cnn_lstm.filters and kernel must be >= 1, layers >= 0")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class HeterogeneousBidirectional(layers.Bidirectional):
     """Bidirectional whose forward and backward layers may differ in cell type and size.
@@ -201,15 +238,15 @@ def bidirectional(
     units: int,
     return_sequences: bool,
     name: str,
-    heterogeneous: bool = False,
+    backward: BilstmSettings | None = None,
 ) -> layers.Layer:
-    """A bidirectional layer; with `heterogeneous`, the backward half follows model.backward_cell/backward_units."""
+    """A bidirectional layer; with `backward` settings, its backward half follows them."""
     forward = recurrent_layer(model.cell, units, regularization, return_sequences, f"{name}_forward", model.use_cudnn)
-    backward_cell = (model.backward_cell or model.cell) if heterogeneous else model.cell
-    backward_units = (model.backward_units or units) if heterogeneous else units
+    backward_cell = (backward.backward_cell or model.cell) if backward else model.cell
+    backward_units = (backward.backward_units or units) if backward else units
     if backward_cell == model.cell and backward_units == units:
         return layers.Bidirectional(forward, merge_mode=model.merge_mode, name=name, **recurrent_dtype())
-    backward = recurrent_layer(
+    backward_layer = recurrent_layer(
         backward_cell,
         backward_units,
         regularization,
@@ -219,12 +256,12 @@ def bidirectional(
         go_backwards=True,
     )
     return HeterogeneousBidirectional(
-        forward, merge_mode=model.merge_mode, backward_layer=backward, name=name, **recurrent_dtype()
+        forward, merge_mode=model.merge_mode, backward_layer=backward_layer, name=name, **recurrent_dtype()
     )
 
 
 def recurrent_stack(
-    x: Any, config: Config, return_sequences: bool, prefix: str = "recurrent", heterogeneous: bool = False
+    x: Any, config: Config, return_sequences: bool, prefix: str = "recurrent", backward: BilstmSettings | None = None
 ) -> Any:
     """model.layers recurrent layers, dropout between, optional residuals. Each layer is bidirectional
     per model.bidirectional_layers (one flag per layer) or, when that is empty, per model.bidirectional."""
@@ -238,7 +275,7 @@ def recurrent_stack(
         sequences = return_sequences or not last
         name = f"{prefix}_{index + 1}"
         if model.bidirectional_layers[index] if model.bidirectional_layers else model.bidirectional:
-            layer = bidirectional(model, regularization, model.units, sequences, name, heterogeneous)
+            layer = bidirectional(model, regularization, model.units, sequences, name, backward)
         else:
             layer = recurrent_layer(model.cell, model.units, regularization, sequences, name, model.use_cudnn)
         y = layer(x)
@@ -256,13 +293,13 @@ def recurrent_stack(
     return x
 
 
-def pooled_stack(x: Any, config: Config, prefix: str = "recurrent", heterogeneous: bool = False) -> Any:
+def pooled_stack(x: Any, config: Config, prefix: str = "recurrent", backward: BilstmSettings | None = None) -> Any:
     """The recurrent stack read out per model.pooling: its final state, or a pooling of its output at
     every step (which weighs the whole window, not what the last steps left in the state)."""
     pooling = config.model.pooling
     if pooling == "last":
-        return recurrent_stack(x, config, return_sequences=False, prefix=prefix, heterogeneous=heterogeneous)
-    sequences = recurrent_stack(x, config, return_sequences=True, prefix=prefix, heterogeneous=heterogeneous)
+        return recurrent_stack(x, config, return_sequences=False, prefix=prefix, backward=backward)
+    sequences = recurrent_stack(x, config, return_sequences=True, prefix=prefix, backward=backward)
     pooled = []
     if pooling in ("average", "average-max"):
         pooled.append(layers.GlobalAveragePooling1D(name="average_pooling")(sequences))
@@ -275,8 +312,8 @@ def replace_model(config: Config, **changes: Any) -> Config:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, **changes))
 
 
-def single_cell(cell: str) -> Callable[[Config, Any], Any]:
-    def body(config: Config, x: Any) -> Any:
+def single_cell(cell: str) -> Callable[[Config, Any, None], Any]:
+    def body(config: Config, x: Any, settings: None) -> Any:
         return recurrent_layer(
             cell, config.model.units, config.regularization, False, f"{cell}_1", config.model.use_cudnn
         )(x)
@@ -284,24 +321,22 @@ def single_cell(cell: str) -> Callable[[Config, Any], Any]:
     return body
 
 
-def bilstm(config: Config, x: Any) -> Any:
-    return pooled_stack(x, replace_model(config, bidirectional=True), prefix="bidirectional", heterogeneous=True)
+def bilstm(config: Config, x: Any, settings: BilstmSettings) -> Any:
+    return pooled_stack(x, replace_model(config, bidirectional=True), prefix="bidirectional", backward=settings)
 
 
-def stacked(config: Config, x: Any) -> Any:
+def stacked(config: Config, x: Any, settings: None) -> Any:
     return pooled_stack(x, config)
 
 
-def deep_transition(config: Config, x: Any) -> Any:
+def deep_transition(config: Config, x: Any, settings: DeepTransitionSettings) -> Any:
     """model.layers deep-transition layers (bidirectional if model.bidirectional), dropout between."""
     model, regularization = config.model, config.regularization
     options = recurrent_options(regularization)
     for index in range(model.layers):
         last = index == model.layers - 1
         name = f"deep_transition_{index + 1}"
-        cell = DeepTransitionCell(
-            model.units, model.transition_layers, model.transition_shortcut, name=f"{name}_cell", **options
-        )
+        cell = DeepTransitionCell(model.units, settings.layers, settings.shortcut, name=f"{name}_cell", **options)
         layer = layers.RNN(cell, return_sequences=not last, name=name)
         x = (
             layers.Bidirectional(layer, merge_mode="concat", name=f"{name}_bidirectional")
@@ -313,12 +348,11 @@ def deep_transition(config: Config, x: Any) -> Any:
     return x
 
 
-def cnn_lstm(config: Config, x: Any) -> Any:
-    model = config.model
-    for index in range(model.conv_layers):
+def cnn_lstm(config: Config, x: Any, settings: CnnLstmSettings) -> Any:
+    for index in range(settings.layers):
         x = layers.Conv1D(
-            model.conv_filters,
-            model.conv_kernel,
+            settings.filters,
+            settings.kernel,
             padding="same",
             activation="relu",
             name=f"conv_{index + 1}",

@@ -4,15 +4,19 @@
 mapping raw series (batch, T, C) to class probabilities (batch, num_classes), for any T and C. The
 per-channel normalization (statistics of the training split only) is the model's first layer, so
 a saved model takes raw features. `python -m pipeline.models` lists the models.
+
+Adding an architecture is one file and one line here: the file holds its body (a `Body`, below)
+and, where it has settings of its own, a frozen dataclass of them, read from the TOML table
+[model.<name>] (`SET="model.<name>.<key>=..."`); the line is its `ModelSpec`. What every model has
+(units, layers, cell, pooling, the input block, the head) stays in the shared [model] section.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.runtime import import_keras
 
@@ -22,10 +26,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from pipeline.config import Config
+from pipeline.config import Config, build_settings
 from pipeline.data.signals import gravity_channels
 from pipeline.errors import ConfigError
-from pipeline.models.attention import attention_pooling
+from pipeline.models.attention import AttentionSettings, attention_pooling
 from pipeline.models.diagnostics import warn_if_not_fused
 from pipeline.models.layers import (
     WindowStatistics,
@@ -34,51 +38,90 @@ from pipeline.models.layers import (
     multi_scale_front_end,
     normalized_input,
 )
-from pipeline.models.recurrent import bilstm, cnn_lstm, deep_transition, replace_model, single_cell, stacked
-from pipeline.models.seq2seq import seq2seq_classifier
+from pipeline.models.recurrent import (
+    BilstmSettings,
+    CnnLstmSettings,
+    DeepTransitionSettings,
+    bilstm,
+    cnn_lstm,
+    deep_transition,
+    replace_model,
+    single_cell,
+    stacked,
+)
+from pipeline.models.seq2seq import Seq2SeqSettings, seq2seq_classifier
+
+
+class Body(Protocol):
+    """What a registered architecture builds, written once: given the config, the input block's output
+    x (batch, T', C') and its own settings (an instance of its ModelSpec's `settings`, or None), it
+    returns a summary (batch, features) that the shared head classifies. A body that decodes its own
+    output (has_head False) is also given num_classes and returns the class probabilities."""
+
+    def __call__(self, config: Config, x: Any, settings: Any, /, *num_classes: int) -> Any: ...
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     description: str
-    body: Callable[..., Any]
-    defaults: dict[str, Any]
+    body: Body
+    settings: type | None = None  # the dataclass of its [model.<name>] table; None: it has none
+    defaults: dict[str, Any] | None = None  # its defaults of shared fields left empty (deep_input's MLP)
     has_head: bool = True
 
 
 MODELS: dict[str, ModelSpec] = {
-    "lstm": ModelSpec("one LSTM layer: the course's baseline", single_cell("lstm"), {}),
-    "gru": ModelSpec("one GRU layer", single_cell("gru"), {}),
-    "bilstm": ModelSpec(
-        "bidirectional layers; backward cell type and size may differ (backward_cell, backward_units)", bilstm, {}
-    ),
-    "stacked": ModelSpec("N recurrent layers, each optionally bidirectional, optional residual shortcuts", stacked, {}),
+    "lstm": ModelSpec("one LSTM layer: the course's baseline", single_cell("lstm")),
+    "gru": ModelSpec("one GRU layer", single_cell("gru")),
+    "bilstm": ModelSpec("bidirectional layers; the backward half may differ in cell and size", bilstm, BilstmSettings),
+    "stacked": ModelSpec("N recurrent layers, each optionally bidirectional, optional residual shortcuts", stacked),
     "deep_input": ModelSpec(
-        "deep input-to-hidden: an MLP at every time step, then the recurrent stack", stacked, {"input_mlp": (64, 64)}
+        "deep input-to-hidden: an MLP at every time step, then the recurrent stack",
+        stacked,
+        defaults={"input_mlp": (64, 64)},
     ),
     "deep_output": ModelSpec(
-        "deep hidden-to-output: the recurrent stack, then an MLP head", stacked, {"output_mlp": (64, 64)}
+        "deep hidden-to-output: the recurrent stack, then an MLP head", stacked, defaults={"output_mlp": (64, 64)}
     ),
     "deep_transition": ModelSpec(
-        "deep transition cell: an L-layer MLP between h(t-1) and h(t), with shortcut", deep_transition, {}
+        "deep transition cell: an L-layer MLP between h(t-1) and h(t), with shortcut",
+        deep_transition,
+        DeepTransitionSettings,
     ),
     "attention": ModelSpec(
-        "(Bi)LSTM encoder with Bahdanau additive attention pooling over time", attention_pooling, {}
+        "(Bi)LSTM encoder with Bahdanau additive attention pooling over time", attention_pooling, AttentionSettings
     ),
     "seq2seq": ModelSpec(
         "encoder (Bi)LSTM -> LSTM decoder with Bahdanau attention per step (or a fixed context), one class token",
         seq2seq_classifier,
-        {},
+        Seq2SeqSettings,
         has_head=False,
     ),
-    "cnn_lstm": ModelSpec("DeepConvLSTM-style: 1-D convolutions, then recurrent layers", cnn_lstm, {}),
+    "cnn_lstm": ModelSpec("DeepConvLSTM-style: 1-D convolutions, then recurrent layers", cnn_lstm, CnnLstmSettings),
 }
+
+
+def own_settings(config: Config, name: str | None = None) -> Any:
+    """Architecture `name`'s (default: the configured model's) own settings, or None where it has none.
+    Every [model.<name>] table given must name an architecture with settings, and read into them."""
+    for table in config.model.settings:
+        if table not in MODELS or MODELS[table].settings is None:
+            with_settings = ", ".join(key for key, spec in MODELS.items() if spec.settings)
+            raise ConfigError(
+                f"model.{table}: no architecture of that name has settings of its own ({with_settings} have)"
+            )
+        build_settings(MODELS[table].settings, config.model.settings[table], f"model.{table}.")
+    name = name or config.model.name
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+    settings = MODELS[name].settings
+    return None if settings is None else config.model.own(name, settings)
 
 
 def effective_config(config: Config) -> Config:
     """Apply a model's own defaults where the config leaves them empty (e.g. deep_input's MLP)."""
     spec = MODELS[config.model.name]
-    changes = {key: value for key, value in spec.defaults.items() if not getattr(config.model, key)}
+    changes = {key: value for key, value in (spec.defaults or {}).items() if not getattr(config.model, key)}
     return replace_model(config, **changes) if changes else config
 
 
@@ -102,8 +145,7 @@ def build_model(
 ) -> keras.Model:
     """The registered model `config.model.name` for series of `input_shape` = (T, C) and `num_classes` classes.
     `channels`: the channel names, where a branch needs them (model.window_stats finds the gravity channels)."""
-    if config.model.name not in MODELS:
-        raise ConfigError(f"unknown model {config.model.name!r} (known: {', '.join(MODELS)})")
+    settings = own_settings(config)
     if len(input_shape) != 2 or min(input_shape) < 1 or num_classes < 2:
         raise ValueError(f"need input_shape (T, C) and at least 2 classes, got {input_shape} and {num_classes}")
     config = effective_config(config)
@@ -117,7 +159,7 @@ def build_model(
     if config.model.front_end:
         x = multi_scale_front_end(x, config)
     if spec.has_head:
-        summary = spec.body(config, x)
+        summary = spec.body(config, x, settings)
         stats = (
             window_statistics(window, channels, mean, variance)
             if config.model.window_stats or config.model.wide == "stats"
@@ -132,7 +174,7 @@ def build_model(
             wide = stats
         outputs = classifier_head(summary, config, num_classes, wide)
     else:
-        outputs = spec.body(config, x, num_classes)
+        outputs = spec.body(config, x, settings, num_classes)
     model = keras.Model(inputs, outputs, name=config.model.name)
     warn_if_not_fused(model)
     return model
@@ -167,6 +209,8 @@ def describe(
     input_shapes: tuple[tuple[int, int], ...] = ((5, 9), (128, 9)), num_classes: int = 6
 ) -> list[dict[str, Any]]:
     """Parameter counts per model and input shape, with each model's description."""
+    import dataclasses
+
     from pipeline.config import load_config
 
     rows = []
@@ -176,6 +220,8 @@ def describe(
             model = build_model(load_config(None, [f"model.name={name}"]), shape, num_classes)
             row[f"params {shape[0]}x{shape[1]}"] = model.count_params()
         row["description"] = spec.description
+        own = dataclasses.asdict(spec.settings()) if spec.settings else {}
+        row["own settings [model.<name>]"] = ", ".join(f"{key}={value!r}" for key, value in own.items())
         rows.append(row)
     return rows
 

@@ -17,6 +17,7 @@ import numpy as np
 from keras import layers, ops
 
 from pipeline.config import Config
+from pipeline.errors import ConfigError
 from pipeline.models.attention import BahdanauAttention
 from pipeline.models.layers import PACKAGE, dense_options, input_block, recurrent_options
 from pipeline.models.recurrent import recurrent_stack
@@ -40,6 +41,24 @@ class ConstantTokens(layers.Layer):
         return {**super().get_config(), "token": self.token, "length": self.length}
 
 
+@dataclass(frozen=True)
+class Seq2SeqSettings:
+    """[model.seq2seq]: the decoder of the encoder-decoder."""
+
+    decoder_units: int = 64  # the decoder LSTM's size
+    embedding_dim: int = 16  # the size of the previous-token embedding fed to the decoder
+    attention: bool = True  # Bahdanau attention at every decoder step; false = the fixed context C only
+    attention_units: int = 64  # the size of that attention's hidden layer
+
+    def __post_init__(self) -> None:
+        if min(self.decoder_units, self.embedding_dim, self.attention_units) < 1:
+            raise ConfigError("model.seq2seq.decoder_units, embedding_dim and attention_units must be >= 1")
+
+
+def seq2seq_settings(config: Config) -> Seq2SeqSettings:
+    return config.model.own("seq2seq", Seq2SeqSettings)
+
+
 # Token ids of every seq2seq decoder: classes (or activities) start at FIRST_CLASS_TOKEN.
 PAD_TOKEN, START_TOKEN, END_TOKEN, FIRST_CLASS_TOKEN = 0, 1, 2, 3
 
@@ -56,19 +75,19 @@ class Seq2SeqParts:
     output: layers.Dense
 
 
-def seq2seq_parts(config: Config, vocabulary: int, output_size: int) -> Seq2SeqParts:
-    model, regularization = config.model, config.regularization
+def seq2seq_parts(config: Config, settings: Seq2SeqSettings, vocabulary: int, output_size: int) -> Seq2SeqParts:
+    regularization = config.regularization
     dense = dense_options(regularization)
     return Seq2SeqParts(
         attention=BahdanauAttention(
-            model.attention_units, name="decoder_attention", kernel_regularizer=dense["kernel_regularizer"]
+            settings.attention_units, name="decoder_attention", kernel_regularizer=dense["kernel_regularizer"]
         )
-        if model.seq2seq_attention
+        if settings.attention
         else None,
-        bridge_h=layers.Dense(model.decoder_units, activation="tanh", name="bridge_h", **dense),
-        bridge_c=layers.Dense(model.decoder_units, activation="tanh", name="bridge_c", **dense),
-        embedding=layers.Embedding(vocabulary, model.embedding_dim, name="token_embedding"),
-        cell=layers.LSTMCell(model.decoder_units, name="decoder_cell", **recurrent_options(regularization)),
+        bridge_h=layers.Dense(settings.decoder_units, activation="tanh", name="bridge_h", **dense),
+        bridge_c=layers.Dense(settings.decoder_units, activation="tanh", name="bridge_c", **dense),
+        embedding=layers.Embedding(vocabulary, settings.embedding_dim, name="token_embedding"),
+        cell=layers.LSTMCell(settings.decoder_units, name="decoder_cell", **recurrent_options(regularization)),
         output=layers.Dense(output_size, activation="softmax", dtype="float32", name="token_probabilities", **dense),
     )
 
@@ -108,9 +127,9 @@ def seq2seq_decode_teacher_forced(parts: Seq2SeqParts, tokens: Any, sequences: A
     return ops.stack(outputs, axis=1)
 
 
-def seq2seq_classifier(config: Config, x: Any, num_classes: int) -> Any:
+def seq2seq_classifier(config: Config, x: Any, settings: Seq2SeqSettings, num_classes: int) -> Any:
     sequences, context = seq2seq_encode(config, x)
-    parts = seq2seq_parts(config, vocabulary=FIRST_CLASS_TOKEN + num_classes, output_size=num_classes)
+    parts = seq2seq_parts(config, settings, vocabulary=FIRST_CLASS_TOKEN + num_classes, output_size=num_classes)
     start = ConstantTokens(START_TOKEN, 1, name="start_token")(x)
     probabilities = seq2seq_decode_teacher_forced(parts, start, sequences, context, steps=1)
     return layers.Identity(name="probabilities", dtype="float32")(probabilities[:, 0])
@@ -129,16 +148,17 @@ def build_seq2seq(
     The vocabulary is PAD, START, END and `num_tokens` symbols from FIRST_CLASS_TOKEN on; targets
     are the input tokens shifted left by one, ending with END.
     """
+    settings = seq2seq_settings(config)
     inputs, x = input_block(config, tuple(input_shape), mean, variance)
     sequences, context = seq2seq_encode(config, x)
     vocabulary = FIRST_CLASS_TOKEN + num_tokens
-    parts = seq2seq_parts(config, vocabulary, vocabulary)
+    parts = seq2seq_parts(config, settings, vocabulary, vocabulary)
     tokens = keras.Input(shape=(max_output_length,), dtype="int32", name="previous_tokens")
     probabilities = seq2seq_decode_teacher_forced(parts, tokens, sequences, context, max_output_length)
     return keras.Model(
         [inputs, tokens],
         probabilities,
-        name="seq2seq_attention" if config.model.seq2seq_attention else "seq2seq_fixed_context",
+        name="seq2seq_attention" if settings.attention else "seq2seq_fixed_context",
     )
 
 

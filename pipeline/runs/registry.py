@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config, load_config, moved_keys_placed
 from pipeline.errors import DataError
 from pipeline.files import short_hash
 from pipeline.runs.folder import Lineage, RunFolder
@@ -106,7 +106,7 @@ def finished_run(config: Config, run_id: str) -> Path:
 
 def run_config(config: Config, run_dir: Path) -> Config:
     """The Config a run was trained with (its config.json), with this project's paths."""
-    saved = RunFolder(run_dir).config()
+    saved = moved_keys_placed(RunFolder(run_dir).config())
     if "cv" in saved and "inner_folds" not in saved["cv"]:  # saved before nested selection: the old protocol
         saved["cv"]["inner_folds"] = 0
     return load_config(None, [f"paths.root={config.root}", *config_overrides(saved)])

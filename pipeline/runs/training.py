@@ -65,6 +65,9 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
     `callbacks`: extra Keras callbacks (the tuner's pruning), after the run's own. One writer at a
     time: a second process asking for the same run (two terminals, a notebook beside `make all`)
     waits for the first and then reuses the run it finished."""
+    from pipeline.models.registry import own_settings
+
+    own_settings(config)  # an architecture's settings table with a wrong key fails before anything is read
     folder = RunFolder.of(config, run_id_for(config))
     with folder.writing():
         data = load_training_data(config)  # once: the reuse check and the training share it

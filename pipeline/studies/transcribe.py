@@ -375,7 +375,7 @@ def batches(segments: Segments, max_length: int, batch_size: int, seed: int, shu
 
 def run_name(config: Config, variant: str, task: str) -> str:
     """transcribe[_shuffled]_<variant>_<hash of everything the model depends on>."""
-    model_config = dataclasses.replace(config.model, seq2seq_attention=VARIANTS[variant])
+    model_config = config.model.with_own("seq2seq", attention=VARIANTS[variant])
     t = config.transcribe
     # The data, the model and its regularizers, the task's data and training budget, the seed: not the
     # other tasks, the list of seeds or the decoding, which do not change this model.
@@ -402,9 +402,7 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
 
     from pipeline import models
 
-    model_config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, seq2seq_attention=VARIANTS[variant])
-    )
+    model_config = dataclasses.replace(config, model=config.model.with_own("seq2seq", attention=VARIANTS[variant]))
     folder = RunFolder.of(config, run_name(config, variant, task))
     run_dir = folder.path
     if folder.finished:

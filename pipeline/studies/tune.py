@@ -59,13 +59,22 @@ class Parameter:
 
 
 def field_type(key: str) -> Any:
-    """The declared type of a config key (`model.units` -> int)."""
+    """The declared type of a config key (`model.units` -> int), an architecture's own settings
+    included (`model.cnn_lstm.filters` -> int)."""
     section, _, name = key.partition(".")
     sections = typing.get_type_hints(Config)
     if section not in sections or not dataclasses.is_dataclass(sections[section]):
         raise ConfigError(f"tune.space: unknown config section in {key!r}")
-    fields = typing.get_type_hints(sections[section])
-    if name not in fields:
+    owner, (name, _, inner) = sections[section], name.partition(".")
+    if section == "model" and inner:
+        from pipeline.models.registry import MODELS
+
+        spec = MODELS.get(name)
+        if spec is None or spec.settings is None:
+            raise ConfigError(f"tune.space: unknown config key {key!r}")
+        owner, name = spec.settings, inner
+    fields = typing.get_type_hints(owner)
+    if name not in fields or name == "settings":
         raise ConfigError(f"tune.space: unknown config key {key!r}")
     return fields[name]
 
@@ -279,7 +288,18 @@ def check_base(study: Any, config: Config, name: str) -> None:
 
 
 def flatten_config(config: Config) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
+    """Every config key with its value, an architecture's own settings as model.<name>.<key>."""
+    flat: dict[str, Any] = {}
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(config.to_dict(), "")
+    return flat
 
 
 def pruning_callback(trial: Any, config: Config, fold: int) -> Any:
