@@ -14,6 +14,7 @@ Why not "changed since the main branch": CI tests main itself, where that is alw
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -199,13 +200,28 @@ def covered_files(key: str, check: Check, root: Path = PROJECT_ROOT) -> list[Pat
             raise FileNotFoundError(f"{key}: its covered file {pattern} does not exist")
         files.update(matched)
         named.update(matched if pattern in check.files else ())
-    modules = package_modules(root / "pipeline")
+    modules, graph = package_view(root)
     helpers = {f"tests.{path.stem}": path for path in (root / "tests").glob("*.py") if path.stem != "__init__"}
     importing = [test_file, *(path for path in named if path.suffix in (".py", ".ipynb"))]
     imported = set().union(*(imports_in(path, modules | helpers) for path in importing))
     files |= {helpers[module] for module in imported if module in helpers}
-    closure = imported_closure({*check.modules, *imported} & modules.keys(), import_graph(root / "pipeline"))
+    closure = imported_closure({*check.modules, *imported} & modules.keys(), graph)
     return sorted(files | {modules[module] for module in closure})
+
+
+def package_view(root: Path) -> tuple[dict[str, Path], dict[str, set[str]]]:
+    """The package's modules and import graph; this project's read once a process (a test session
+    never changes the package's source), a scratch tree's read each time."""
+    return project_view() if root == PROJECT_ROOT else read_view(root)
+
+
+def read_view(root: Path) -> tuple[dict[str, Path], dict[str, set[str]]]:
+    return package_modules(root / "pipeline"), import_graph(root / "pipeline")
+
+
+@functools.cache
+def project_view() -> tuple[dict[str, Path], dict[str, set[str]]]:
+    return read_view(PROJECT_ROOT)
 
 
 def fingerprint(key: str, check: Check, root: Path = PROJECT_ROOT) -> str:
@@ -227,9 +243,16 @@ def recorded() -> dict[str, dict]:
 def unchanged_since_recorded_pass(key: str, record: dict[str, dict]) -> str | None:
     """The date of the check's recorded pass if every file it covers is unchanged since, else None."""
     entry = record.get(key)
-    if entry and entry["fingerprint"] == fingerprint(key, FULL_TIER[key]):
+    if entry and entry["fingerprint"] == project_fingerprint(key):
         return entry["passed"]
     return None
+
+
+@functools.cache
+def project_fingerprint(key: str) -> str:
+    """A check's fingerprint in this project, computed once a process: every parameter of a check and
+    every worker's collection asks for it."""
+    return fingerprint(key, FULL_TIER[key])
 
 
 def tier_result(nodeid: str, when: str, outcome: str) -> str | None:

@@ -33,47 +33,29 @@ from pipeline.runtime import backend_name
 def regularizer_tag(config: Config) -> str:
     """A short, readable summary of the active regularizers, e.g. 'gn0.5-l2-do0.3-x4'; 'none' if none."""
     r, a, t = config.regularization, config.augment, config.train
-    parts = []
-    if r.gaussian_noise:
-        parts.append(f"gn{r.gaussian_noise:g}")
     kernel = "l1l2" if r.l1 and r.l2 else "l1" if r.l1 else "l2" if r.l2 else ""
-    parts += [kernel] if kernel else []
-    parts += (
-        ["rl1l2" if r.recurrent_l1 and r.recurrent_l2 else "rl1" if r.recurrent_l1 else "rl2"]
-        if (r.recurrent_l1 or r.recurrent_l2)
-        else []
+    recurrent = "rl1l2" if r.recurrent_l1 and r.recurrent_l2 else "rl1" if r.recurrent_l1 else "rl2"
+    switches = (kernel, recurrent if r.recurrent_l1 or r.recurrent_l2 else "", "bl" if r.bias_l1 or r.bias_l2 else "")
+    valued = (
+        [(r.input_dropout, "ido"), (r.dropout, "do"), (r.recurrent_dropout, "rdo"), (r.max_norm, "mn")]
+        + [(a.jitter, "jit"), (a.scaling, "sc"), (a.magnitude_warp, "mw"), (a.time_warp, "tw")]
+        + [(a.rotation_degrees, "rot"), (a.channel_dropout, "cd")]
     )
-    parts += ["bl"] if (r.bias_l1 or r.bias_l2) else []
-    for value, short in ((r.input_dropout, "ido"), (r.dropout, "do"), (r.recurrent_dropout, "rdo"), (r.max_norm, "mn")):
-        if value:
-            parts.append(f"{short}{value:g}")
-    for value, short in (
-        (a.jitter, "jit"),
-        (a.scaling, "sc"),
-        (a.magnitude_warp, "mw"),
-        (a.time_warp, "tw"),
-        (a.rotation_degrees, "rot"),
-        (a.channel_dropout, "cd"),
-    ):
-        if value:
-            parts.append(f"{short}{value:g}")
-    if a.permutation_segments > 1:
-        parts.append(f"perm{a.permutation_segments}")
-    if a.noised_copies:
-        parts.append(f"x{a.noised_copies}")
-    if t.schedule == "cosine":
-        parts.append(f"cos{t.warmup_epochs}")
-    for value, short in (
+    parts = [f"gn{r.gaussian_noise:g}"] if r.gaussian_noise else []
+    parts += [switch for switch in switches if switch]
+    parts += [f"{short}{value:g}" for value, short in valued if value]
+    parts += [f"perm{a.permutation_segments}"] if a.permutation_segments > 1 else []
+    parts += [f"x{a.noised_copies}"] if a.noised_copies else []
+    parts += [f"cos{t.warmup_epochs}"] if t.schedule == "cosine" else []
+    trained = [
         (t.label_smoothing, "ls"),
         (t.weight_decay, "wd"),
         (t.clipnorm, "cn"),
         (t.clipvalue, "cv"),
         (t.ema, "ema"),
-    ):
-        if value:
-            parts.append(f"{short}{value:g}")
-    if not t.early_stopping:
-        parts.append("noes")
+    ]
+    parts += [f"{short}{value:g}" for value, short in trained if value]
+    parts += ["noes"] if not t.early_stopping else []
     return "-".join(parts) or "none"
 
 

@@ -71,20 +71,18 @@ def train(config: Config, experiment: str = "", force: bool = False, callbacks: 
     folder = RunFolder.of(config, run_id_for(config))
     with folder.writing():
         data = load_training_data(config)  # once: the reuse check and the training share it
-        if reused(folder, config, data, force):
-            tracking.mirror_run(config, folder.path)  # a run trained while tracking was off appears now
-            return folder.path
-        setup_devices(config)
-        plan = plan_for(config, data)
-        model, scope, replicas = build(config, data)
-        folder.start(config.to_dict(), lineage_for(folder, config, data, plan, model, experiment))
-        folder.write_environment(run_environment(config, model, replicas))
-        if data.protocol is not None:  # a CV fold: which series trained, chose and are scored
-            folder.write_split(split_record(data))
-        announce(folder, config, data, plan, model, replicas)
-        seconds = fit(model, scope, folder, config, data, plan, callbacks)
-        finish_run(folder, config, data, plan.monitor, seconds)
-    tracking.mirror_run(config, folder.path)
+        if not reused(folder, config, data, force):
+            setup_devices(config)
+            plan = plan_for(config, data)
+            model, scope, replicas = build(config, data)
+            folder.start(config.to_dict(), lineage_for(folder, config, data, plan, model, experiment))
+            folder.write_environment(run_environment(config, model, replicas))
+            if data.protocol is not None:  # a CV fold: which series trained, chose and are scored
+                folder.write_split(split_record(data))
+            announce(folder, config, data, plan, model, replicas)
+            seconds = fit(model, scope, folder, config, data, plan, callbacks)
+            finish_run(folder, config, data, plan.monitor, seconds)
+    tracking.mirror_run(config, folder.path)  # once; a reused run trained while tracking was off appears now
     return folder.path
 
 
