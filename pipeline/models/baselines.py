@@ -11,15 +11,11 @@ as aeon advises.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-from pipeline.data.scoring import accuracy_at_noise, predicted_classes
 
 STATISTICS = ("mean", "std", "min", "max", "first", "last")
 
@@ -92,23 +88,3 @@ def make_peers(seed: int = 0) -> dict[str, Pipeline]:
 def make_peer(name: str, seed: int = 0) -> Pipeline:
     """One peer of `PEERS`, unfitted (MiniRocket's aeon import only when it is asked for)."""
     return make_minirocket(seed) if name == "minirocket" else make_baselines(seed)[name]
-
-
-def noise_scores(model: Any, data: Any, host: Any, config: Any, file_predicted: Any = None) -> dict[str, float]:
-    """`val@<level>` and, with the organizer side, `test@<level>` (means over config.train.noise_seeds
-    draws, the same draws and seeds as every run's metrics) and `test file` (from `file_predicted`,
-    the classes predicted for the competition's test file, where the caller has them already)."""
-    levels, draws, profile = config.train.noise_levels, config.train.noise_seeds, config.data.noise_profile
-    validation = accuracy_at_noise(
-        model, data.validation_series, data.validation_labels, levels, draws, profile, data.train_std, config.train.seed
-    )
-    row = {f"val@{level}": value["mean"] for level, value in validation.items()}
-    if host is not None:
-        test = accuracy_at_noise(
-            model, host.clean_series, host.labels, levels, draws, profile, host.noise_unit, config.train.seed + 99
-        )
-        row.update({f"test@{level}": value["mean"] for level, value in test.items()})
-        if file_predicted is None:
-            file_predicted = predicted_classes(model, data.competition.test.series)
-        row["test file"] = float((file_predicted == host.file_labels).mean())
-    return row

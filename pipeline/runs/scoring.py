@@ -77,6 +77,18 @@ def test_scores(model: Any, config: Config, data: TrainingData) -> dict[str, Any
     }
 
 
+def score_row(model: Any, config: Config, data: TrainingData) -> dict[str, float]:
+    """One table row of a model that chose nothing (a peer, a baseline): `val@<level>` from
+    validation_scores and, with the organizer side, `test@<level>` and `test file` from test_scores:
+    the same series, draws and seeds as every run's metrics."""
+    row = {f"val@{level}": value["mean"] for level, value in validation_scores(model, config, data).items()}
+    test = test_scores(model, config, data)
+    if test is not None:
+        row.update({f"test@{level}": value["mean"] for level, value in test["noise_levels"].items()})
+        row["test file"] = test["competition_file"]
+    return row
+
+
 def test_summary(test: dict[str, Any]) -> str:
     levels = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in test["noise_levels"].items())
     return f"host-side test accuracy by noise level  {levels}; on the competition's test file {test['competition_file']:.3f}"

@@ -21,11 +21,12 @@ import pandas as pd
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.data.datasets import load_training_data, organizer_side
+from pipeline.data.datasets import load_training_data
 from pipeline.errors import DataError
 from pipeline.files import atomic_files
 from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
+from pipeline.runs.scoring import score_row
 
 # Regularizer cells: name -> config overrides. Strengths are the usual ones for HAR; noise levels
 # are in units of each feature's std, like the test noise.
@@ -117,7 +118,6 @@ def baseline_rows(config: Config) -> pd.DataFrame:
 
     data = load_training_data(config)
     fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(data.classes), config.train.seed)
-    host = organizer_side(config, data.competition, data.classes)
     rows = []
     for name, model in fitted.items():
         row: dict[str, object] = {
@@ -127,13 +127,7 @@ def baseline_rows(config: Config) -> pd.DataFrame:
             "run_id": "",
             "epochs": 0,
         }
-        row.update(
-            {
-                key: value
-                for key, value in baselines.noise_scores(model, data, host, config).items()
-                if key != "test file"
-            }
-        )
+        row.update({key: value for key, value in score_row(model, config, data).items() if key != "test file"})
         rows.append(row)
     return pd.DataFrame(rows)
 

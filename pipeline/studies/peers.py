@@ -31,6 +31,7 @@ from pipeline.files import atomic_files
 from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import best_run
+from pipeline.runs.scoring import score_row
 
 
 def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
@@ -93,10 +94,10 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
                 "noised copies": copies,
                 "fit seconds": round(time.perf_counter() - started, 1),
             }
-            predicted = predicted_classes(model, data.competition.test.series) if host is not None else None
-            row.update(baselines.noise_scores(model, data, host, config, predicted))
+            row.update(score_row(model, config, data))
             rows.append(row)
             if confusion is not None:
+                predicted = predicted_classes(model, data.competition.test.series)
                 counts = confusion_matrix(host.file_labels, predicted, labels=range(len(data.classes)))
                 confusion["peers"].append({"peer": name, "noised copies": copies, "counts": counts.tolist()})
     recurrent = recurrent_row(config, selection_definition(config, data))
