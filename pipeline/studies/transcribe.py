@@ -403,9 +403,9 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
     from pipeline import models
 
     model_config = dataclasses.replace(config, model=config.model.with_own("seq2seq", attention=VARIANTS[variant]))
-    folder = RunFolder.of(config, run_name(config, variant, task))
-    run_dir = folder.path
-    if folder.finished:
+    run = RunFolder.of(config, run_name(config, variant, task))
+    run_dir = run.path
+    if run.finished:
         print(f"{run_dir}: already trained")
         return run_dir
     keras.utils.set_random_seed(config.train.seed)
@@ -440,7 +440,7 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
         epochs=config.transcribe.epochs,
         callbacks=[
             keras.callbacks.EarlyStopping(patience=config.transcribe.patience, restore_best_weights=True),
-            keras.callbacks.CSVLogger(str(folder.history_file)),
+            keras.callbacks.CSVLogger(str(run.history_file)),
             keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs: print(
                     f"  {task} {variant} seed {config.train.seed} epoch {epoch + 1}/{config.transcribe.epochs}: "
@@ -471,7 +471,7 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
         "train_seconds": round(seconds, 1),
         "peak_rss_mb": peak_rss_mb(),
     }
-    folder.finish(model, metrics, config=model_config.to_dict(), lineage=lineage)
+    run.finish(model, metrics, config=model_config.to_dict(), lineage=lineage)
     print(
         f"trained {run_dir.name}: {len(losses)} epochs, best validation loss {min(losses):.4f}, {seconds:.0f}s",
         flush=True,
