@@ -69,7 +69,8 @@ prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from 
 cv: $(STAMP) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs; REFIT=1 then trains on all
 	$(PY) -m pipeline.stages.cv --exp $(EXP) $(ARGS) $(if $(REFIT),--refit)
 
-cv-compare: $(STAMP) ## two cross-validations compared fold by fold (A=, B= a CV id, an EXP file, or peer:<name>[+copies] fitted on the other's folds): mean difference, corrected t-test interval, verdict
+# a peer (peer:<name>) may need PyTorch (MultiRocket-Hydra, QUANT): installed on first use
+cv-compare: $(STAMP) $(if $(findstring peer:,$(A)$(B)),$(TORCH_STAMP)) ## two cross-validations compared fold by fold (A=, B= a CV id, an EXP file, or peer:<name>[+copies] fitted on the other's folds): mean difference, corrected t-test interval, verdict
 	$(PY) -m pipeline.stages.cv_compare $(ARGS) --a "$(A)" --b "$(B)"
 
 tune: $(STAMP) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
@@ -96,7 +97,7 @@ evaluate: $(STAMP) ## report on RUN (default: the best run): confusion, per-clas
 compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> reports/compare/<competition>/
 	$(PY) -m pipeline.studies.compare $(EXP_GIVEN) $(ARGS)
 
-peers: $(STAMP) ## logistic regression, random forest and MiniRocket, with and without noised copies, beside the best run -> reports/peers/<competition>/
+peers: $(STAMP) $(TORCH_STAMP) ## logistic regression, random forest, MiniRocket, MultiRocket-Hydra and QUANT, with and without noised copies, with fit time and peak memory, beside the best run -> reports/peers/<competition>/
 	$(PY) -m pipeline.studies.peers --exp $(EXP) $(ARGS)
 
 notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> reports/notebooks/

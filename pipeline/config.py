@@ -453,7 +453,7 @@ class TranscribeConfig:
 @dataclass(frozen=True)
 class PeersConfig:
     # `make peers` (pipeline/studies/peers.py): what a user would run instead, on the same splits and noise
-    models: tuple[str, ...] = ("logistic_regression", "random_forest", "minirocket")
+    models: tuple[str, ...] = ("logistic_regression", "random_forest", "minirocket", "multirocket_hydra", "quant")
     noised_copies: int = 1  # each peer is also fitted with this many noised copies of the training set
 
     def __post_init__(self) -> None:

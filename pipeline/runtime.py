@@ -47,6 +47,31 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+class PeakMemory:
+    """This process's peak resident memory while a `with` block runs, in GiB (`.gib` after the block;
+    its threads included, so numba's, torch's and joblib's threading backend count). Linux keeps the
+    high-water mark in VmHWM and resets it when 5 is written to /proc/self/clear_refs, so one process
+    can measure fit after fit; where that is not available `.gib` stays None."""
+
+    STATUS, RESET = "/proc/self/status", "/proc/self/clear_refs"
+
+    def __enter__(self) -> PeakMemory:
+        self.gib: float | None = None
+        try:
+            with open(self.RESET, "w") as reset:
+                reset.write("5")
+            self.available = True
+        except OSError:
+            self.available = False
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        if self.available:
+            with open(self.STATUS) as status:
+                line = next(line for line in status if line.startswith("VmHWM:"))
+            self.gib = round(int(line.split()[1]) / 1024**2, 2)  # the kernel reports kB
+
+
 def nvidia_driver_present() -> bool:
     return os.path.exists("/proc/driver/nvidia")
 

@@ -213,12 +213,12 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(
     assert paired.returncode == 0, paired.stderr[-3000:]
     record = json.loads((root / "reports" / "cv_compare" / f"{ensemble_cv}__{a}" / "comparison.json").read_text())
     np.testing.assert_allclose(record["differences"], np.subtract(fold_scores(ensemble_cv), scores[a]))
-    # A peer cross-validated on B's folds: fitted on each fold run's training series, scored on its selection.
-    peer = run_make("cv-compare", "A=peer:logistic_regression+copies", f"B={b}", f"SET=paths.root={root}")
+    # A peer cross-validated on B's folds: fitted on each fold run's training series, scored on its
+    # selection; QUANT (aeon, on PyTorch) with noised copies, its fit time and peak memory printed per fold.
+    peer = run_make("cv-compare", "A=peer:quant+copies", f"B={b}", f"SET=paths.root={root}")
     assert peer.returncode == 0, peer.stderr[-3000:]
-    record = json.loads(
-        (root / "reports" / "cv_compare" / f"peer-logistic_regression+copies__{b}" / "comparison.json").read_text()
-    )
+    assert peer.stdout.count("peak memory") == 4, peer.stdout
+    record = json.loads((root / "reports" / "cv_compare" / f"peer-quant+copies__{b}" / "comparison.json").read_text())
     assert len(record["a_scores"]) == 4 and record["b_scores"] == scores[b]
     assert record["a_scores"] != record["b_scores"]
 

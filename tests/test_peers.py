@@ -1,4 +1,5 @@
-"""make peers: logistic regression, random forest and MiniRocket scored like the runs, with and without noised copies."""
+"""make peers: logistic regression, random forest, MiniRocket, MultiRocket-Hydra and QUANT scored like the
+runs, with and without noised copies, with their fit time and peak memory."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ def test_make_peers_scores_every_peer_with_and_without_noised_copies(prepared_ro
     table = pd.read_csv(prepared_root / "reports" / "peers" / "classroom" / "peers.csv")
     peers = table[~table["peer"].str.startswith("recurrent")]
     assert sorted(zip(peers["peer"], peers["noised copies"])) == sorted(
-        (name, copies) for name in ("logistic_regression", "random_forest", "minirocket") for copies in (0, 1)
+        (name, copies) for name in baselines.PEERS for copies in (0, 1)
     )
+    assert len(baselines.PEERS) == 5 and (peers["fit seconds"] >= 0).all()
+    # each fit's own peak (the meter resets between fits): above the process's start, below the machine
+    assert peers["fit peak GiB"].between(0.2, 24).all(), peers[["peer", "fit peak GiB"]]
     scores = [c for c in table.columns if c.startswith(("val@", "test@")) or c == "test file"]
     assert {"val@0", "val@0.5", "val@1", "test@0", "test@0.5", "test file"} <= set(scores)
     # every peer learned the six activities from 400 series (chance is 1/6; a peer fed misaligned
@@ -38,11 +42,11 @@ def test_make_peers_scores_every_peer_with_and_without_noised_copies(prepared_ro
     # the course's recipe works on the linear model: noised copies make it robust at the test noise
     linear = peers[peers["peer"] == "logistic_regression"].set_index("noised copies")
     assert linear.loc[1, "val@0.5"] > linear.loc[0, "val@0.5"] + 0.05
-    assert (prepared_root / "reports" / "peers" / "classroom" / "peers.md").read_text().count("\n|") >= 7
+    assert (prepared_root / "reports" / "peers" / "classroom" / "peers.md").read_text().count("\n|") >= 11
     # each peer's confusion counts on the test file: one row per true class, each row summing to that
     # class's series in the answer key (read here, apart from the code that scores)
     confusion = json.loads((prepared_root / "reports" / "peers" / "classroom" / "confusion.json").read_text())
-    assert confusion["classes"] == [1, 2, 3, 4, 5, 6] and len(confusion["peers"]) == 6
+    assert confusion["classes"] == [1, 2, 3, 4, 5, 6] and len(confusion["peers"]) == 10
     solution = pd.read_csv(prepared_root / "data" / "private" / "classroom" / "solution.csv")
     per_class = solution["activity"].value_counts().reindex([1, 2, 3, 4, 5, 6]).to_numpy()
     for entry in confusion["peers"]:
@@ -57,5 +61,20 @@ def test_an_unknown_peer_is_one_line(prepared_root):
     assert (
         result.returncode == 1
         and result.stderr.strip()
-        == "error: peers.models: unknown peer 'svm' (known: logistic_regression, random_forest, minirocket)"
+        == "error: peers.models: unknown peer 'svm' (known: logistic_regression, random_forest, minirocket, "
+        "multirocket_hydra, quant)"
     )
+
+
+def test_a_peer_without_pytorch_is_one_line(monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from pipeline.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "torch" else real(name, *rest))
+    baselines.check_can_fit("minirocket")  # numba's, not torch's
+    with pytest.raises(ConfigError, match=r"^peer quant needs PyTorch: run make install-torch \(make peers does\)$"):
+        baselines.check_can_fit("quant")

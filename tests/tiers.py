@@ -144,7 +144,7 @@ FULL_TIER = {
         ("pipeline.stages.ensemble", "pipeline.stages.predict", "pipeline.stages.evaluate", *EXPORT),
     ),
     "tests/test_peers.py::test_make_peers_scores_every_peer_with_and_without_noised_copies": Check(
-        "make peers, MiniRocket included (50 s)", ("pipeline.studies.peers",)
+        "make peers, the five peers with and without copies (52 s)", ("pipeline.studies.peers",)
     ),
     "tests/test_small_competition.py::test_written_competition_is_the_original_layout_with_a_noisy_test_and_a_key_outside": Check(
         "BasicMotions written and scored beside MiniRocket (60 s)", ("pipeline.studies.small_competition",)

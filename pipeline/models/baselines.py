@@ -1,21 +1,32 @@
-"""Honest baselines and peers: scikit-learn models on per-series statistical features, and MiniRocket.
+"""Honest baselines and peers: scikit-learn models on per-series statistical features, and the
+strongest time-series classifiers a practitioner would pick (aeon's).
 
 Each series (T, C) becomes 6 statistics per channel (mean, std, min, max, first, last), the
 classic hand-made features of activity recognition. They are fitted on the same training split
 the recurrent models see and scored on the same series and noise, so every table shows how far
-the recurrent models are ahead or behind. MiniRocket (aeon's `MiniRocketClassifier`, default
-settings: about 10,000 convolutional kernels and a ridge classifier) reads the series themselves;
-it needs at least 9 time steps, so shorter series (the classroom's 5) are zero-padded at the end,
-as aeon advises.
+the recurrent models are ahead or behind. The time-series peers read the series themselves, at
+aeon's default settings:
+- MiniRocket (`MiniRocketClassifier`: about 10,000 convolutional kernels and a ridge classifier);
+- MultiRocket-Hydra (second only to HIVE-COTE 2 in the 2023 bake-off of Middlehurst, Schafer and
+  Bagnall), made to fit in memory by pipeline.models.rocket;
+- QUANT (`QUANTClassifier`: quantiles of dyadic intervals and extra trees, close to MiniRocket at a
+  fraction of its cost).
+The last two need PyTorch (`make peers` installs it). MiniRocket's kernels are 9 steps long and
+MultiRocket also reads first differences, so shorter series (the classroom's 5) are zero-padded at
+the end to 9 and 10 steps, as aeon advises.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from pipeline.errors import ConfigError
 
 STATISTICS = ("mean", "std", "min", "max", "first", "last")
 
@@ -31,10 +42,10 @@ def series_statistics(series: np.ndarray) -> np.ndarray:
 MINIROCKET_MIN_STEPS = 9  # its kernels are 9 steps long
 
 
-def channels_first(series: np.ndarray) -> np.ndarray:
-    """(n, T, C) -> aeon's (n, C, max(T, 9)), zero-padded at the end where T < 9."""
+def channels_first(series: np.ndarray, min_steps: int = MINIROCKET_MIN_STEPS) -> np.ndarray:
+    """(n, T, C) -> aeon's (n, C, max(T, min_steps)), zero-padded at the end where T < min_steps."""
     series = np.transpose(np.asarray(series, dtype=np.float64), (0, 2, 1))
-    missing = MINIROCKET_MIN_STEPS - series.shape[2]
+    missing = min_steps - series.shape[2]
     return np.pad(series, ((0, 0), (0, 0), (0, missing))) if missing > 0 else series
 
 
@@ -42,6 +53,27 @@ def make_minirocket(seed: int = 0) -> Pipeline:
     from aeon.classification.convolution_based import MiniRocketClassifier
 
     return make_pipeline(FunctionTransformer(channels_first), MiniRocketClassifier(random_state=seed, n_jobs=-1))
+
+
+def make_multirocket_hydra(seed: int = 0) -> Pipeline:
+    from pipeline.models.rocket import MULTIROCKET_MIN_STEPS, MultiRocketHydra
+
+    return make_pipeline(
+        FunctionTransformer(channels_first, kw_args={"min_steps": MULTIROCKET_MIN_STEPS}),
+        MultiRocketHydra(random_state=seed),
+    )
+
+
+def make_quant(seed: int = 0) -> Pipeline:
+    from aeon.classification.interval_based import QUANTClassifier
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    # QUANT's own default forest, on every core (aeon's default fits it on one)
+    forest = ExtraTreesClassifier(n_estimators=200, max_features=0.1, criterion="entropy", n_jobs=-1, random_state=seed)
+    return make_pipeline(
+        FunctionTransformer(channels_first, kw_args={"min_steps": 1}),
+        QUANTClassifier(estimator=forest, random_state=seed),
+    )
 
 
 def make_baselines(seed: int = 0) -> dict[str, Pipeline]:
@@ -77,14 +109,21 @@ def fit_baselines(
     }
 
 
-PEERS = ("logistic_regression", "random_forest", "minirocket")
+TIME_SERIES_PEERS = {
+    "minirocket": make_minirocket,
+    "multirocket_hydra": make_multirocket_hydra,
+    "quant": make_quant,
+}
+PEERS = ("logistic_regression", "random_forest", *TIME_SERIES_PEERS)
+NEEDS_TORCH = ("multirocket_hydra", "quant")
 
 
-def make_peers(seed: int = 0) -> dict[str, Pipeline]:
-    """The baselines and MiniRocket, unfitted."""
-    return {**make_baselines(seed), "minirocket": make_minirocket(seed)}
+def check_can_fit(name: str) -> None:
+    """One line where a peer's dependency is missing (aeon's MultiRocket-Hydra and QUANT need PyTorch)."""
+    if name in NEEDS_TORCH and importlib.util.find_spec("torch") is None:
+        raise ConfigError(f"peer {name} needs PyTorch: run make install-torch (make peers does)")
 
 
 def make_peer(name: str, seed: int = 0) -> Pipeline:
-    """One peer of `PEERS`, unfitted (MiniRocket's aeon import only when it is asked for)."""
-    return make_minirocket(seed) if name == "minirocket" else make_baselines(seed)[name]
+    """One peer of `PEERS`, unfitted (aeon is imported only for the peers asked for)."""
+    return TIME_SERIES_PEERS[name](seed) if name in TIME_SERIES_PEERS else make_baselines(seed)[name]

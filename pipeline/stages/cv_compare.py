@@ -24,7 +24,8 @@ fold's scored ids); the test set is never read.
 A and B are a CV id (`make runs` lists them; a `cv:` prefix is allowed) or an experiment file
 whose cross-validation `make cv EXP=...` ran with the same SET=. One of them may instead be a peer,
 `peer:<name>` or `peer:<name>+copies` (`make peers`' estimators: logistic_regression, random_forest,
-minirocket; `+copies` adds `peers.noised_copies` noised copies of each fold's training series): it is
+minirocket, multirocket_hydra, quant; `+copies` adds `peers.noised_copies` noised copies of each
+fold's training series; each fold's fit time and peak memory are printed): it is
 then fitted on every fold run's training part of the other side's CV (what the recurrent run
 trained and chose on: a peer chooses nothing) and scored by the same function (training.selection_score)
 on the same held-out series, noise draws and selection, so "is the recurrent model ahead of logistic
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ from pipeline.errors import DataError
 from pipeline.files import atomic_folder
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import cv_id_for, run_config
+from pipeline.runtime import PeakMemory
 
 PEER = "peer:"
 # What both sides' fold runs must have been scored with, fold by fold (the peer's are its own, not copied).
@@ -182,6 +185,7 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
         raise DataError(
             f"{PEER}{peer}: unknown peer (known: {', '.join(baselines.PEERS)}; add +copies for the noised copies)"
         )
+    baselines.check_can_fit(name)
     scores, definitions, counts = [], [], []
     cv_folder = RunFolder.of(config, cv_id)
     for run_id in cv_folder.lineage().folds:
@@ -202,9 +206,11 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
             fold.train.seed,
         )
         print(f"  {peer} on the folds of {cv_id}: {run_id}, {len(series)} training series", flush=True)
-        model = baselines.ProbabilityModel(
-            baselines.make_peer(name, fold.train.seed).fit(series, labels), len(data.classes)
-        )
+        started = time.perf_counter()
+        with PeakMemory() as peak:
+            fitted = baselines.make_peer(name, fold.train.seed).fit(series, labels)
+        print(f"    fitted in {time.perf_counter() - started:.1f} s, peak memory {peak.gib} GiB", flush=True)
+        model = baselines.ProbabilityModel(fitted, len(data.classes))
         selection = selection_score(model, fold, data, fitted_on=len(part))
         scores.append(selection["score"])
         definitions.append(selection["definition"])

@@ -1,13 +1,16 @@
 """`make peers`: what a user would run instead of a recurrent model, on the same splits and noise.
 
-Logistic regression and random forest on per-series statistics, and MiniRocket (aeon), each fitted
+Logistic regression and random forest on per-series statistics, and MiniRocket, MultiRocket-Hydra
+and QUANT (aeon; pipeline.models.baselines), each fitted
 on the competition's training split as is and with `peers.noised_copies` copies of it noised like
 the test (the course's recipe: `augment.noised_copies_level` x the training std, the competition's
 noise profile). Every peer is scored exactly as a run's metrics are: validation accuracy at each of
 `train.noise_levels` (mean over `train.noise_seeds` draws, the same draws), then, as a report, the
 test subjects at each level and the competition's noisy test file. Beside them: the competition's
 best recurrent run, chosen on its validation selection score (pipeline.runs.registry.best_run), with the
-scores from its metrics.json. Peers are not tuned: these are their default settings.
+scores from its metrics.json. Peers are not tuned: these are their default settings. Each peer's
+fit time and the process's peak memory during its fit (Linux's high-water mark) stand beside its
+accuracy.
 
 Writes reports/peers/<competition>/peers.csv and peers.md, and, where the organizer side is known,
 confusion.json: each peer's confusion counts on the competition's test file (rows the truth, columns
@@ -32,6 +35,7 @@ from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import best_run
 from pipeline.runs.scoring import score_row
+from pipeline.runtime import PeakMemory
 
 
 def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
@@ -45,6 +49,7 @@ def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
         "peer": f"recurrent: {run_id}",
         "noised copies": "",
         "fit seconds": metrics.get("train_seconds"),
+        "fit peak GiB": round(metrics["peak_rss_mb"] / 1024, 2) if "peak_rss_mb" in metrics else None,
     }
     row.update({f"val@{level}": value["mean"] for level, value in metrics["validation"].items()})
     if "test" in metrics:
@@ -61,10 +66,11 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
     from pipeline.data.scoring import predicted_classes
     from pipeline.models import augment, baselines
 
-    known = baselines.make_peers(config.train.seed)
-    unknown = sorted(set(config.peers.models) - set(known))
+    unknown = sorted(set(config.peers.models) - set(baselines.PEERS))
     if unknown:
-        raise ConfigError(f"peers.models: unknown peer {unknown[0]!r} (known: {', '.join(known)})")
+        raise ConfigError(f"peers.models: unknown peer {unknown[0]!r} (known: {', '.join(baselines.PEERS)})")
+    for name in config.peers.models:
+        baselines.check_can_fit(name)
     data = load_training_data(config)
     host = organizer_side(config, data.competition, data.classes)
     rows = []
@@ -81,19 +87,22 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
             data.train_std,
             config.train.seed,
         )
-        unfitted = baselines.make_peers(config.train.seed)  # fresh estimators for each training set
         for name in config.peers.models:
             print(
                 f"  {name}, {copies} noised cop{'y' if copies == 1 else 'ies'}: fitting on {len(series)} series ...",
                 flush=True,
             )
             started = time.perf_counter()
-            model = baselines.ProbabilityModel(unfitted[name].fit(series, labels), len(data.classes))
+            with PeakMemory() as peak:
+                fitted = baselines.make_peer(name, config.train.seed).fit(series, labels)
+            model = baselines.ProbabilityModel(fitted, len(data.classes))
             row: dict[str, object] = {
                 "peer": name,
                 "noised copies": copies,
                 "fit seconds": round(time.perf_counter() - started, 1),
+                "fit peak GiB": peak.gib,
             }
+            print(f"    fitted in {row['fit seconds']} s, peak memory {peak.gib} GiB", flush=True)
             row.update(score_row(model, config, data))
             rows.append(row)
             if confusion is not None:

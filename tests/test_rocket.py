@@ -1,0 +1,62 @@
+"""MultiRocket-Hydra in bounded memory (pipeline.models.rocket): the same ridge as scikit-learn's,
+the same predictions as aeon's classifier, and the peak-memory meter `make peers` reports with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import RidgeClassifierCV
+
+from pipeline.models import baselines
+from pipeline.models.rocket import ALPHAS, GramRidgeClassifier, MultiRocketHydra
+from pipeline.runtime import PeakMemory
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_the_gram_ridge_is_scikit_learns_leave_one_out_ridge(classes):
+    rng = np.random.default_rng(classes)
+    labels = rng.integers(0, classes, 50)
+    features = (rng.normal(size=(50, 300)) + 3.0).astype(np.float32)  # more features than series
+    features[:, :6] += labels[:, None]
+    reference = RidgeClassifierCV(alphas=np.array(ALPHAS)).fit(features.astype(np.float64), labels)
+    ours = GramRidgeClassifier(block=64).fit(features, labels)  # five column blocks, the last one short
+    assert ours.alpha_ == reference.alpha_ and ours.best_score_ == pytest.approx(reference.best_score_, rel=1e-9)
+    np.testing.assert_allclose(ours.coef_, reference.coef_.T.reshape(ours.coef_.shape), atol=1e-10)
+    unseen = rng.normal(size=(30, 300)).astype(np.float32)
+    np.testing.assert_allclose(ours.decision_function(unseen), reference.decision_function(unseen), atol=1e-10)
+    np.testing.assert_array_equal(ours.predict(unseen), reference.predict(unseen))
+
+
+def test_multirocket_hydra_in_batches_predicts_what_aeons_classifier_predicts():
+    from aeon.classification.convolution_based import MultiRocketHydraClassifier
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.array([3, 5, 8]), 20)
+    series = rng.normal(size=(60, 2, 16)) + 0.4 * np.sin(np.arange(16) * labels[:, None, None] / 4)
+    ours = MultiRocketHydra(random_state=1, batch_size=25).fit(series, labels)  # three batches
+    reference = MultiRocketHydraClassifier(random_state=1).fit(series, labels)
+    unseen = rng.normal(size=(40, 2, 16)) + 0.4 * np.sin(np.arange(16) * np.repeat([3, 5, 8], 14)[:40, None, None] / 4)
+    np.testing.assert_array_equal(ours.predict(unseen), reference.predict(unseen))
+    assert ours.ridge_.alpha_ == reference.classifier.alpha_
+    probabilities = ours.predict_proba(unseen)
+    assert (probabilities.sum(1) == 1).all() and (ours.classes_[probabilities.argmax(1)] == ours.predict(unseen)).all()
+
+
+def test_every_peer_reads_the_classroom_five_steps():
+    """MiniRocket needs 9 steps and MultiRocket 10: the 5 of the classroom are zero-padded for them."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 12)
+    series = rng.normal(size=(36, 5, 3)) + labels[:, None, None]
+    for name in ("multirocket_hydra", "quant"):
+        model = baselines.ProbabilityModel(baselines.make_peer(name).fit(series, labels), 3)
+        assert (model.predict(series).argmax(1) == labels).mean() > 0.9, name
+
+
+def test_peak_memory_is_measured_block_by_block():
+    with PeakMemory() as large:
+        block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        del block
+    with PeakMemory() as small:
+        np.ones(1000).sum()
+    assert large.gib is not None and small.gib is not None
+    assert large.gib - small.gib > 0.25  # the second block's peak was reset, not the process's maximum
