@@ -33,7 +33,7 @@ from pipeline.config import Config
 from pipeline.data.competition import Competition, load_competition
 from pipeline.data.signals import add_noise, channel_std
 from pipeline.errors import DataError
-from pipeline.files import short_hash
+from pipeline.files import short_hash, write_json_atomic
 
 DATACARD = "datacard.json"
 SOLUTION = "solution.csv"
@@ -60,6 +60,14 @@ def data_settings(config: Config) -> dict[str, Any]:
     for key in ("competition", "name", "source"):  # which folder, not what is in it
         settings.pop(key)
     return json.loads(json.dumps(settings))
+
+
+def stamp_as_is(folder: Path, name: str, record: dict[str, Any]) -> dict[str, object]:
+    """Write the datacard of a competition used as it is (copied by `make data`, or written from a
+    user's arrays by the estimator): its summary and `record`, where it came from. Its summary back."""
+    summary = load_competition(folder).summary()
+    write_json_atomic(folder / DATACARD, {"competition": name, **summary, "inputs": record})
+    return summary
 
 
 def settings_mismatch(config: Config, card: dict[str, Any]) -> list[str]:

@@ -9,7 +9,8 @@
   diagnostics.py  attention weights, input and weight gradients, fused cuDNN path reports
   bptt.py         backpropagation through time by hand in NumPy, the lecture's equations (checked against autodiff)
   augment.py      augmentation layers and noised copies
-  baselines.py    the non-recurrent peers (logistic regression, random forest, MiniRocket, SVM)
+  baselines.py    the non-recurrent peers (logistic regression, random forest, MiniRocket, MultiRocket-Hydra, QUANT)
+  rocket.py       MultiRocket-Hydra in bounded memory: float32 batches and the ridge in its dual
 
 Models (see MODELS, or `python -m pipeline.models`):
   lstm, gru          one recurrent layer: the course's baseline

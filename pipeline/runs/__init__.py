@@ -7,4 +7,5 @@ is a make target; the stages (pipeline/stages/) and studies call it.
   scoring.py    the selection score, validation scores by noise level, the organizer-side test scores
   training.py   one training run, top to bottom
   tracking.py   every run, CV, trial and study mirrored into MLflow
+  estimator.py  RecurrentClassifier: a model trained by training.py as a scikit-learn estimator
 """

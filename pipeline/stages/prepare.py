@@ -26,7 +26,7 @@ from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
 from pipeline.data import competition as comp
 from pipeline.data.competition import Split
-from pipeline.data.datasets import CLEAN_TEST, DATACARD, SOLUTION, data_settings
+from pipeline.data.datasets import CLEAN_TEST, DATACARD, SOLUTION, data_settings, stamp_as_is
 from pipeline.data.hapt import HAPT_FOLDER, MANIFEST, read_hapt, split_of_subjects
 from pipeline.data.signals import (
     ACTIVITY_NAMES,
@@ -364,14 +364,13 @@ def prepare_copied(config: Config, name: str) -> Path:
     if card_path.is_file() and json.loads(card_path.read_text()).get("inputs", {}).get("digest") == record["digest"]:
         print(f"data/processed/{name}: up to date")
         return target
-    loaded = comp.load_competition(source)
     with atomic_folder(target) as folder:
         shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(comp.SOURCE_FILE))
         for path in folder.rglob("*"):
             if path.is_file():
                 path.chmod(0o644)
-        write_json_atomic(folder / DATACARD, {"competition": name, **loaded.summary(), "inputs": record})
-    print(f"wrote {target}: {loaded.summary()}")
+        summary = stamp_as_is(folder, name, record)
+    print(f"wrote {target}: {summary}")
     return target
 
 
