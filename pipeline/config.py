@@ -297,7 +297,8 @@ class TrainConfig:
     cpu_devices: int = 0
     verbose: int = field(
         default=-1, metadata=NOT_RESULT
-    )  # Keras progress bar: 0 off, 1 bar, 2 line; -1 = bar on a terminal, off otherwise
+    )  # Keras' own output besides the project's line per epoch: 0 off, 1 bar, 2 line; -1 = off, with a
+    # bar over each epoch's batches on a terminal that the epoch's line replaces (one line per epoch)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw", "sgd"):

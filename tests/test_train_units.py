@@ -185,3 +185,16 @@ def test_a_finished_run_is_reused_only_on_the_data_and_series_it_was_trained_on(
     (run_dir / "run.json").write_text(json.dumps({"data_inputs": prepared_again, "train_ids": training_ids_hash(data)}))
     assert "as it was prepared before" in why_not_reusable(RunFolder(run_dir), config, data)  # prepared again since
     shutil.rmtree(run_dir)
+
+
+@pytest.mark.parametrize("bar", [True, False])
+def test_each_epoch_prints_one_line_and_a_terminal_also_sees_a_bar_that_the_line_replaces(bar, capsys):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    series, labels = np.zeros((12, 4), "float32"), keras.utils.to_categorical(np.arange(12) % 2, 2)
+    model.fit(series, labels, batch_size=4, epochs=2, verbose=0, callbacks=[fitting.EpochSummary(2, bar=bar)])
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch   1/2  loss") and lines[1].startswith("epoch   2/2")
+    # the bar goes to stderr, over the epoch's 3 batches, and is erased (leave=False) before the line
+    assert ("epoch 2/2" in printed.err and "0/3" in printed.err) == bar

@@ -7,6 +7,7 @@ read and tested alone.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
@@ -40,16 +41,29 @@ class BothValidations(keras.callbacks.Callback):
 
 
 class EpochSummary(keras.callbacks.Callback):
-    """One line per epoch, readable in a log file."""
+    """One line per epoch, readable in a log file. With `bar` (a terminal), a progress bar over the
+    epoch's batches with the time left, which the epoch's line then replaces: one line per epoch."""
 
-    def __init__(self, epochs: int):
+    def __init__(self, epochs: int, bar: bool = False):
         super().__init__()
-        self.epochs = epochs
+        self.epochs, self.bar, self.progress = epochs, bar, None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.started = time.perf_counter()
+        if self.bar:
+            from tqdm import tqdm
+
+            steps = self.params.get("steps")
+            self.progress = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.progress is not None:
+            self.progress.close()  # leave=False: the bar is erased, the line below takes its place
+            self.progress = None
         logs = logs or {}
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         print(
@@ -141,7 +155,8 @@ def make_callbacks(
             resumed,
         ),
         keras.callbacks.CSVLogger(str(folder.history_file), append=True),
-        EpochSummary(train.epochs),
+        # train.verbose -1 (the default): the project's line per epoch, with a bar on a terminal (Keras' off)
+        EpochSummary(train.epochs, bar=train.verbose < 0 and sys.stdout.isatty()),
     ]
     if tensorflow_available():  # Keras' TensorBoard callback writes through tf.summary, on any backend
         callbacks.insert(-1, keras.callbacks.TensorBoard(str(folder.logs_dir), write_graph=False, update_freq="epoch"))

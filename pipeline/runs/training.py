@@ -10,7 +10,6 @@ epoch (BackupAndRestore).
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +198,7 @@ def fit(
 
     classes = len(data.classes)
     chosen_on = data.noisy_validation_series if config.train.select_on == "noisy" else data.validation_series
-    verbose = config.train.verbose if config.train.verbose >= 0 else (1 if sys.stdout.isatty() else 0)
+    verbose = max(config.train.verbose, 0)  # Keras' own bar only when asked: EpochSummary prints each epoch once
     resumed = fitting.resume_state(folder, plan.monitor)
     started = time.perf_counter()
     model.nan_at = None
