@@ -58,6 +58,17 @@ def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
     return row
 
 
+def check_peers(config: Config) -> None:
+    """One line for a peer that is unknown or cannot be fitted here, before anything slow is imported."""
+    from pipeline.models import baselines
+
+    unknown = sorted(set(config.peers.models) - set(baselines.PEERS))
+    if unknown:
+        raise ConfigError(f"peers.models: unknown peer {unknown[0]!r} (known: {', '.join(baselines.PEERS)})")
+    for name in config.peers.models:
+        baselines.check_can_fit(name)
+
+
 def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
     """The peers' scores, one row per peer and training set; with the organizer side, their confusion
     counts on the test file."""
@@ -66,11 +77,7 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
     from pipeline.data.scoring import predicted_classes
     from pipeline.models import augment, baselines
 
-    unknown = sorted(set(config.peers.models) - set(baselines.PEERS))
-    if unknown:
-        raise ConfigError(f"peers.models: unknown peer {unknown[0]!r} (known: {', '.join(baselines.PEERS)})")
-    for name in config.peers.models:
-        baselines.check_can_fit(name)
+    check_peers(config)
     data = load_training_data(config)
     host = organizer_side(config, data.competition, data.classes)
     rows = []
@@ -116,6 +123,10 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
 
 
 def peers(config: Config) -> Path:
+    from pipeline.runtime import import_keras
+
+    check_peers(config)  # in a second, not after TensorFlow's start-up
+    import_keras()  # quietly, before anything below imports it
     table, confusion = peer_table(config)
     folder = config.path("reports", "peers", config.data.competition)
     folder.mkdir(parents=True, exist_ok=True)
@@ -147,7 +158,7 @@ def peers(config: Config) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.studies.peers", __doc__)
     args = parser.parse_args(argv)
-    return run_stage(peers, args, keras=True)
+    return run_stage(peers, args)
 
 
 if __name__ == "__main__":
