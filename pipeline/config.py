@@ -37,9 +37,9 @@ class PathsConfig:
     # Empty means the project root (the folder that holds pipeline/); tests point it at a temp folder.
     root: str = ""
     data: str = "data"  # raw/, processed/ and private/ live below it
-    runs: str = "runs"
-    submissions: str = "submissions"
-    reports: str = "reports"
+    runs: str = "runs"  # one folder per run (make runs lists them), CVs, tuning studies, the MLflow store
+    submissions: str = "submissions"  # make predict's CSVs and the local leaderboard
+    reports: str = "reports"  # make evaluate's reports and figures, the peers' and studies' tables
     exports: str = "exports"  # make export: LiteRT files for phones
 
 
@@ -56,13 +56,13 @@ class DataConfig:
     sample_rate_hz: float = 50.0  # the phone's sampling rate in HAPT
     median_kernel: int = 3  # UCI HAR: a median filter removes isolated spikes first
     lowpass_hz: float = 20.0  # UCI HAR: 3rd-order Butterworth at 20 Hz removes sensor noise
-    lowpass_order: int = 3
+    lowpass_order: int = 3  # UCI HAR's filter order (its 3rd-order Butterworth)
     gravity_hz: float = 0.3  # UCI HAR: gravity is the part of acceleration below 0.3 Hz
     window: int = 128  # UCI HAR: 2.56 s windows at 50 Hz
     overlap: float = 0.5  # UCI HAR: 50% overlap between windows
     series_length: int = 5  # the classroom competition: 5 consecutive windows per series
     series_stride: int = 1  # consecutive series share 4 of 5 windows, as rows of a sliding view
-    test_subjects: tuple[int, ...] = UCI_TEST_SUBJECTS
+    test_subjects: tuple[int, ...] = UCI_TEST_SUBJECTS  # UCI HAR's nine: comparable with the literature
     # Four whole training subjects (about a fifth of training) score early stopping and checkpoints.
     validation_subjects: tuple[int, ...] = (3, 11, 21, 27)
     # Named, seeded noise: see pipeline.data.signals.NOISE_PROFILES.
@@ -262,7 +262,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # soft targets: 0.1 spreads 10% of the mass over the other classes
     clipnorm: float = 0.0  # clip each gradient's norm (BPTT's exploding gradients); 0 = off
     clipvalue: float = 0.0  # clip each gradient element; 0 = off
-    early_stopping: bool = True
+    early_stopping: bool = True  # stop after `patience` epochs without a better selection score, keep the best
     patience: int = 10  # epochs without improvement before stopping
     reduce_lr_patience: int = 4  # epochs without improvement before halving the learning rate
     # plateau: halve the rate after reduce_lr_patience epochs without improvement; cosine: a linear
@@ -283,7 +283,7 @@ class TrainConfig:
     )  # validation (and host-side test) accuracy is reported at each
     noise_seeds: int = 3  # noise draws per level; the spread is reported
     max_train_series: int = 0  # cap on training series (0 = all): for quick trials and tests
-    seed: int = 42
+    seed: int = 42  # weights, shuffling and augmentation draws; a CV repeat or tuning trial offsets it
     deterministic: bool = False  # bit-identical reruns (slower: deterministic kernels)
     mixed_precision: bool = False  # mixed_float16 compute; worth it on a GPU
     xla: bool = False  # jit_compile (cuDNN layers turn it off for the model anyway)
@@ -295,10 +295,9 @@ class TrainConfig:
     distribute: str = "none"
     # split the CPU into this many logical devices (to test multi-device training on CPU); 0 = leave
     cpu_devices: int = 0
-    verbose: int = field(
-        default=-1, metadata=NOT_RESULT
-    )  # Keras' own output besides the project's line per epoch: 0 off, 1 bar, 2 line; -1 = off, with a
+    # Keras' own output besides the project's line per epoch: 0 off, 1 bar, 2 line; -1 = off, with a
     # bar over each epoch's batches on a terminal that the epoch's line replaces (one line per epoch)
+    verbose: int = field(default=-1, metadata=NOT_RESULT)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -420,10 +419,10 @@ class TranscribeConfig:
     frame_seconds: float = 2.0  # one input step: mean and std of the 9 channels over 2 s
     min_activity_seconds: float = 1.0  # labeled stretches shorter than this (cut by a segment edge) are not counted
     epochs: int = 30  # with early stopping (most runs stop after 13 to 28 epochs)
-    batch_size: int = 32
+    batch_size: int = 32  # segments per gradient step of the transcription model
     patience: int = 5  # early stopping on validation loss
-    learning_rate: float = 0.002
-    beam_width: int = 4
+    learning_rate: float = 0.002  # Adam's, as for the classifiers
+    beam_width: int = 4  # beam search keeps this many hypotheses at each step (1 would be greedy decoding)
     # beam search (one segment at a time, slow) scores this many test segments per length, first seed only
     beam_segments: int = 20
     max_train_segments: int = 0  # cap for quick trials and tests (0 = all)
@@ -434,7 +433,7 @@ class TranscribeConfig:
     tasks: tuple[str, ...] = ("recorded", "shuffled")
     shuffled_lengths_seconds: tuple[float, ...] = (60.0, 120.0, 240.0, 360.0)
     shuffled_min_bout_seconds: float = 8.0  # each stitched bout lasts between these two
-    shuffled_max_bout_seconds: float = 30.0
+    shuffled_max_bout_seconds: float = 30.0  # the longest stitched bout
     shuffled_segments_per_subject: int = 24  # stitched segments per subject and length
 
     def __post_init__(self) -> None:
@@ -714,6 +713,74 @@ def parse_override(text: str) -> dict[str, Any]:
     for key in reversed(keys[:-1]):
         nested = {key: nested}
     return nested
+
+
+def field_reasons(cls: type) -> dict[str, str]:
+    """Each field of a config dataclass with the reason its source gives: the comment lines directly
+    above the field and the comments on its own lines ("" where it has none)."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    lines = source.splitlines()
+    reasons: dict[str, str] = {}
+    previous: tuple[int, str] = (0, "")  # (last line, group comment) of the field above
+    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            above, line = [], node.lineno - 1
+            while line >= 1 and lines[line - 1].strip().startswith("#"):
+                above.insert(0, comments[line])
+                line -= 1
+            end = node.end_lineno or node.lineno
+            own = [comments[number] for number in range(node.lineno, end + 1) if number in comments]
+            # a field with no comment of its own right below another shares the comment block above
+            # that one (a group comment: "parallel convolutions ... each front_end_filters wide")
+            group = " ".join(above) or (previous[1] if previous[0] == node.lineno - 1 else "")
+            reasons[node.target.id] = " ".join(above + own) or group
+            previous = (end, "" if own else group)  # a field's own comment ends the group
+    return reasons
+
+
+def explained(experiment: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every resolved setting as {key, value, source, reason}: source is "default", the experiment
+    file, or "set" (an override); the reason is the one config.py gives beside the field. An
+    architecture's own table ([model.<name>]) is listed key by key; its reasons are in its model file."""
+    final, from_file, defaults = (
+        flattened(config.to_dict())
+        for config in (load_config(experiment, overrides), load_config(experiment), load_config(None))
+    )
+    classes = {section.name: section.type for section in dataclasses.fields(Config)}
+    rows = []
+    for key, value in final.items():
+        section, _, name = key.partition(".")
+        owner = globals()[classes[section]] if isinstance(classes[section], str) else classes[section]
+        reason = (
+            field_reasons(owner).get(name, "")
+            if "." not in name
+            else f"model.{name.split('.')[0]}'s own setting (its model file; `make models` lists them)"
+        )
+        source = "set" if value != from_file.get(key) else str(experiment) if value != defaults.get(key) else "default"
+        rows.append({"key": key, "value": value, "source": source, "reason": reason})
+    return rows
+
+
+def flattened(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"units": 64, "bilstm": {...}}} -> {"model.units": 64, "model.bilstm.backward_cell": ...}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flattened(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def load_config(experiment: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
