@@ -209,14 +209,25 @@ class RegularizationConfig:
     recurrent_dropout: float = 0.0  # dropout on h(t-1); note: loses the fused cuDNN kernel on GPU
     gaussian_noise: float = 0.0  # std of a GaussianNoise input layer, in units of each feature's std (train only)
     max_norm: float = 0.0  # max-norm constraint on every kernel and recurrent kernel (0 = off)
+    # Noise-consistency training (AugMix's Jensen-Shannon consistency, Hendrycks et al. 2020, with
+    # Gaussian noise as the corruption, as Rusak et al. 2020 train for it): each training batch is seen
+    # clean and noised at a level drawn per series from `consistency_noise` (x each feature's std), the
+    # classification loss on both views plus this weight x the Jensen-Shannon divergence between their
+    # predictions; 0 = off. At inference the model is the plain model: it exports like any other.
+    consistency: float = 0.0
+    consistency_noise: tuple[float, float] = (0.0, 1.2)
 
     def __post_init__(self) -> None:
         for name in ("input_dropout", "dropout", "recurrent_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"regularization.{name} must be in [0, 1)")
-        for name in ("l1", "l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "gaussian_noise", "max_norm"):
+        for name in (
+            "l1", "l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "gaussian_noise", "max_norm", "consistency",
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"regularization.{name} cannot be negative")
+        if len(self.consistency_noise) != 2 or not 0 <= self.consistency_noise[0] <= self.consistency_noise[1]:
+            raise ConfigError("regularization.consistency_noise must be [low, high] with 0 <= low <= high")
 
 
 @dataclass(frozen=True)

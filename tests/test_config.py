@@ -70,10 +70,10 @@ def test_the_default_experiments_run_id_is_the_one_the_readme_shows():
     from pipeline.runs.registry import cv_id_for, run_id_for
 
     default = run_id_for(load_config("experiments/default.toml"))
-    assert default == "classroom_bilstm_gn0.5_3ba5e712"
+    assert default == "classroom_bilstm_gn0.5_e16f6dd5"
     assert f"from {default}" in (PROJECT_ROOT / "README.md").read_text()
     raw = ["data.competition=raw", "train.epochs=40", "train.patience=8", "cv.folds=3"]
-    assert cv_id_for(load_config("experiments/default.toml", raw)) == "raw_cv3_bilstm_gn0.5_c2b576a9"
+    assert cv_id_for(load_config("experiments/default.toml", raw)) == "raw_cv3_bilstm_gn0.5_3ea69424"
     # the old protocol trains its folds on other series: another CV
     assert cv_id_for(load_config("experiments/default.toml", [*raw, "cv.inner_folds=0"])) != cv_id_for(
         load_config("experiments/default.toml", raw)

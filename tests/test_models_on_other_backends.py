@@ -1,5 +1,5 @@
-"""The augmentation layers' tests again on JAX and PyTorch, in a child pytest: every test of the file
-runs and passes there, counted against what TensorFlow collects. The models with layers of their own
+"""The augmentation layers' and noise-consistency training's tests again on JAX and PyTorch, in a
+child pytest: every test of the files runs and passes there, counted against what TensorFlow collects. The models with layers of their own
 are checked on both backends by loading TensorFlow-trained files (tests/test_models.py); PyTorch's
 training path by tests/test_backends.py."""
 
@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import on_backend
 
 pytestmark = pytest.mark.slow
-FILE = "tests/test_augment.py"
+FILES = ("tests/test_augment.py", "tests/test_consistency.py")
 
 
 def passed_count(output: str) -> int:
@@ -26,7 +26,7 @@ def passed_count(output: str) -> int:
 def collected() -> int:
     """How many tests the file holds, as TensorFlow collects them."""
     result = on_backend(
-        "tensorflow", sys.executable, "-m", "pytest", FILE, "-q", "--collect-only", "-p", "no:cacheprovider"
+        "tensorflow", sys.executable, "-m", "pytest", *FILES, "-q", "--collect-only", "-p", "no:cacheprovider"
     )
     assert result.returncode == 0, result.stdout[-2000:]
     found = re.search(r"(\d+) tests? collected", result.stdout)
@@ -36,7 +36,7 @@ def collected() -> int:
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_augmentation_test_passes_on_another_backend(backend: str, collected: int):
-    result = on_backend(backend, sys.executable, "-m", "pytest", FILE, "-q", "-p", "no:cacheprovider", timeout=500)
+    result = on_backend(backend, sys.executable, "-m", "pytest", *FILES, "-q", "-p", "no:cacheprovider", timeout=500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     # every test ran: none skipped, deselected or lost on this backend
     assert passed_count(result.stdout) == collected > 0, result.stdout[-1000:]

@@ -61,9 +61,9 @@ FULL_TIER = {
         ("scripts/gpu-check.sh",),
     ),
     "tests/test_models_on_other_backends.py::test_every_augmentation_test_passes_on_another_backend": Check(
-        "the augmentation layers' test file again on JAX and PyTorch (90 s)",
-        ("pipeline.models",),
-        ("tests/test_augment.py",),
+        "the augmentation layers' and consistency training's test files again on JAX and PyTorch (120 s)",
+        ("pipeline.models", "pipeline.runs.fitting"),
+        ("tests/test_augment.py", "tests/test_consistency.py"),
     ),
     "tests/test_backends.py::test_training_predicting_and_evaluating_on_jax_is_a_run_of_its_own": Check(
         "make train, predict and evaluate on JAX (130 s)",

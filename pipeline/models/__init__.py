@@ -9,6 +9,7 @@
   diagnostics.py  attention weights, input and weight gradients, fused cuDNN path reports
   bptt.py         backpropagation through time by hand in NumPy, the lecture's equations (checked against autodiff)
   augment.py      augmentation layers and noised copies
+  consistency.py  noise-consistency training: each batch seen clean and noised, a Jensen-Shannon term between them
   baselines.py    the non-recurrent peers (logistic regression, random forest, MiniRocket, MultiRocket-Hydra, QUANT)
   rocket.py       MultiRocket-Hydra in bounded memory: float32 batches and the ridge in its dual
 

@@ -17,6 +17,7 @@ from keras import layers, ops
 
 from pipeline.config import Config, RegularizationConfig
 from pipeline.models.augment import normalized_augmentations, raw_augmentations
+from pipeline.models.consistency import TWIN, NoisedTwin
 
 PACKAGE = "har"  # the registered name of every custom layer: har>BahdanauAttention, ...
 
@@ -59,8 +60,9 @@ def dense_options(regularization: RegularizationConfig) -> dict[str, Any]:
 def input_block(
     config: Config, input_shape: tuple[int, int], mean: np.ndarray | None, variance: np.ndarray | None
 ) -> tuple[Any, Any]:
-    """Input -> rotation -> Normalization (training statistics) -> augmentation -> GaussianNoise
-    -> input dropout -> deep input MLP. Augmentation and noise act only in training."""
+    """Input -> rotation -> Normalization (training statistics) -> augmentation -> the noised twin
+    (consistency training) -> GaussianNoise -> input dropout -> deep input MLP. Augmentation and
+    noise act only in training."""
     inputs, x = normalized_input(config, input_shape, mean, variance)
     return inputs, deep_input(config, x)
 
@@ -83,6 +85,9 @@ def normalized_input(
     for layer in normalized_augmentations(config.augment, config.train.seed):
         x = layer(x)
     regularization = config.regularization
+    if regularization.consistency > 0:  # training batches seen twice, clean and noised (pipeline.models.consistency)
+        low, high = regularization.consistency_noise
+        x = NoisedTwin(low, high, regularization.consistency, seed=config.train.seed, name=TWIN)(x)
     if regularization.gaussian_noise > 0:
         x = layers.GaussianNoise(regularization.gaussian_noise, name="gaussian_noise")(x)
     if regularization.input_dropout > 0:

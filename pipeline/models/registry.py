@@ -30,6 +30,7 @@ from pipeline.config import Config, build_settings
 from pipeline.data.signals import gravity_channels
 from pipeline.errors import ConfigError
 from pipeline.models.attention import AttentionSettings, attention_pooling
+from pipeline.models.consistency import ConsistencyModel
 from pipeline.models.diagnostics import warn_if_not_fused
 from pipeline.models.layers import (
     WindowStatistics,
@@ -175,7 +176,9 @@ def build_model(
         outputs = classifier_head(summary, config, num_classes, wide)
     else:
         outputs = spec.body(config, x, settings, num_classes)
-    model = keras.Model(inputs, outputs, name=config.model.name)
+    # with consistency training, a model whose training loss sees both views (pipeline.models.consistency)
+    model_class = ConsistencyModel if config.regularization.consistency > 0 else keras.Model
+    model = model_class(inputs, outputs, name=config.model.name)
     warn_if_not_fused(model)
     return model
 

@@ -42,6 +42,7 @@ def regularizer_tag(config: Config) -> str:
         + [(a.rotation_degrees, "rot"), (a.channel_dropout, "cd")]
     )
     parts = [f"gn{r.gaussian_noise:g}"] if r.gaussian_noise else []
+    parts += [f"js{r.consistency:g}"] if r.consistency else []
     parts += [switch for switch in switches if switch]
     parts += [f"{short}{value:g}" for value, short in valued if value]
     parts += [f"perm{a.permutation_segments}"] if a.permutation_segments > 1 else []
