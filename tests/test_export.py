@@ -161,6 +161,8 @@ def test_every_registered_model_exports_with_builtin_ops_and_matches_keras():
             ],
         )
     )
+    # noise-consistency training: a model of another class in training, the plain one at inference
+    variants.append(("bilstm trained for noise consistency", ["regularization.consistency=1.0", *small]))
     for name, overrides in variants:
         model = models.build_model(load_config(None, overrides), (5, 9), 6, channels=MEAN_FEATURES)
         model_bytes, select_ops = export.convert(export.frozen_function(model, (5, 9)))
