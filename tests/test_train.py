@@ -297,6 +297,24 @@ def test_select_on_clean_with_mixed_precision(prepared_root: Path):
     assert accuracy == pytest.approx(history["val_clean_accuracy"].max(), abs=1e-6)
 
 
+def test_a_run_trained_for_noise_consistency_predicts_and_evaluates_like_any_run(prepared_root: Path):
+    overrides = ["regularization.consistency=0.5", "regularization.consistency_noise=[0.2, 1.0]", "train.epochs=2"]
+    result = train_process(prepared_root, *overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_id = registry.run_id_for(load_config(None, [f"paths.root={prepared_root}", *TINY, *overrides]))
+    assert "_js0.5_" in run_id and f"training {run_id}" in result.stdout
+    metrics = RunFolder(prepared_root / "runs" / run_id).metrics()
+    assert metrics["validation"]["0.5"]["mean"] > 1 / 6  # learned something in two epochs of 6 classes
+    history = pd.read_csv(prepared_root / "runs" / run_id / "history.csv")
+    assert {"loss", "accuracy", "val_noisy_accuracy"} <= set(history.columns) and history["loss"].notna().all()
+    root = f"SET=paths.root={prepared_root}"
+    predicted = run_make("predict", f"RUN={run_id}", root)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    evaluated = run_make("evaluate", f"RUN={run_id}", root)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert (prepared_root / "reports" / run_id / "report.md").is_file()
+
+
 def test_mirrored_strategy_on_two_logical_cpus(prepared_root: Path):
     result = train_process(
         prepared_root, "train.distribute=mirrored", "train.cpu_devices=2", "train.epochs=1", "train.batch_size=32"

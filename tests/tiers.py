@@ -108,6 +108,10 @@ FULL_TIER = {
     "tests/test_backends.py::test_a_feature_of_another_backend_is_refused_in_one_line": Check(
         "each backend-only feature refused on the others, a process per backend (55 s)", TRAIN
     ),
+    "tests/test_train.py::test_a_run_trained_for_noise_consistency_predicts_and_evaluates_like_any_run": Check(
+        "noise-consistency training through make train, predict and evaluate (60 s)",
+        (*TRAIN, "pipeline.stages.predict", "pipeline.stages.evaluate"),
+    ),
     "tests/test_train.py::test_select_on_clean_with_mixed_precision": Check(
         "mixed precision, a GPU feature, with selection on clean series (35 s)", TRAIN
     ),
