@@ -198,3 +198,18 @@ def test_each_epoch_prints_one_line_and_a_terminal_also_sees_a_bar_that_the_line
     assert len(lines) == 2 and lines[0].startswith("epoch   1/2  loss") and lines[1].startswith("epoch   2/2")
     # the bar goes to stderr, over the epoch's 3 batches, and is erased (leave=False) before the line
     assert ("epoch 2/2" in printed.err and "0/3" in printed.err) == bar
+
+
+def test_progress_lines_count_the_items_and_estimate_the_time_left_from_the_items_that_worked(monkeypatch, capsys):
+    from pipeline import progress
+
+    clock = iter([0.0, 0.0, 100.0, 101.0, 221.0])  # start, item 1, item 2 (100 s), item 3 reused (1 s), item 4
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    tracker = progress.Progress(5)
+    lines = [tracker.step(f"fold {index}") for index in range(1, 5)]
+    assert lines[0] == "[1/5] fold 1"
+    assert lines[1] == "[2/5] fold 2  (1 min 40 s so far, about 6 min 40 s left)"  # 4 items left at 100 s
+    assert lines[2] == "[3/5] fold 3  (1 min 41 s so far, about 5 min 00 s left)"  # the 1 s item was reused
+    assert lines[3] == "[4/5] fold 4  (3 min 41 s so far, about 3 min 40 s left)"  # mean of 100 s and 120 s
+    assert capsys.readouterr().out.splitlines() == lines
+    assert progress.duration(3725) == "1 h 02 min" and progress.duration(7) == "7 s"

@@ -36,6 +36,7 @@ from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config, ConfigError
 from pipeline.data.datasets import check_folds, cv_definition, fold_config
 from pipeline.runs import tracking, training
+from pipeline.progress import Progress
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import cv_id_for, model_tag, regularizer_tag
 from pipeline.runtime import backend_name
@@ -115,11 +116,12 @@ def cross_validate(
     cv_id = cv_id_for(config)
     folder = RunFolder.of(config, cv_id)
     fold_dirs = []
+    progress = Progress(config.cv.repeats * config.cv.folds)
     for repeat in range(config.cv.repeats):
         for fold in range(config.cv.folds):
             run_config = fold_config(config, fold, repeat)
             where = f"repeat {repeat + 1}/{config.cv.repeats}, " if config.cv.repeats > 1 else ""
-            print(f"[{where}fold {fold + 1}/{config.cv.folds}] {cv_id}", flush=True)
+            progress.step(f"[{where}fold {fold + 1}/{config.cv.folds}] {cv_id}")
             extra = tuple(callbacks_for(run_config, len(fold_dirs))) if callbacks_for else ()
             fold_dirs.append(training.train(run_config, experiment=f"cv:{cv_id}", force=force, callbacks=extra))
             keras.backend.clear_session()

@@ -51,6 +51,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.datasets import PROTOCOL_OPTIMISTIC, fold_protocol, protocol_mismatch
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder
+from pipeline.progress import Progress
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import cv_id_for, run_config
 from pipeline.runtime import PeakMemory
@@ -188,6 +189,7 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
     baselines.check_can_fit(name)
     scores, definitions, counts = [], [], []
     cv_folder = RunFolder.of(config, cv_id)
+    progress = Progress(len(cv_folder.lineage().folds))
     for run_id in cv_folder.lineage().folds:
         fold = run_config(config, config.path("runs", run_id))
         data = load_training_data(fold)
@@ -205,7 +207,7 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
             data.train_std,
             fold.train.seed,
         )
-        print(f"  {peer} on the folds of {cv_id}: {run_id}, {len(series)} training series", flush=True)
+        progress.step(f"{peer} on the folds of {cv_id}: {run_id}, {len(series)} training series")
         started = time.perf_counter()
         with PeakMemory() as peak:
             fitted = baselines.make_peer(name, fold.train.seed).fit(series, labels)

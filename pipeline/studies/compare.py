@@ -24,6 +24,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import load_training_data
 from pipeline.errors import DataError
 from pipeline.files import atomic_files
+from pipeline.progress import Progress
 from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.scoring import score_row
@@ -85,14 +86,12 @@ def run_grid(config: Config, experiment: str | None, overrides: list[str]) -> pd
 
     cells = list(config.compare.cells) or list(GRID)
     rows = []
-    total = len(config.compare.models) * len(cells) * config.compare.seeds
-    done = 0
+    progress = Progress(len(config.compare.models) * len(cells) * config.compare.seeds)
     for model in config.compare.models:
         for cell in cells:
             for seed in range(config.compare.seeds):
-                done += 1
                 cell_cfg = cell_config(config, overrides, experiment, model, cell, config.train.seed + seed)
-                print(f"[{done}/{total}] {model} / {cell} / seed {cell_cfg.train.seed}", flush=True)
+                progress.step(f"{model} / {cell} / seed {cell_cfg.train.seed}")
                 run_dir = training.train(cell_cfg, experiment=f"compare:{cell}")
                 keras.backend.clear_session()
                 metrics = RunFolder(run_dir).metrics()

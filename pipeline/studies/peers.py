@@ -31,6 +31,7 @@ from pipeline.config import Config
 from pipeline.data.datasets import load_training_data, organizer_side, selection_definition
 from pipeline.errors import ConfigError, DataError
 from pipeline.files import atomic_files
+from pipeline.progress import Progress
 from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import best_run
@@ -84,6 +85,7 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
     confusion: dict[str, object] | None = (
         None if host is None else {"classes": list(data.classes), "file": "test", "peers": []}
     )
+    progress = Progress(len(config.peers.models) * len({0, config.peers.noised_copies}))
     for copies in sorted({0, config.peers.noised_copies}):
         series, labels = augment.noised_copies(
             data.train_series,
@@ -95,9 +97,8 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
             config.train.seed,
         )
         for name in config.peers.models:
-            print(
-                f"  {name}, {copies} noised cop{'y' if copies == 1 else 'ies'}: fitting on {len(series)} series ...",
-                flush=True,
+            progress.step(
+                f"{name}, {copies} noised cop{'y' if copies == 1 else 'ies'}: fitting on {len(series)} series ..."
             )
             started = time.perf_counter()
             with PeakMemory() as peak:
