@@ -35,8 +35,8 @@ import numpy as np
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config, ConfigError
 from pipeline.data.datasets import check_folds, cv_definition, fold_config
-from pipeline.runs import tracking, training
 from pipeline.progress import Progress
+from pipeline.runs import tracking, training
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import cv_id_for, model_tag, regularizer_tag
 from pipeline.runtime import backend_name
