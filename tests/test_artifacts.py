@@ -479,3 +479,29 @@ def test_a_second_writer_of_a_run_folder_waits_naming_the_first(tmp_path: Path, 
         assert f"being written by process {holder.pid}; waiting" in capsys.readouterr().out
     finally:
         holder.wait(timeout=30)
+
+
+def test_the_comparison_figure_starts_its_axis_at_zero_and_its_legend_covers_no_bar():
+    from pipeline.studies import compare
+
+    cells = ("none", "gaussian_noise", "l2", "dropout", "noised_copies")
+    summary = pd.DataFrame(
+        [
+            {"model": model, "cell": cell, **{f"val@{level}": 0.9 - 0.1 * level for level in (0, 0.5, 1)}}
+            for model in ("bilstm", "stacked")
+            for cell in cells
+        ]
+    )
+    for level in (0, 0.5, 1):
+        summary[f"val@{level}_std"] = 0.01
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = compare.figure_for(summary, "val@", "validation")
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # a real layout: the legend's and the bars' places on the canvas
+    renderer = canvas.get_renderer()
+    for axis in figure.axes:
+        assert axis.get_ylim() == (0.0, 1.0)
+        legend = axis.get_legend().get_window_extent(renderer)
+        assert not legend.overlaps(axis.get_window_extent(renderer))  # beside the axes, so over no bar
+        assert len(axis.patches) == len(cells) * 3

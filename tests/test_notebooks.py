@@ -84,7 +84,19 @@ def test_attention(prepared_root: Path, attention_run: Path, tmp_path: Path):
     assert f"{attention_run}: already trained with this config" in text  # the run reused, not trained twice
 
 
-def test_bptt_shows_the_three_figures_with_measured_sentences(prepared_root: Path, tmp_path: Path):
+def test_compare_regularizers_reads_runs_and_trains_the_grid_only_when_asked(tmp_path: Path):
+    """Without comparison runs and without run_compare_if_missing, it stops in one sentence saying how
+    to make them, instead of training for 39 minutes."""
+    with pytest.raises(papermill.PapermillExecutionError, match=r"no comparison runs of classroom in .*make compare"):
+        execute("02-compare-regularizers.ipynb", tmp_path / "02.ipynb", root=str(tmp_path))
+    assert not (tmp_path / "runs").exists()  # nothing was trained
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_bptt_shows_the_three_figures_with_measured_sentences(
+    backend: str, prepared_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("KERAS_BACKEND", backend)  # the kernel inherits it: the notebook imports no backend itself
     notebook = execute(
         "04-bptt.ipynb",
         tmp_path / "04.ipynb",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -183,12 +184,14 @@ def paired_against_first(table: pd.DataFrame, summary: pd.DataFrame, select_leve
     return pd.DataFrame(rows)
 
 
-def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
+def figure_for(summary: pd.DataFrame, prefix: str, title: str) -> Any:
+    """The bars of each model's cells at each noise level: accuracy from 0 (a bar's length is its
+    value, so no axis cut exaggerates a difference), the legend beside the axes, never over a bar."""
     from matplotlib.figure import Figure
 
     levels = [c for c in summary.columns if c.startswith(prefix) and not c.endswith("_std")]
     models = list(dict.fromkeys(summary["model"]))
-    figure = Figure(figsize=(12, 4.2 * len(models)), dpi=110)
+    figure = Figure(figsize=(13, 4.2 * len(models)), dpi=110, layout="constrained")
     axes = figure.subplots(len(models), 1, squeeze=False)
     for axis, model in zip(axes[:, 0], models):
         rows = summary[summary["model"] == model]
@@ -204,13 +207,17 @@ def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
                 label=f"test noise {level.split('@')[1]}",
             )
         axis.set_xticks(positions, rows["cell"], rotation=35, ha="right")
-        axis.set_ylim(max(0.0, float(rows[levels].min().min()) - 0.1), 1.0)
+        axis.set_ylim(0.0, 1.0)
+        axis.set_yticks(np.linspace(0, 1, 11))
         axis.set_ylabel("accuracy (mean over seeds)")
         axis.set_title(f"{model}: {title}")
         axis.grid(axis="y", alpha=0.3)
-        axis.legend(fontsize=8, ncols=len(levels))
-    figure.tight_layout()
-    figure.savefig(path, format="png")
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return figure
+
+
+def plot(path: Path, summary: pd.DataFrame, prefix: str, title: str) -> None:
+    figure_for(summary, prefix, title).savefig(path, format="png")
 
 
 def compare(config: Config, experiment: str | None, overrides: list[str]) -> Path:
