@@ -34,7 +34,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(TRACKING),--set tracking.uri=$(TRACKING)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
+.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers results notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -99,6 +99,9 @@ compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> r
 
 peers: $(STAMP) $(TORCH_STAMP) ## logistic regression, random forest, MiniRocket, MultiRocket-Hydra and QUANT, with and without noised copies, with fit time and peak memory, beside the best run -> reports/peers/<competition>/
 	$(PY) -m pipeline.studies.peers --exp $(EXP) $(ARGS)
+
+results: $(STAMP) ## the results page drawn from the reports on disk (peers, evaluations, paired comparisons) with its figures -> reports/results/
+	$(PY) -m pipeline.studies.results --exp $(EXP) $(ARGS)
 
 notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> reports/notebooks/
 	@mkdir -p reports/notebooks

@@ -37,6 +37,7 @@ COMMANDS = {
     "tune": "pipeline.studies.tune",
     "compare": "pipeline.studies.compare",
     "peers": "pipeline.studies.peers",
+    "results": "pipeline.studies.results",
     "transcribe": "pipeline.studies.transcribe",
     "small-competition": "pipeline.studies.small_competition",
     "recording": "pipeline.phone.recording",
