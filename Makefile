@@ -10,6 +10,15 @@ PY := $(VENV)/bin/python
 # The stamp's name carries a hash of requirements.txt and pyproject.toml: editing either makes the next target reinstall.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 TORCH_STAMP := $(VENV)/.torch-$(shell cat requirements-torch.txt 2>/dev/null | sha256sum | cut -c1-16)
+# The optional parts, each a lock file requirements-<extra>.txt installed (with the core, resolved
+# together) by the first target that needs it; pyproject.toml declares the same extras.
+EXTRAS := jax peers tune tracking phone studies notebooks dev
+extra = $(VENV)/.extra-$(1)-$(shell cat requirements-$(1).txt 2>/dev/null | sha256sum | cut -c1-16)
+# make test's install: the core, every extra and PyTorch, resolved together in one pip call
+ALL_FILES := requirements.txt $(EXTRAS:%=requirements-%.txt) requirements-torch.txt
+ALL_STAMP := $(VENV)/.all-$(shell cat $(ALL_FILES) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+# A Keras backend other than TensorFlow brings its own package along
+CORE := $(STAMP) $(if $(filter jax,$(BACKEND) $(KERAS_BACKEND)),$(call extra,jax)) $(if $(filter torch,$(BACKEND) $(KERAS_BACKEND)),$(TORCH_STAMP))
 
 EXP ?= experiments/default.toml
 comma := ,
@@ -34,12 +43,14 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(TRACKING),--set tracking.uri=$(TRACKING)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers results notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
+.PHONY: help install install-all install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers results notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: $(STAMP) ## create .venv and install requirements.txt (again only when it changes)
+install: $(STAMP) ## create .venv and install the core, requirements.txt (again only when it changes)
+
+install-all: $(ALL_STAMP) ## the core and every optional part (what make test installs)
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,69 +59,80 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install-torch: $(TORCH_STAMP) ## add PyTorch (the torch backend, the GPU check's reference); make test does it too
+install-torch: $(TORCH_STAMP) ## add PyTorch (the torch backend, the GPU check's reference, MultiRocket-Hydra and QUANT); make test does it too
 
 $(TORCH_STAMP): requirements-torch.txt $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-torch.txt
 	@rm -f $(VENV)/.torch-*
 	@touch $@
 
+# .venv/.extra-<name>-<hash>: requirements-<name>.txt installed beside the core
+$(VENV)/.extra-%: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-$(firstword $(subst -, ,$*)).txt
+	@rm -f $(VENV)/.extra-$(firstword $(subst -, ,$*))-*
+	@touch $@
+
+$(ALL_STAMP): $(ALL_FILES) $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(ALL_FILES:%=-r %)
+	@rm -f $(VENV)/.all-* $(VENV)/.extra-* $(VENV)/.torch-*
+	@touch $@ $(foreach name,$(EXTRAS),$(call extra,$(name))) $(TORCH_STAMP)
+
 all: data prepare train ## the main job end to end on the embedded data: data to a scored submission and a report
 	@$(MAKE) --no-print-directory predict RUN=experiment
 	@$(MAKE) --no-print-directory submit
 	@$(MAKE) --no-print-directory evaluate RUN=experiment
 
-data: $(STAMP) ## download a source into data/raw (SOURCE=embedded | local:<path>)
+data: $(CORE) ## download a source into data/raw (SOURCE=embedded | local:<path>)
 	$(PY) -m pipeline.stages.download $(ARGS)
 
-prepare: $(STAMP) ## build data/processed/<competition> (classroom and raw from HAPT, or a copied one)
+prepare: $(CORE) ## build data/processed/<competition> (classroom and raw from HAPT, or a copied one)
 	$(PY) -m pipeline.stages.prepare $(ARGS)
 
-cv: $(STAMP) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs; REFIT=1 then trains on all
+cv: $(CORE) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an ordinary run, one result in make runs; REFIT=1 then trains on all
 	$(PY) -m pipeline.stages.cv --exp $(EXP) $(ARGS) $(if $(REFIT),--refit)
 
-# a peer (peer:<name>) may need PyTorch (MultiRocket-Hydra, QUANT): installed on first use
-cv-compare: $(STAMP) $(if $(findstring peer:,$(A)$(B)),$(TORCH_STAMP)) ## two cross-validations compared fold by fold (A=, B= a CV id, an EXP file, or peer:<name>[+copies] fitted on the other's folds): mean difference, corrected t-test interval, verdict
+# a peer (peer:<name>) needs aeon, and PyTorch for MultiRocket-Hydra and QUANT: installed on first use
+cv-compare: $(CORE) $(if $(findstring peer:,$(A)$(B)),$(call extra,peers) $(TORCH_STAMP)) ## two cross-validations compared fold by fold (A=, B= a CV id, an EXP file, or peer:<name>[+copies] fitted on the other's folds): mean difference, corrected t-test interval, verdict
 	$(PY) -m pipeline.stages.cv_compare $(ARGS) --a "$(A)" --b "$(B)"
 
-tune: $(STAMP) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
+tune: $(CORE) $(call extra,tune) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
 	$(PY) -m pipeline.studies.tune --exp $(EXP) $(ARGS) $(if $(TRIALS),--set tune.trials=$(TRIALS)) $(if $(STORAGE),--set tune.storage=$(STORAGE)) $(if $(JOBS),--jobs $(JOBS))
 
-train: $(STAMP) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
+train: $(CORE) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
 	$(PY) -m pipeline.stages.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
 
-ensemble: $(STAMP) ## one run whose model averages RUN="id1 id2 ..." (or RUN=cv:<cv id>); RUN="cv:A cv:B": the ensemble cross-validated (a CV entry for cv-compare)
+ensemble: $(CORE) ## one run whose model averages RUN="id1 id2 ..." (or RUN=cv:<cv id>); RUN="cv:A cv:B": the ensemble cross-validated (a CV entry for cv-compare)
 	$(PY) -m pipeline.stages.ensemble --exp $(EXP) $(ARGS) --run "$(RUN)"
 
-predict: $(STAMP) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble; experiment = EXP's run)
+predict: $(CORE) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble; experiment = EXP's run)
 	$(PY) -m pipeline.stages.predict --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
-submit: $(STAMP) ## score FILE (default: the newest submission) on the local leaderboard, or upload it to Kaggle
+submit: $(CORE) ## score FILE (default: the newest submission) on the local leaderboard, or upload it to Kaggle
 	$(PY) -m pipeline.stages.submit --exp $(EXP) $(ARGS) $(if $(FILE),--file "$(FILE)") $(if $(MESSAGE),--message "$(MESSAGE)")
 
-leaderboard: $(STAMP) ## the local leaderboard: public and private scores, best first, edited files flagged
+leaderboard: $(CORE) ## the local leaderboard: public and private scores, best first, edited files flagged
 	@$(PY) -m pipeline.stages.submit --leaderboard --exp $(EXP) $(ARGS)
 
-evaluate: $(STAMP) ## report on RUN (default: the best run): confusion, per-class scores, noise curve, attention, gradients
+evaluate: $(CORE) ## report on RUN (default: the best run): confusion, per-class scores, noise curve, attention, gradients
 	$(PY) -m pipeline.stages.evaluate --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
-compare: $(STAMP) ## the regularizer grid (experiments/compare.toml budget) -> reports/compare/<competition>/
+compare: $(CORE) ## the regularizer grid (experiments/compare.toml budget) -> reports/compare/<competition>/
 	$(PY) -m pipeline.studies.compare $(EXP_GIVEN) $(ARGS)
 
-peers: $(STAMP) $(TORCH_STAMP) ## logistic regression, random forest, MiniRocket, MultiRocket-Hydra and QUANT, with and without noised copies, with fit time and peak memory, beside the best run -> reports/peers/<competition>/
+peers: $(CORE) $(call extra,peers) $(TORCH_STAMP) ## logistic regression, random forest, MiniRocket, MultiRocket-Hydra and QUANT, with and without noised copies, with fit time and peak memory, beside the best run -> reports/peers/<competition>/
 	$(PY) -m pipeline.studies.peers --exp $(EXP) $(ARGS)
 
-results: $(STAMP) ## the results page drawn from the reports on disk (peers, evaluations, paired comparisons) with its figures -> reports/results/
+results: $(CORE) ## the results page drawn from the reports on disk (peers, evaluations, paired comparisons) with its figures -> reports/results/
 	$(PY) -m pipeline.studies.results --exp $(EXP) $(ARGS)
 
-notebooks: $(STAMP) ## execute the notebooks headless (default budget) -> reports/notebooks/
+notebooks: $(CORE) $(call extra,notebooks) ## execute the notebooks headless (default budget) -> reports/notebooks/
 	@mkdir -p reports/notebooks
 	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar --log-output || exit 1; done
 
-transcribe: $(STAMP) ## seq2seq transcription, recorded and shuffled activity order: data, both variants, decoding, report (SEEDS="1 2 42")
+transcribe: $(CORE) $(call extra,studies) ## seq2seq transcription, recorded and shuffled activity order: data, both variants, decoding, report (SEEDS="1 2 42")
 	$(PY) -m pipeline.studies.transcribe $(EXP_GIVEN) $(ARGS) $(if $(SEEDS),--set "transcribe.seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]")
 
-small-competition: $(STAMP) ## a small public dataset bundled with aeon (DATASET=BasicMotions: 40 + 40 series, 6 channels, 4 classes; or PickupGestureWiimoteZ, ACSF1, ...) as a user's competition, noisy test: data, prepare, train, predict, scored beside MiniRocket
+small-competition: $(CORE) $(call extra,peers) ## a small public dataset bundled with aeon (DATASET=BasicMotions: 40 + 40 series, 6 channels, 4 classes; or PickupGestureWiimoteZ, ACSF1, ...) as a user's competition, noisy test: data, prepare, train, predict, scored beside MiniRocket
 	$(PY) -m pipeline.studies.small_competition write --dataset $(DATASET) $(ARGS)
 	@$(MAKE) --no-print-directory data SOURCE=local:data/external/$(SMALL)
 	@$(MAKE) --no-print-directory prepare COMPETITION=$(SMALL)
@@ -118,34 +140,34 @@ small-competition: $(STAMP) ## a small public dataset bundled with aeon (DATASET
 	@$(MAKE) --no-print-directory predict COMPETITION=$(SMALL)
 	$(PY) -m pipeline.studies.small_competition score --dataset $(DATASET) $(ARGS)
 
-recording: $(STAMP) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
+recording: $(CORE) ## your phone recording -> timeline, probabilities, figure in reports/recordings/<name>/ (FILE=, RUN=; a plain CSV: COLUMNS= UNITS= GYRO=; LABELS=)
 	$(PY) -m pipeline.phone.recording --exp $(EXP) $(ARGS) --file "$(FILE)" $(if $(RUN),--run "$(RUN)") $(if $(LABELS),--labels "$(LABELS)") $(if $(COLUMNS),--columns "$(COLUMNS)") $(if $(UNITS),--units "$(UNITS)") $(if $(GYRO),--gyro "$(GYRO)")
 
-recording-check: $(STAMP) ## RUN's timeline agreement on every held-out HAPT recording, straight and through a Sensor Logger export -> reports/recordings/
+recording-check: $(CORE) ## RUN's timeline agreement on every held-out HAPT recording, straight and through a Sensor Logger export -> reports/recordings/
 	$(PY) -m pipeline.phone.recording --held-out --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
-sample-recording: $(STAMP) ## a held-out HAPT recording as a phone app exports it -> data/samples/ (SUBJECT=2, FORMAT=sensorlogger|phyphox|csv)
+sample-recording: $(CORE) ## a held-out HAPT recording as a phone app exports it -> data/samples/ (SUBJECT=2, FORMAT=sensorlogger|phyphox|csv)
 	$(PY) -m pipeline.phone.sample_recording $(ARGS) $(if $(SUBJECT),--user $(SUBJECT)) $(if $(FORMAT),--format $(FORMAT))
 
-export: $(STAMP) ## RUN's model (default: the best run) as LiteRT files, parity with Keras checked -> exports/<run_id>/
+export: $(CORE) $(call extra,phone) ## RUN's model (default: the best run) as LiteRT files, parity with Keras checked -> exports/<run_id>/
 	$(PY) -m pipeline.phone.export --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")
 
-runs: $(STAMP) ## list the trained runs with their accuracy at each test-noise level
+runs: $(CORE) ## list the trained runs with their accuracy at each test-noise level
 	@$(PY) -m pipeline.stages.runs $(if $(SET),--sets "$$HAR_SET") $(if $(COMPETITION),--competition $(COMPETITION))
 
-ui: $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 for the project's store (PORT=; TRACKING= another store)
+ui: $(CORE) $(call extra,tracking) ## the MLflow UI on http://127.0.0.1:5000 for the project's store (PORT=; TRACKING= another store)
 	$(PY) -m pipeline.stages.ui $(ARGS) $(if $(PORT),--port $(PORT))
 
-models: $(STAMP) ## list the registered models with parameter counts for 5x9 and 128x9 series
+models: $(CORE) ## list the registered models with parameter counts for 5x9 and 128x9 series
 	@$(PY) -m pipeline.models
 
-bench: $(STAMP) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
+bench: $(CORE) $(call extra,phone) ## training/inference speed and peak memory of the main models -> reports/bench.{json,md}
 	$(PY) -m pipeline.perf.bench $(if $(SET),--sets "$$HAR_SET")
 
-test: lint $(TORCH_STAMP) postgres-server ## lint, then the test suite (TEST_WORKERS=3 processes, a test file each at a time); the full tier's checks only where a file they cover changed since their recorded pass
+test: $(ALL_STAMP) lint postgres-server ## lint, then the test suite (TEST_WORKERS=3 processes, a test file each at a time); the full tier's checks only where a file they cover changed since their recorded pass
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-test-all: lint $(TORCH_STAMP) postgres-server ## lint, then every test, the full tier included; when all pass, its fingerprints are written to tests/full_tier.json (commit it)
+test-all: $(ALL_STAMP) lint postgres-server ## lint, then every test, the full tier included; when all pass, its fingerprints are written to tests/full_tier.json (commit it)
 	TEST_TIER=all $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The tuner's tests start a real PostgreSQL server: Debian's, installed here when it is missing.
@@ -155,11 +177,11 @@ postgres-server:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 	  { echo "error: no PostgreSQL server binaries and apt-get failed: install postgresql (as root: apt-get install postgresql)" >&2; exit 1; }
 
-lint: $(STAMP) ## ruff check and ruff format --check (rules and line length: pyproject.toml)
+lint: $(call extra,dev) ## ruff check and ruff format --check (rules and line length: pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: $(STAMP) ## rewrite the code in the project's format and fix what ruff can fix safely
+format: $(call extra,dev) ## rewrite the code in the project's format and fix what ruff can fix safely
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
@@ -172,7 +194,7 @@ gpu-wheels: ## download the wheels the GPU check brings along into .whl/ (for Py
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  -d .whl $(GPU_WHEELS)
 
-gpu-check: $(if $(DRY),$(STAMP) $(TORCH_STAMP)) ## the GPU check on a GPU machine (scripts/gpu-check.sh; DRY=1: every step on this CPU) -> reports/gpu_check.md
+gpu-check: $(if $(DRY),$(ALL_STAMP)) ## the GPU check on a GPU machine (scripts/gpu-check.sh; DRY=1: every step on this CPU) -> reports/gpu_check.md
 	$(if $(DRY),PYTHON=$(PY) ,)bash scripts/gpu-check.sh $(if $(DRY),--dry-run)
 
 clean: ## remove derived data, runs, reports and exports (keeps data/raw and .venv)

@@ -73,11 +73,12 @@ def test_config_explains_every_setting_and_where_its_value_came_from():
 
 
 def test_the_package_declares_what_the_lock_pins():
-    """pyproject's ranges (the package, its extras) admit requirements.txt's exact pins."""
+    """pyproject's ranges (the package, its extras) admit the lock files' exact pins, and each extra
+    has the lock file make installs it from (requirements-<extra>.txt)."""
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
     pins = {}
-    for lock in ("requirements.txt", "requirements-torch.txt"):
-        for line in (PROJECT_ROOT / lock).read_text().splitlines():
+    for lock in sorted(PROJECT_ROOT.glob("requirements*.txt")):
+        for line in lock.read_text().splitlines():
             if line.split("#")[0].strip():
                 requirement = Requirement(line.split("#")[0].strip())
                 pins[requirement.name.lower()] = next(iter(requirement.specifier)).version

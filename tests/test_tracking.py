@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -172,3 +173,28 @@ def test_a_peer_table_becomes_one_mlflow_run_per_row_with_its_report(tmp_path: P
     assert "test_file" not in by_name["peer: random_forest, 0 noised copies"].data.metrics  # NaN left out
     assert [artifact.path for artifact in client.list_artifacts(minirocket.info.run_id)] == ["peers.md"]
     assert (tmp_path / "runs" / "mlflow-artifacts").is_dir()  # artifacts beside the embedded store
+
+
+def test_runs_made_without_mlflow_are_mirrored_by_the_backfill_once(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """make all leaves MLflow out: a run finished then is not mirrored and nothing is printed; make ui
+    (which installs MLflow) mirrors it, and a second backfill adds nothing."""
+    from mlflow import MlflowClient
+
+    root = tmp_path / "root"
+    (root / "runs").mkdir(parents=True)
+    shutil.copytree(tiny_run, root / "runs" / tiny_run.name)
+    config = load_config(None, [f"paths.root={root}"])  # the project's own store, runs/mlflow.db
+    monkeypatch.setattr(tracking, "installed", lambda: False)
+    assert tracking.mirror_run(config, root / "runs" / tiny_run.name) is None
+    assert capsys.readouterr().err == "" and not (root / "runs" / "mlflow.db").exists()
+    monkeypatch.undo()
+    assert tracking.backfill(config) == 1
+    assert tracking.backfill(config) == 1  # looked at again, found, left as it is
+    client = MlflowClient(tracking_uri=tracking.tracking_uri(config))
+    mirrors = client.search_runs(
+        [experiment.experiment_id for experiment in client.search_experiments()],
+        filter_string=f"tags.`har.run_id` = '{tiny_run.name}'",
+    )
+    assert len(mirrors) == 1 and mirrors[0].data.metrics["selection_score"] > 0

@@ -30,8 +30,7 @@ TIER_VARIABLE = "TEST_TIER"
 EVERY_TEST_READS = (
     "Makefile",
     "pyproject.toml",
-    "requirements.txt",
-    "requirements-torch.txt",
+    "requirements*.txt",
     "experiments/*.toml",
     "tests/conftest.py",
     "tests/code_graph.py",
@@ -111,6 +110,9 @@ FULL_TIER = {
     "tests/test_train.py::test_a_run_trained_for_noise_consistency_predicts_and_evaluates_like_any_run": Check(
         "noise-consistency training through make train, predict and evaluate (60 s)",
         (*TRAIN, "pipeline.stages.predict", "pipeline.stages.evaluate"),
+    ),
+    "tests/test_tracking.py::test_runs_made_without_mlflow_are_mirrored_by_the_backfill_once": Check(
+        "a tiny run trained, then mirrored into a real MLflow store by make ui's backfill (60 s)", TRAIN
     ),
     "tests/test_train.py::test_select_on_clean_with_mixed_precision": Check(
         "mixed precision, a GPU feature, with selection on clean series (35 s)", TRAIN

@@ -68,10 +68,21 @@ def client_for(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+def installed() -> bool:
+    """MLflow is an optional part (requirements-tracking.txt): `make ui` installs it, `make all` does not."""
+    import importlib.util
+
+    return importlib.util.find_spec("mlflow") is not None
+
+
 def guarded(config: Config, action: Callable[[Any], Any]) -> Any:
-    """action(client), or None when tracking is off or fails (one warning line per store and process)."""
+    """action(client), or None when tracking is off or fails (one warning line per store and process).
+    Without MLflow installed, the project's own store is left alone quietly (`make ui` installs MLflow
+    and mirrors the runs made before: backfill); a store the user named gets the warning line."""
     uri = tracking_uri(config)
     if uri is None or uri in _failed:
+        return None
+    if not installed() and not config.tracking.uri:
         return None
     try:
         return action(client_for(uri))
@@ -238,6 +249,19 @@ def mirror_run(config: Config, run_dir: Path, kind: str = "") -> str | None:
         return run.info.run_id
 
     return guarded(config, action)
+
+
+def backfill(config: Config) -> int:
+    """Mirror every finished run folder not mirrored yet (runs, folds, CV entries, ensembles): the runs
+    made while MLflow was not installed or the store was down. A mirrored run is found and left as
+    it is, so this is cheap when nothing is missing. The number of folders looked at."""
+    folders = [path for path in sorted(config.path("runs").glob("*")) if path.is_dir() and RunFolder(path).finished]
+    for path in folders:
+        if RunFolder(path).lineage().kind == "cv":
+            mirror_cv(config, path)
+        else:
+            mirror_run(config, path)
+    return len(folders)
 
 
 def mirror_cv(config: Config, cv_dir: Path) -> str | None:

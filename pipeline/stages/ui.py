@@ -1,5 +1,8 @@
 """`make ui [PORT=5000]`: the MLflow UI over the mirror of every run (pipeline/runs/tracking.py).
 
+MLflow is an optional part: `make ui` installs it on first use, and first mirrors every finished run
+not mirrored yet (those trained before it was installed), so the UI shows them all.
+
 Where: `tracking.uri` (TRACKING=): empty = the embedded store runs/mlflow.db, opened here with no
 server to start; a team's server has its own UI; off mirrors nothing.
 """
@@ -11,7 +14,7 @@ import sys
 
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
-from pipeline.runs.tracking import shown, tracking_uri
+from pipeline.runs.tracking import backfill, shown, tracking_uri
 
 
 def ui_command(config: Config, host: str, port: int) -> list[str]:
@@ -27,6 +30,8 @@ def ui(config: Config, host: str, port: int) -> int:
         print(f"tracking.uri is the server {shown(config.tracking.uri)}: open it in a browser, it has its own UI")
         return 0
     config.path("runs").mkdir(parents=True, exist_ok=True)
+    if tracking_uri(config) is not None:  # runs made before MLflow was installed (make all leaves it out)
+        print(f"mirroring the finished runs into MLflow: {backfill(config)} run folders looked at", flush=True)
     print(f"MLflow UI for {tracking_uri(config) or 'the project store'} on http://{host}:{port} (Ctrl-C stops it)")
     print("an Optuna study live: pip install optuna-dashboard && optuna-dashboard sqlite:///runs/tune/<study>.db")
     return subprocess.call(ui_command(config, host, port))
