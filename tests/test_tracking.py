@@ -190,6 +190,8 @@ def test_runs_made_without_mlflow_are_mirrored_by_the_backfill_once(
     assert tracking.mirror_run(config, root / "runs" / tiny_run.name) is None
     assert capsys.readouterr().err == "" and not (root / "runs" / "mlflow.db").exists()
     monkeypatch.undo()
+    # a provisional mirror logged epoch by epoch while it trained (LiveCurves) is replaced, not doubled
+    tracking.log_epoch(config, {}, tiny_run.name, "classroom", 0, {"loss": 1.5})
     assert tracking.backfill(config) == 1
     assert tracking.backfill(config) == 1  # looked at again, found, left as it is
     client = MlflowClient(tracking_uri=tracking.tracking_uri(config))
@@ -198,3 +200,32 @@ def test_runs_made_without_mlflow_are_mirrored_by_the_backfill_once(
         filter_string=f"tags.`har.run_id` = '{tiny_run.name}'",
     )
     assert len(mirrors) == 1 and mirrors[0].data.metrics["selection_score"] > 0
+    assert tracking.LIVE not in mirrors[0].data.tags and "har.metrics_hash" in mirrors[0].data.tags
+
+
+def test_each_epoch_reaches_mlflow_as_it_ends_and_a_resumed_run_goes_on_in_the_same_mirror(tmp_path: Path):
+    import keras
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from pipeline.runs.fitting import LiveCurves
+
+    config = load_config(None, [f"paths.root={tmp_path}"])
+    (tmp_path / "runs").mkdir()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    series, labels = np.zeros((8, 3), "float32"), keras.utils.to_categorical(np.arange(8) % 2, 2)
+    seen = []
+
+    class Watch(keras.callbacks.Callback):  # what the store holds when each epoch has ended
+        def on_epoch_end(self, epoch, logs=None):
+            client = MlflowClient(tracking_uri=tracking.tracking_uri(config))
+            (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`har.live` = '1'")
+            seen.append(len(client.get_metric_history(run.info.run_id, "epoch_loss")))
+
+    model.fit(series, labels, epochs=3, verbose=0, callbacks=[LiveCurves(config, "run_x"), Watch()])
+    assert seen == [1, 2, 3]  # live: epoch n's loss was in the store before epoch n + 1 began
+    model.fit(series, labels, epochs=2, verbose=0, callbacks=[LiveCurves(config, "run_x")])  # a new process resuming
+    client = MlflowClient(tracking_uri=tracking.tracking_uri(config))
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`har.run_id` = 'run_x'")
+    assert [metric.step for metric in client.get_metric_history(run.info.run_id, "epoch_accuracy")] == [0, 1, 2, 0, 1]

@@ -74,6 +74,20 @@ class EpochSummary(keras.callbacks.Callback):
         )
 
 
+class LiveCurves(keras.callbacks.Callback):
+    """Each epoch's logs into MLflow as the epoch ends (pipeline.runs.tracking.log_epoch), where
+    tracking is on and MLflow installed: `make ui` shows the run's curves while it trains."""
+
+    def __init__(self, config: Config, run_name: str):
+        super().__init__()
+        self.config, self.run_name, self.live = config, run_name, {}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from pipeline.runs import tracking
+
+        tracking.log_epoch(self.config, self.live, self.run_name, self.config.data.competition, epoch, logs or {})
+
+
 class StopOnNaN(keras.callbacks.TerminateOnNaN):
     """Stop at a NaN or infinite loss and record the batch on the model (`model.nan_at`), so that the
     stage can refuse the run with a clear message instead of saving NaN weights."""
@@ -155,6 +169,7 @@ def make_callbacks(
             resumed,
         ),
         keras.callbacks.CSVLogger(str(folder.history_file), append=True),
+        LiveCurves(config, folder.name),
         # train.verbose -1 (the default): the project's line per epoch, with a bar on a terminal (Keras' off)
         EpochSummary(train.epochs, bar=train.verbose < 0 and sys.stdout.isatty()),
     ]

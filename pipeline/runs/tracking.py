@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import Config
 from pipeline.data.datasets import DATACARD, competition_folder
 from pipeline.files import sha256_file, short_hash
@@ -249,6 +251,36 @@ def mirror_run(config: Config, run_dir: Path, kind: str = "") -> str | None:
         return run.info.run_id
 
     return guarded(config, action)
+
+
+LIVE = "har.live"  # the tag of a provisional mirror, logged epoch by epoch while its run trains
+
+
+def log_epoch(config: Config, live: dict[str, str], run_name: str, competition: str, epoch: int, logs: dict) -> None:
+    """One finished epoch's logs into the provisional mirror of `run_name` (created on the first
+    epoch; a killed run's is taken up again), so `make ui` shows a long run's curves as it trains.
+    `live` keeps its MLflow run id between epochs. When the run finishes, mirror_run replaces the
+    provisional mirror with the finished one (it has no metrics hash)."""
+
+    def action(client: Any) -> None:
+        if "id" not in live:
+            experiment = experiment_id(client, config, f"{PREFIX}/{competition}")
+            existing = find_mirror(client, experiment, run_name)
+            if existing is not None and LIVE in existing.data.tags:
+                live["id"] = existing.info.run_id
+            else:
+                if existing is not None:  # trained again (FORCE=1): the old mirror is replaced at the end anyway
+                    client.delete_run(existing.info.run_id)
+                tags = {"mlflow.runName": run_name, "har.run_id": run_name, "har.competition": competition, LIVE: "1"}
+                live["id"] = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
+        values = [
+            (f"epoch_{name}", float(value), epoch)
+            for name, value in logs.items()
+            if isinstance(value, int | float | np.floating) and math.isfinite(float(value))
+        ]
+        log_values(client, live["id"], {}, values, {})
+
+    guarded(config, action)
 
 
 def backfill(config: Config) -> int:
