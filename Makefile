@@ -2,7 +2,7 @@
 # Variables (all optional): SOURCE (make data), COMPETITION, NAME, EXP (an experiments/*.toml file),
 # MODEL, RUN (run ids), FILE and MESSAGE (submit; FILE is the recording of make recording), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5"),
 # BACKEND (the Keras backend: tensorflow, the default, jax or torch; the same as exporting KERAS_BACKEND),
-# TRACKING (MLflow: empty = runs/mlflow.db, off, or a server URI).
+# TRACKING (MLflow: empty = runs/mlflow.db, off, or a server URI), QUIET=1 (status lines off: pipeline/log.py).
 
 PYTHON ?= python3
 VENV := .venv
@@ -35,6 +35,10 @@ ifdef BACKEND
 export KERAS_BACKEND := $(BACKEND)
 endif
 export PYTHONUNBUFFERED := 1
+# QUIET=1: the stages' progress and status lines off (warnings, errors and each command's answer stay)
+ifdef QUIET
+export HAR_QUIET := $(QUIET)
+endif
 # SET reaches the stages through the environment, so quotes, spaces and | in its values survive the shell
 export HAR_SET := $(SET)
 

@@ -5,7 +5,7 @@ The package is laid out by role, and imports run one way only, down this list (a
 from its own layer and from the layers above it in the list, never from a later one; the test
 tests/test_layout.py fails on an import against this order):
 
-  1. shared   config.py errors.py files.py cli.py runtime.py progress.py   imported by everything below (__main__.py: the har command)
+  1. shared   config.py errors.py files.py cli.py runtime.py log.py progress.py   imported by everything below (__main__.py: the har command)
   2. data     pipeline/data/      the embedded HAPT recordings, signals, competitions, datasets, scoring, Kaggle
   3. models   pipeline/models/    every architecture of the lecture, their layers, diagnostics, the peers' estimators
   4. runs     pipeline/runs/      the run engine: a run folder, the registry of runs, fitting, scoring, one training run, tracking

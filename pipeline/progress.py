@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+from pipeline.log import log
+
 
 def duration(seconds: float) -> str:
     """3725 -> '1 h 02 min', 125 -> '2 min 05 s', 7 -> '7 s'."""
@@ -46,5 +48,5 @@ class Progress:
             left = self.total - self.done + 1
             estimate = f", about {duration(left * sum(self.worked) / len(self.worked))} left" if self.worked else ""
             line += f"  ({duration(now - self.started)} so far{estimate})"
-        print(line, flush=True)
+        log.info(line)
         return line

@@ -213,3 +213,29 @@ def test_progress_lines_count_the_items_and_estimate_the_time_left_from_the_item
     assert lines[3] == "[4/5] fold 4  (3 min 41 s so far, about 3 min 40 s left)"  # mean of 100 s and 120 s
     assert capsys.readouterr().out.splitlines() == lines
     assert progress.duration(3725) == "1 h 02 min" and progress.duration(7) == "7 s"
+
+
+def test_status_lines_go_through_the_har_logger_and_quiet_hides_them(capsys, prepared_root):
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from pipeline import progress
+
+    logger = logging.getLogger("har")
+    progress.Progress(2).step("fold 1")
+    assert capsys.readouterr().out == "[1/2] fold 1\n"  # the bare message, on stdout
+    logger.setLevel(logging.WARNING)  # what a notebook does to quiet the stages
+    try:
+        progress.Progress(2).step("fold 1")
+        logger.warning("a warning stays")
+        printed = capsys.readouterr()
+        assert printed.out == "" and printed.err == "a warning stays\n"
+    finally:
+        logger.setLevel(logging.INFO)
+    # HAR_QUIET=1 (make QUIET=1) in a stage's process: its status line is gone, its exit code the same
+    command = [sys.executable, "-m", "pipeline.stages.download", "--set", f"paths.root={prepared_root}"]
+    loud = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "HAR_QUIET": "1"})
+    assert loud.returncode == quiet.returncode == 0 and "up to date" in loud.stdout and quiet.stdout == ""

@@ -36,6 +36,7 @@ import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.files import atomic_file, atomic_folder, make_read_only, sha256_file, write_json_atomic
+from pipeline.log import log
 
 SAMPLE_SUBMISSION = "sample_submission.csv"
 SUBMISSION_COLUMNS = ("file", "activity")
@@ -418,7 +419,7 @@ def copy_competition_folder(source: Path, target: Path, origin: str) -> Path:
     record_path = target / SOURCE_FILE
     if record_path.is_file():
         if json.loads(record_path.read_text()).get("digest") == digest:
-            print(f"data/raw/{name}: up to date")
+            log.info(f"data/raw/{name}: up to date")
             return target
         raise DataError(f"{target}: already holds different data; raw data are immutable, choose another NAME=")
     with atomic_folder(target) as temp:
@@ -428,5 +429,5 @@ def copy_competition_folder(source: Path, target: Path, origin: str) -> Path:
             {"kind": "competition", "origin": origin, "digest": digest, "series": loaded.summary()},
         )
         make_read_only(temp)
-    print(f"copied {source} to {target}: {loaded.summary()}")
+    log.info(f"copied {source} to {target}: {loaded.summary()}")
     return target

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import stat
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -29,6 +28,7 @@ from pipeline.config import Config
 from pipeline.data.competition import SOURCE_FILE, DataError, copy_competition_folder
 from pipeline.data.scoring import submission_message
 from pipeline.files import atomic_folder, make_read_only, sha256_file, write_json_atomic
+from pipeline.log import log
 
 HAR_DATASET = "uciml/human-activity-recognition-with-smartphones"
 CLASSROOM_COMPETITION = "classroom-daily-activity-recognition"
@@ -57,7 +57,7 @@ def credentials_source() -> str:
         if not (content.get("username") and content.get("key")):
             raise DataError(f"{path}: needs both 'username' and 'key'")
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            print(f"warning: {path} is readable by other users; run `chmod 600 {path}`", file=sys.stderr)
+            log.warning(f"warning: {path} is readable by other users; run `chmod 600 {path}`")
         return str(path)
     raise DataError(CREDENTIALS_HELP)
 
@@ -137,7 +137,7 @@ def download_kaggle_dataset(config: Config, dataset: str) -> Path:
     name = config.data.name or dataset.split("/")[1]
     target = config.raw_dir / name
     if (target / SOURCE_FILE).is_file():
-        print(f"data/raw/{name}: up to date")
+        log.info(f"data/raw/{name}: up to date")
         return target
     api = client()
     archive = fetch(config, dataset, api.dataset_download_files, dataset)
@@ -152,7 +152,7 @@ def download_kaggle_dataset(config: Config, dataset: str) -> Path:
                 {"kind": "har561", "origin": f"kaggle-dataset:{dataset}", "archive_sha256": sha256_file(archive)},
             )
             make_read_only(temp)
-    print(f"downloaded {dataset} to {target}; `make prepare COMPETITION={name}` turns it into a competition")
+    log.info(f"downloaded {dataset} to {target}; `make prepare COMPETITION={name}` turns it into a competition")
     return target
 
 
@@ -161,7 +161,7 @@ def download_kaggle_competition(config: Config, slug: str) -> Path:
     slug = slug or CLASSROOM_COMPETITION
     name = config.data.name or slug
     if (config.raw_dir / name / SOURCE_FILE).is_file():
-        print(f"data/raw/{name}: up to date")
+        log.info(f"data/raw/{name}: up to date")
         return config.raw_dir / name
     api = client()
     archive = fetch(config, slug, api.competition_download_files, slug)
@@ -192,7 +192,7 @@ def submit(config: Config, path: Path, message: str) -> dict[str, Any]:
     latest = submissions[0] if submissions else None
     status = str(getattr(latest, "status", "unknown")) if latest else "unknown"
     score = getattr(latest, "public_score", "") if latest else ""
-    print(
+    log.info(
         f"submitted {path.name} to {slug}: {getattr(response, 'message', '')}; status {status}, public score {score or 'pending'}"
     )
     return {

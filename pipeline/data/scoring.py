@@ -16,6 +16,7 @@ import pandas as pd
 
 from pipeline.data.signals import add_noise
 from pipeline.errors import DataError
+from pipeline.log import log
 
 
 def noise_seed(base_seed: int, level: float, draw: int) -> int:
@@ -44,7 +45,7 @@ def noise_draws(
     rows = []
     for step, level in enumerate(levels):
         if progress:
-            print(f"  noise level {level:g} ({step + 1}/{len(levels)}), {len(predictors)} predictor(s)", flush=True)
+            log.info(f"  noise level {level:g} ({step + 1}/{len(levels)}), {len(predictors)} predictor(s)")
         for draw in range(draws if level > 0 else 1):
             noisy = add_noise(clean, profile, float(level), noise_unit, noise_seed(base_seed, float(level), draw))
             for name, predictor in predictors.items():

@@ -33,6 +33,7 @@ import numpy as np
 
 from pipeline.config import Config, load_config, split_overrides
 from pipeline.files import atomic_file, write_json_atomic
+from pipeline.log import log
 from pipeline.runtime import peak_rss_mb
 
 MAIN_MODELS = ("lstm", "bilstm", "attention", "cnn_lstm")
@@ -316,9 +317,7 @@ def run_child(phase: str, model: str, shape: tuple[int, int], windows: int, over
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
-        print(
-            result.stderr, file=sys.stderr, flush=True
-        )  # the whole traceback: the last line alone can be a framework's footnote
+        log.warning(result.stderr)  # the whole traceback: the last line alone can be a framework's footnote
         lines = result.stderr.strip().splitlines() or ["no output"]
         cause = next((line for line in reversed(lines) if re.match(r"^[\w.]+(Error|Exception)\b", line)), lines[-1])
         raise RuntimeError(f"bench {phase} {model} {shape}: {cause}")
@@ -405,10 +404,9 @@ def main(argv: list[str] | None = None) -> int:
                         else run_child(phase, model, shape, args.windows, overrides)
                     )
                     row.update({k: v for k, v in measured.items() if k not in row})
-                print(
+                log.info(
                     f"{model:12s} {shape[0]}x{shape[1]} {row['precision']}: "
                     + ", ".join(f"{key} {row[key]}" for key in MEASURES if key in row),
-                    flush=True,
                 )
                 results.append(row)
     report = {
@@ -422,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(output.with_suffix(".json"), report)
     with atomic_file(output.with_suffix(".md")) as temp:
         temp.write_text(markdown(report))
-    print(f"wrote {output.with_suffix('.json')} and {output.with_suffix('.md')}")
+    log.info(f"wrote {output.with_suffix('.json')} and {output.with_suffix('.md')}")
     return 0
 
 

@@ -36,6 +36,7 @@ from pipeline.data.datasets import open_competition, organizer_side
 from pipeline.data.signals import ACTIVITY_NAMES, RAW_CHANNELS, window_step
 from pipeline.errors import ConfigError, ExportError
 from pipeline.files import atomic_folder
+from pipeline.log import log
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import finished_run, resolve_runs, run_config
 from pipeline.runtime import require_backend
@@ -210,7 +211,7 @@ def export(config: Config, run_ids: list[str]) -> Path:
     }
     if select_ops:
         # LiteRT's Python interpreter has no select-ops runtime (it refuses such files), so parity cannot be checked here
-        print(
+        log.info(
             f"warning: {run_id} needs select TensorFlow ops ({', '.join(select_ops)}): exported "
             "with them, parity not checked (the LiteRT interpreter here runs builtin ops only)"
         )
@@ -221,7 +222,7 @@ def export(config: Config, run_ids: list[str]) -> Path:
         )
     else:
         if len(windows) < 500 and len(competition.test) >= 500:
-            print(f"note: parity on {len(windows)} windows (export.parity_windows); 500 or more is the usual check")
+            log.info(f"note: parity on {len(windows)} windows (export.parity_windows); 500 or more is the usual check")
         reference = model.predict(windows, batch_size=512, verbose=0)
         float_probabilities, float_seconds = interpreter_probabilities(float_bytes, windows)
         small_probabilities, small_seconds = interpreter_probabilities(small_bytes, windows)
@@ -258,7 +259,7 @@ def export(config: Config, run_ids: list[str]) -> Path:
         (folder / variant).write_bytes(small_bytes)
         (folder / CONTRACT).write_text(json.dumps(terms, indent=2) + "\n")
         (folder / PARITY).write_text(json.dumps(parity, indent=2) + "\n")
-    print(
+    log.info(
         f"wrote {target}/: {FLOAT_FILE} {len(float_bytes) / 1e6:.2f} MB, {variant} {len(small_bytes) / 1e6:.2f} MB ({summary})"
     )
     return target

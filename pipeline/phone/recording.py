@@ -48,6 +48,7 @@ from pipeline.data.signals import (
 )
 from pipeline.errors import DataError
 from pipeline.files import atomic_file, atomic_folder
+from pipeline.log import log
 from pipeline.phone.formats import PhoneRecording, PlainColumns, Stream, read_recording
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import finished_run, resolve_runs, run_config
@@ -440,7 +441,7 @@ def analyse(config: Config, path: Path, run_ids: list[str], labels: Path | None 
     windows, notes = predict_windows(recording, predictor, config.recording.smooth_windows)
     table = timeline(windows)
     for note in notes:
-        print(f"note: {note}")
+        log.info(f"note: {note}")
     minutes = minutes_per_activity(table)
     summary = {
         "source": str(path),
@@ -479,7 +480,7 @@ def analyse(config: Config, path: Path, run_ids: list[str], labels: Path | None 
         )
     total = (table["end_s"] - table["start_s"]).sum() / 60
     spent = ", ".join(f"{name.lower()} {value:.1f}" for name, value in minutes.items())
-    print(
+    log.info(
         f"wrote {target}/: {total:.1f} min in {summary['segments']} segment(s), {len(table)} activity bouts; minutes: {spent}"
     )
     if labels is not None:

@@ -14,6 +14,7 @@ import pandas as pd
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
 from pipeline.data.hapt import HAPT_FOLDER, hapt_experiment
+from pipeline.log import log
 from pipeline.phone.formats import FORMATS, app_like, write_format
 
 
@@ -30,7 +31,7 @@ def write_sample(
         samples_folder / f"hapt_{name}_labels.csv", index=False
     )
     if options is not None:
-        print(
+        log.info(
             f"read it with COLUMNS={','.join(options.columns)} UNITS={options.units} GYRO={options.gyro_units} SET=recording.time_unit={options.time_unit}"
         )
     return target
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             config.data.test_subjects,
             config.data.sample_rate_hz,
         )
-        print(f"wrote {target} (and its labels beside it): try make recording FILE={target}")
+        log.info(f"wrote {target} (and its labels beside it): try make recording FILE={target}")
 
     return run_stage(write, args)
 

@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.data.datasets import TrainingData
 from pipeline.data.scoring import predicted_classes
+from pipeline.log import log
 from pipeline.runs.folder import RunFolder
 from pipeline.runtime import tensorflow_available
 
@@ -66,11 +67,10 @@ class EpochSummary(keras.callbacks.Callback):
             self.progress = None
         logs = logs or {}
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        print(
+        log.info(
             f"epoch {epoch + 1:3d}/{self.epochs}  loss {logs.get('loss', float('nan')):.4f}  acc {logs.get('accuracy', float('nan')):.4f}"
             f"  val_noisy {logs.get('val_noisy_accuracy', float('nan')):.4f}  val_clean {logs.get('val_clean_accuracy', float('nan')):.4f}"
             f"  lr {learning_rate:.1e}  {time.perf_counter() - self.started:.1f}s",
-            flush=True,
         )
 
 
@@ -176,7 +176,7 @@ def make_callbacks(
     if tensorflow_available():  # Keras' TensorBoard callback writes through tf.summary, on any backend
         callbacks.insert(-1, keras.callbacks.TensorBoard(str(folder.logs_dir), write_graph=False, update_freq="epoch"))
     else:
-        print("no TensorBoard logs: Keras writes them through TensorFlow, which is not installed here", flush=True)
+        log.info("no TensorBoard logs: Keras writes them through TensorFlow, which is not installed here")
     if train.ema:
         # The average is swapped into the model at each epoch's end, after the backup saved the raw
         # weights (so a resumed run continues from them) and before the validation and the checkpoint.

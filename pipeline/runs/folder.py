@@ -36,6 +36,7 @@ import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.files import atomic_files, sha256_file, write_json_atomic
+from pipeline.log import log
 
 CHECKSUMS = "checksums"  # in metrics.json: the sha256 of model.keras and history.csv as the run finished
 
@@ -242,7 +243,7 @@ class RunFolder:
             lock.acquire(timeout=0)
         except Timeout:
             owner = holder.read_text().strip() if holder.is_file() else "another process"
-            print(f"{self.path}: being written by process {owner}; waiting for it to finish", flush=True)
+            log.info(f"{self.path}: being written by process {owner}; waiting for it to finish")
             lock.acquire()
         try:
             holder.write_text(f"{os.getpid()}\n")

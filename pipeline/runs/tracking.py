@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.data.datasets import DATACARD, competition_folder
 from pipeline.files import sha256_file, short_hash
+from pipeline.log import log
 from pipeline.runs.folder import RunFolder
 
 PREFIX = "har"
@@ -91,11 +91,9 @@ def guarded(config: Config, action: Callable[[Any], Any]) -> Any:
     except Exception as error:  # tracking never stops a run: whatever went wrong, warn once and go on
         _failed.add(uri)
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        print(
+        log.warning(
             f"warning: MLflow tracking to {shown(uri)} failed ({type(error).__name__}: {reason}); "
             "going on untracked (the run registry in runs/ is unaffected; TRACKING=off turns tracking off)",
-            file=sys.stderr,
-            flush=True,
         )
         return None
 

@@ -21,6 +21,7 @@ from pipeline.config import Config
 from pipeline.data.datasets import TrainingData, competition_folder, load_training_data, read_datacard, split_record
 from pipeline.errors import UserError
 from pipeline.files import short_hash
+from pipeline.log import log
 from pipeline.runs import tracking
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import model_tag, regularizer_tag, run_id_for
@@ -91,9 +92,9 @@ def reused(folder: RunFolder, config: Config, data: TrainingData, force: bool) -
     if folder.finished and not force:
         reason = why_not_reusable(folder, config, data)
         if not reason:
-            print(f"{folder.path}: already trained with this config (use FORCE=1 to train again)")
+            log.info(f"{folder.path}: already trained with this config (use FORCE=1 to train again)")
             return True
-        print(f"{folder.path}: {reason}; training it again")  # the old run no longer describes this config
+        log.info(f"{folder.path}: {reason}; training it again")  # the old run no longer describes this config
         force = True
     if force and folder.path.exists():
         shutil.rmtree(folder.path)
@@ -173,11 +174,10 @@ def run_environment(config: Config, model: Any, replicas: int) -> dict[str, Any]
 
 
 def announce(folder: RunFolder, config: Config, data: TrainingData, plan: Plan, model: Any, replicas: int) -> None:
-    print(
+    log.info(
         f"{'resuming' if folder.backup_dir.exists() else 'training'} {folder.name}: {config.model.name} on "
         f"{config.data.competition}, {len(plan.series)} series {tuple(data.train_series.shape[1:])}, "
         f"{model.count_params():,} parameters, {replicas} replica(s)",
-        flush=True,
     )
 
 
@@ -257,8 +257,8 @@ def finish_run(folder: RunFolder, config: Config, data: TrainingData, monitor: s
         "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
         or "none (a refit: nothing held out)"
     )
-    print(
+    log.info(
         f"done {folder.name} in {seconds:.0f}s, best epoch {metrics['best_epoch']}; validation accuracy by noise level  {summary}"
     )
     if test is not None:
-        print(test_summary(test))
+        log.info(test_summary(test))

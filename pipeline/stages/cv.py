@@ -35,6 +35,7 @@ import numpy as np
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config, ConfigError
 from pipeline.data.datasets import check_folds, cv_definition, fold_config
+from pipeline.log import log
 from pipeline.progress import Progress
 from pipeline.runs import tracking, training
 from pipeline.runs.folder import Lineage, RunFolder
@@ -130,7 +131,7 @@ def cross_validate(
     first = RunFolder(fold_dirs[0]).lineage()
     refit_run = ""
     if refit:
-        print(f"[refit] {metrics['best_epoch']} epochs (the folds' median best) on every labeled series", flush=True)
+        log.info(f"[refit] {metrics['best_epoch']} epochs (the folds' median best) on every labeled series")
         refit_run = training.train(refit_config(config, metrics["best_epoch"]), experiment=f"cv:{cv_id}:refit").name
     lineage = Lineage(
         run_id=cv_id,
@@ -154,7 +155,7 @@ def cross_validate(
     levels = "  ".join(
         f"{level}: {value['mean']:.3f} ± {value['std']:.3f}" for level, value in metrics["validation"].items()
     )
-    print(
+    log.info(
         f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} folds "
         f"({selection['definition']['select_on']}, noise {selection['definition']['noise_level']:g}); validation by noise level  {levels}; "
         f"median best epoch {metrics['best_epoch']}" + (f"; refit: {refit_run}" if refit else "")

@@ -51,6 +51,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.datasets import PROTOCOL_OPTIMISTIC, fold_protocol, protocol_mismatch
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder
+from pipeline.log import log
 from pipeline.progress import Progress
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import cv_id_for, run_config
@@ -211,7 +212,7 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
         started = time.perf_counter()
         with PeakMemory() as peak:
             fitted = baselines.make_peer(name, fold.train.seed).fit(series, labels)
-        print(f"    fitted in {time.perf_counter() - started:.1f} s, peak memory {peak.gib} GiB", flush=True)
+        log.info(f"    fitted in {time.perf_counter() - started:.1f} s, peak memory {peak.gib} GiB")
         model = baselines.ProbabilityModel(fitted, len(data.classes))
         selection = selection_score(model, fold, data, fitted_on=len(part))
         scores.append(selection["score"])
@@ -328,7 +329,7 @@ def write_report(
         }  # fmt: skip
         (temp / "comparison.json").write_text(json.dumps(record, indent=2) + "\n")
     print("\n".join(lines[4:]))
-    print(f"wrote {target}/comparison.md")
+    log.info(f"wrote {target}/comparison.md")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from pipeline.data.hapt import (
 from pipeline.data.safe_pickle import load_hapt_pickle
 from pipeline.data.signals import ACTIVITY_NAMES
 from pipeline.files import atomic_folder, make_read_only, sha256_file, write_json_atomic
+from pipeline.log import log
 
 # ---- embedded: HAPT from the installed package ---------------------------------------------
 
@@ -102,12 +103,12 @@ def write_hapt(pickle_path: Path, target: Path, expected_sha256: str = HAPT_SHA2
 def download_embedded(config: Config, argument: str) -> Path:
     target = config.raw_dir / HAPT_FOLDER
     if hapt_up_to_date(target):
-        print(f"data/raw/{HAPT_FOLDER}: up to date (remove the folder to write it again)")
+        log.info(f"data/raw/{HAPT_FOLDER}: up to date (remove the folder to write it again)")
         return target
     pickle_path = find_hapt_pickle()
-    print(f"reading {pickle_path} with the restricted unpickler ...", flush=True)
+    log.info(f"reading {pickle_path} with the restricted unpickler ...")
     manifest = write_hapt(pickle_path, target)
-    print(
+    log.info(
         f"wrote {len(manifest['experiments'])} experiments, {manifest['total_rows']:,} rows from {manifest['users']} users to {target}"
     )
     return target

@@ -33,6 +33,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.datasets import check_run_data, fold_protocol, load_training_data, protocol_mismatch, split_record
 from pipeline.errors import DataError
 from pipeline.files import short_hash
+from pipeline.log import log
 from pipeline.runs import tracking
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import finished_run, resolve_runs, run_config
@@ -91,7 +92,7 @@ def build_ensemble(config: Config, run_ids: list[str], on_fold: bool = False) ->
     folder = RunFolder.of(config, ensemble_id(config.data.competition, members))
     with folder.writing():
         if folder.finished:
-            print(f"{folder.path}: this ensemble exists (its members are the same runs)")
+            log.info(f"{folder.path}: this ensemble exists (its members are the same runs)")
             return folder.path
         write_ensemble(config, folder, members, lineages, on_fold)
     tracking.mirror_run(config, folder.path, "ensemble")
@@ -152,11 +153,11 @@ def write_ensemble(
     folder.finish(model, metrics, config=base.to_dict(), lineage=lineage, split=split)
     levels = "  ".join(f"{level}: {value['mean']:.3f}" for level, value in metrics["validation"].items())
     scored = f"selection score {metrics['selection']['score']:.4f}; " if on_fold else ""
-    print(
+    log.info(
         f"wrote {folder.path}: the mean of {len(members)} runs; {scored}validation accuracy by noise level (a report)  {levels}"
     )
     if test is not None:
-        print(test_summary(test))
+        log.info(test_summary(test))
 
 
 def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
@@ -192,11 +193,11 @@ def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
     cv_id = f"{config.data.competition}_cv{first_config['cv']['folds']}{repeat_tag}_ensemble{len(cv_ids)}_{short_hash(cv_ids)}"
     folder = RunFolder.of(config, cv_id)
     if folder.finished:
-        print(f"{folder.path}: this cross-validated ensemble exists (its members are the same CVs)")
+        log.info(f"{folder.path}: this cross-validated ensemble exists (its members are the same CVs)")
         return folder.path
     fold_dirs = []
     for index, fold_members in enumerate(zip(*(lineage.folds for lineage in lineages))):
-        print(f"[fold run {index + 1}/{len(lineages[0].folds)}] {cv_id}", flush=True)
+        log.info(f"[fold run {index + 1}/{len(lineages[0].folds)}] {cv_id}")
         fold_dirs.append(build_ensemble(config, list(fold_members), on_fold=True))
     metrics = cv_scores([RunFolder(run_dir).metrics() for run_dir in fold_dirs])
     metrics["selection"]["repeats"] = repeats
@@ -221,7 +222,7 @@ def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
         folder.finish_entry(first_config, lineage, metrics)
     tracking.mirror_cv(config, folder.path)
     selection = metrics["selection"]
-    print(
+    log.info(
         f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} "
         f"fold runs; compare it paired: make cv-compare A={cv_id} B={cv_ids[0]}; predict with it: make predict RUN=cv:{cv_id}"
     )

@@ -45,6 +45,7 @@ from pipeline.data.scoring import noise_draws, predicted_classes
 from pipeline.data.signals import ACTIVITY_NAMES
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder, sha256_file, write_json_atomic
+from pipeline.log import log
 from pipeline.runs import tracking
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import finished_run, resolve_runs, run_config
@@ -258,7 +259,7 @@ def evaluate(config: Config, run_id: str) -> Path:
     target = config.path("reports", run.name)
     key = evaluation_key(trained_with, run.path)
     if is_current(target, key):
-        print(f"{target}/report.md: up to date with the run and the data (remove the folder to write it again)")
+        log.info(f"{target}/report.md: up to date with the run and the data (remove the folder to write it again)")
         return target
     computed = compute(run, trained_with)
     with atomic_folder(target) as folder:
@@ -278,10 +279,9 @@ def chosen_run(config: Config, run_id: str) -> str:
     """RUN as given, or the best run; a cross-validation stands for its first fold run."""
     resolved = resolve_runs(config, [run_id] if run_id else [])
     if len(resolved) > 1:  # a cross-validation: its folds are separate models
-        print(
+        log.info(
             f"{run_id or 'the chosen run'} is a cross-validation of {len(resolved)} fold "
             f"runs: evaluating the first, {resolved[0]} (RUN=<fold run id> for another)",
-            flush=True,
         )
     return resolved[0]
 

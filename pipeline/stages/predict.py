@@ -27,6 +27,7 @@ from pipeline.data.datasets import check_run_data, open_competition
 from pipeline.data.scoring import validate_submission
 from pipeline.errors import DataError
 from pipeline.files import atomic_files, sha256_file
+from pipeline.log import log
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import finished_run, resolve_runs
 
@@ -138,14 +139,14 @@ def predict(config: Config, run_ids: list[str]) -> Path:
     key = prediction_key(config, run_ids, competition)
     existing = existing_submission(config, key)
     if existing is not None:
-        print(
+        log.info(
             f"up to date: {existing} holds the prediction of {', '.join(run_ids)} on this test set (delete it to write a new one)"
         )
         return existing
     submission, probabilities, lineage = predict_probabilities(config, run_ids, competition)
     path = write_submission(config, submission, probabilities, {**lineage, "key": key})
     counts = submission["activity"].value_counts().sort_index().to_dict()
-    print(f"wrote {path} ({len(submission)} rows, predicted activities {counts}) from {', '.join(run_ids)}")
+    log.info(f"wrote {path} ({len(submission)} rows, predicted activities {counts}) from {', '.join(run_ids)}")
     return path
 
 

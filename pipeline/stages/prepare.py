@@ -48,6 +48,7 @@ from pipeline.files import (
     write_csv_atomic,
     write_json_atomic,
 )
+from pipeline.log import log
 
 HAPT_COMPETITIONS = {"classroom": "csv", "raw": "npz"}
 # 2: the participant folder names the subject of every labeled series (subject_<split>.csv or the npz's subject)
@@ -89,7 +90,7 @@ def window_hapt(recordings: list[tuple[int, np.ndarray]], config: Config) -> Lab
         subject.append(np.full(len(windows.labels), user))
         run.append(number * 10_000 + windows.runs)  # unique per recording and activity run
         if (number + 1) % 10 == 0 or number + 1 == len(recordings):
-            print(f"  {number + 1}/{len(recordings)} recordings windowed", flush=True)
+            log.info(f"  {number + 1}/{len(recordings)} recordings windowed")
     return LabeledWindows(np.concatenate(parts), np.concatenate(activity), np.concatenate(subject), np.concatenate(run))
 
 
@@ -257,9 +258,9 @@ def prepare_hapt(config: Config) -> list[Path]:
     }
     stale = [name for name in HAPT_COMPETITIONS if not _up_to_date(config, name, inputs)]
     if not stale:
-        print(f"data/processed/{{{','.join(HAPT_COMPETITIONS)}}}: up to date")
+        log.info(f"data/processed/{{{','.join(HAPT_COMPETITIONS)}}}: up to date")
         return [config.processed_dir / name for name in HAPT_COMPETITIONS]
-    print(f"windowing {raw_folder} (UCI HAR preprocessing) ...", flush=True)
+    log.info(f"windowing {raw_folder} (UCI HAR preprocessing) ...")
     _manifest, recordings = read_hapt(raw_folder)
     windows = window_hapt(recordings, config)
     return [
@@ -291,7 +292,7 @@ def write_emulated(
         write_json_atomic(folder / DATACARD, card)
         (folder / "DATACARD.md").write_text(datacard_markdown(card))
     counts = ", ".join(f"{split} {card['counts'][split]['total']}" for split in comp.SPLITS)
-    print(
+    log.info(
         f"wrote {config.processed_dir / name}: {layout}, series {card['series_shape'][0]}x{card['series_shape'][1]}; {counts}"
     )
     return config.processed_dir / name
@@ -340,7 +341,7 @@ def prepare_har561(config: Config, name: str) -> Path:
         "layout": PARTICIPANT_LAYOUT,
     }
     if _up_to_date(config, name, inputs):
-        print(f"data/processed/{name}: up to date")
+        log.info(f"data/processed/{name}: up to date")
         return config.processed_dir / name
     built, window_subjects = read_har561(source, config)
     return write_emulated(config, name, "csv", built, window_subjects, inputs)
@@ -362,7 +363,7 @@ def prepare_copied(config: Config, name: str) -> Path:
     target = config.processed_dir / name
     card_path = target / DATACARD
     if card_path.is_file() and json.loads(card_path.read_text()).get("inputs", {}).get("digest") == record["digest"]:
-        print(f"data/processed/{name}: up to date")
+        log.info(f"data/processed/{name}: up to date")
         return target
     with atomic_folder(target) as folder:
         shutil.copytree(source, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(comp.SOURCE_FILE))
@@ -370,7 +371,7 @@ def prepare_copied(config: Config, name: str) -> Path:
             if path.is_file():
                 path.chmod(0o644)
         summary = stamp_as_is(folder, name, record)
-    print(f"wrote {target}: {summary}")
+    log.info(f"wrote {target}: {summary}")
     return target
 
 

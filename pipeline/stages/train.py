@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
 from pipeline.data.datasets import open_competition, too_small_to_validate
+from pipeline.log import log
 from pipeline.runs.training import train
 from pipeline.stages.cv import cross_validate
 
@@ -37,10 +38,9 @@ def train_or_cross_validate(config: Config, experiment: str, force: bool) -> Pat
     competition = open_competition(config)
     if too_small_to_validate(config, competition):
         held_out = len(competition.validation) if competition.validation is not None else "a fold of"
-        print(
+        log.info(
             f"{config.data.competition}: {held_out} validation series are too few to choose a checkpoint on (cv.min_validation={config.cv.min_validation}): "
             f"cross-validating over {config.cv.folds} folds instead (make predict then averages the fold models)",
-            flush=True,
         )
         return cross_validate(config, experiment, force=force)
     return train(config, experiment=experiment, force=force)

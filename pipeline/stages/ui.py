@@ -14,6 +14,7 @@ import sys
 
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
+from pipeline.log import log
 from pipeline.runs.tracking import backfill, shown, tracking_uri
 
 
@@ -27,13 +28,13 @@ def ui_command(config: Config, host: str, port: int) -> list[str]:
 
 def ui(config: Config, host: str, port: int) -> int:
     if config.tracking.uri not in ("", "off") and not config.tracking.uri.startswith("sqlite:"):
-        print(f"tracking.uri is the server {shown(config.tracking.uri)}: open it in a browser, it has its own UI")
+        log.info(f"tracking.uri is the server {shown(config.tracking.uri)}: open it in a browser, it has its own UI")
         return 0
     config.path("runs").mkdir(parents=True, exist_ok=True)
     if tracking_uri(config) is not None:  # runs made before MLflow was installed (make all leaves it out)
-        print(f"mirroring the finished runs into MLflow: {backfill(config)} run folders looked at", flush=True)
-    print(f"MLflow UI for {tracking_uri(config) or 'the project store'} on http://{host}:{port} (Ctrl-C stops it)")
-    print("an Optuna study live: pip install optuna-dashboard && optuna-dashboard sqlite:///runs/tune/<study>.db")
+        log.info(f"mirroring the finished runs into MLflow: {backfill(config)} run folders looked at")
+    log.info(f"MLflow UI for {tracking_uri(config) or 'the project store'} on http://{host}:{port} (Ctrl-C stops it)")
+    log.info("an Optuna study live: pip install optuna-dashboard && optuna-dashboard sqlite:///runs/tune/<study>.db")
     return subprocess.call(ui_command(config, host, port))
 
 

@@ -25,6 +25,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import load_training_data
 from pipeline.errors import DataError
 from pipeline.files import atomic_files
+from pipeline.log import log
 from pipeline.progress import Progress
 from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
@@ -264,7 +265,7 @@ def compare(config: Config, experiment: str | None, overrides: list[str]) -> Pat
         plot(png_path, summary, "val@", "validation accuracy (the ranking key) at each test-noise level")
         summary_path.write_text(text)
     print(text)
-    print(f"wrote {folder}/compare.csv, summary.md, compare.png")
+    log.info(f"wrote {folder}/compare.csv, summary.md, compare.png")
     row = {
         "name": f"regularizers on {config.data.competition}",
         "runs": len(table),

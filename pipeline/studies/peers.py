@@ -31,6 +31,7 @@ from pipeline.config import Config
 from pipeline.data.datasets import load_training_data, organizer_side, selection_definition
 from pipeline.errors import ConfigError, DataError
 from pipeline.files import atomic_files
+from pipeline.log import log
 from pipeline.progress import Progress
 from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
@@ -110,7 +111,7 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
                 "fit seconds": round(time.perf_counter() - started, 1),
                 "fit peak GiB": peak.gib,
             }
-            print(f"    fitted in {row['fit seconds']} s, peak memory {peak.gib} GiB", flush=True)
+            log.info(f"    fitted in {row['fit seconds']} s, peak memory {peak.gib} GiB")
             row.update(score_row(model, config, data))
             rows.append(row)
             if confusion is not None:
@@ -142,7 +143,7 @@ def peers(config: Config) -> Path:
         if confusion_path:
             confusion_path[0].write_text(json.dumps(confusion, indent=1) + "\n")
     print(table.to_markdown(index=False, floatfmt=".4f"))
-    print(f"wrote {', '.join(str(folder / name) for name in names)}")
+    log.info(f"wrote {', '.join(str(folder / name) for name in names)}")
     rows = [  # one MLflow run per peer and training set (the recurrent run is mirrored by make train)
         {
             **{key: value for key, value in row.items() if key not in ("peer", "noised copies")},

@@ -33,6 +33,7 @@ from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder
+from pipeline.log import log
 
 RECURRENT = "recurrent: "  # how make peers names the competition's best run in its table
 
@@ -270,7 +271,7 @@ def results(config: Config) -> Path:
         if records:
             lines += comparison_section(folder, records)
         (folder / "results.md").write_text("\n".join(lines))
-    print(f"wrote {target}/results.md and {len(list(target.glob('*.png')))} figures")
+    log.info(f"wrote {target}/results.md and {len(list(target.glob('*.png')))} figures")
     return target
 
 

@@ -37,6 +37,7 @@ from pipeline.data import competition as comp
 from pipeline.data.signals import add_noise, channel_std
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder, write_csv_atomic, write_json_atomic
+from pipeline.log import log
 
 DEFAULT_DATASET = "BasicMotions"
 CHANNEL_NAMES = {"BasicMotions": ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")}
@@ -148,7 +149,7 @@ def write(config: Config, dataset: str = DEFAULT_DATASET) -> Path:
     with atomic_folder(folder) as temp:
         comp.write_competition(temp, "csv", channels, splits, default_activity=1)
     write_csv_atomic(key, solution, index=False)
-    print(
+    log.info(
         f"wrote {folder} (train {len(splits['train'])}, test {len(splits['test'])} series of "
         f"{splits['train'].series.shape[1]}x{len(channels)}; {len(classes)} classes: {', '.join(classes)}) and its answer key {key}"
     )
@@ -218,7 +219,7 @@ def score(config: Config, dataset: str = DEFAULT_DATASET) -> Path:
             + "\n".join(lines)
             + "\n"
         )
-    print(
+    log.info(
         f"{name}: {submission_path.name} {default:.3f}; "
         + ", ".join(f"{k} {v:.3f}" for k, v in references.items())
         + f" -> {report}/summary.md"

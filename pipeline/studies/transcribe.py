@@ -49,6 +49,7 @@ from pipeline.data.signals import (
     window_starts,
 )
 from pipeline.files import atomic_folder, short_hash, write_json_atomic
+from pipeline.log import log
 from pipeline.models import END_TOKEN, FIRST_CLASS_TOKEN, PAD_TOKEN, START_TOKEN
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import regularizer_tag
@@ -243,7 +244,7 @@ def prepare_transcription(config: Config, task: str = "recorded") -> Path:
     inputs = {"data": config.section_hash("data"), "task": task_data_settings(config, task)}
     card_path = folder / "datacard.json"
     if card_path.is_file() and json.loads(card_path.read_text()).get("inputs") == inputs:
-        print(f"{folder}: up to date")
+        log.info(f"{folder}: up to date")
         return folder
     _manifest, recordings = read_hapt(config.raw_dir / HAPT_FOLDER)
     segments = (
@@ -298,7 +299,7 @@ def prepare_transcription(config: Config, task: str = "recorded") -> Path:
                 },
             }
         write_json_atomic(temp / "datacard.json", card)
-    print(
+    log.info(
         f"wrote {folder}: "
         + ", ".join(f"{s} {c['segments']}" for s, c in card["splits"].items())
         + f" segments; targets up to {max_length} activities"
@@ -406,7 +407,7 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
     run = RunFolder.of(config, run_name(config, variant, task))
     run_dir = run.path
     if run.finished:
-        print(f"{run_dir}: already trained")
+        log.info(f"{run_dir}: already trained")
         return run_dir
     keras.utils.set_random_seed(config.train.seed)
     train_set, validation_set = load_segments(folder, "train"), load_segments(folder, "validation")
@@ -442,10 +443,9 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
             keras.callbacks.EarlyStopping(patience=config.transcribe.patience, restore_best_weights=True),
             keras.callbacks.CSVLogger(str(run.history_file)),
             keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda epoch, logs: print(
+                on_epoch_end=lambda epoch, logs: log.info(
                     f"  {task} {variant} seed {config.train.seed} epoch {epoch + 1}/{config.transcribe.epochs}: "
                     f"loss {logs['loss']:.4f}, validation loss {logs['val_loss']:.4f}",
-                    flush=True,
                 )
             ),
         ],
@@ -472,10 +472,7 @@ def train_variant(config: Config, variant: str, task: str, folder: Path, card: d
         "peak_rss_mb": peak_rss_mb(),
     }
     run.finish(model, metrics, config=model_config.to_dict(), lineage=lineage)
-    print(
-        f"trained {run_dir.name}: {len(losses)} epochs, best validation loss {min(losses):.4f}, {seconds:.0f}s",
-        flush=True,
-    )
+    log.info(f"trained {run_dir.name}: {len(losses)} epochs, best validation loss {min(losses):.4f}, {seconds:.0f}s")
     return run_dir
 
 
@@ -497,9 +494,8 @@ def decode(
             results[member] = result
         done += len(members)
         if label:
-            print(
-                f"    {label}: {done} of {len(features)} segments (inputs of {steps} steps done), {time.perf_counter() - started:.0f}s",
-                flush=True,
+            log.info(
+                f"    {label}: {done} of {len(features)} segments (inputs of {steps} steps done), {time.perf_counter() - started:.0f}s"
             )
     return results
 
@@ -644,10 +640,9 @@ def plot_error_vs_length(path: Path, table: pd.DataFrame) -> None:
 def transcribe(config: Config) -> Path:
     seeds = config.transcribe.seeds or (config.train.seed,)
     tasks = config.transcribe.tasks
-    print(
+    log.info(
         f"transcribe: {len(tasks)} task(s) x {len(seeds)} seed(s) x {len(VARIANTS)} variants = "
         f"{len(tasks) * len(seeds) * len(VARIANTS)} models; greedy decoding for every one, beam search for seed {seeds[0]}",
-        flush=True,
     )
     started = time.perf_counter()
     tables, examples, cards = [], {}, {}
@@ -669,9 +664,8 @@ def transcribe(config: Config) -> Path:
                 tables.append(table.assign(task=task, seed=seed, variant=variant))
                 if number == 0 and variant == "attention":
                     examples[task] = (test, decoded)
-                print(
-                    f"  {task}, seed {seed}, {variant}: done ({time.perf_counter() - started:.0f}s since the start)",
-                    flush=True,
+                log.info(
+                    f"  {task}, seed {seed}, {variant}: done ({time.perf_counter() - started:.0f}s since the start)"
                 )
     table = pd.concat(tables, ignore_index=True)
     summary = across_seeds(table)
@@ -711,7 +705,7 @@ def transcribe(config: Config) -> Path:
         )
         (temp / "comparison.md").write_text(text)
     print(summary.to_markdown(index=False))
-    print(
+    log.info(
         f"wrote {report}/comparison.md, metrics.csv, across_seeds.csv, error_vs_length.png, alignment_*.png ({time.perf_counter() - started:.0f}s)"
     )
     return report

@@ -40,6 +40,7 @@ from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import PROTOCOL_NESTED
 from pipeline.files import atomic_file, short_hash
+from pipeline.log import log
 from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import cv_id_for, run_id_for
@@ -375,7 +376,7 @@ def optimize(
         frozen = next(other for other in study.get_trials(deepcopy=False) if other.number == trial.number)
         retried = frozen.system_attrs.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
         if retried is not None:
-            print(f"trial {trial.number}: retrying trial {retried}, whose worker stopped", flush=True)
+            log.info(f"trial {trial.number}: retrying trial {retried}, whose worker stopped")
         try:
             folder = cross_validate(
                 config,
@@ -384,7 +385,7 @@ def optimize(
             )
         except optuna.TrialPruned as pruned:
             keras.backend.clear_session()
-            print(f"trial {trial.number}: {pruned}", flush=True)
+            log.info(f"trial {trial.number}: {pruned}")
             raise
         score = RunFolder(folder).metrics()["selection"]["score"]
         # the per-fold scores travel with the trial, so that any worker can pair two trials' folds
@@ -392,9 +393,8 @@ def optimize(
         trial.set_user_attr("fold_scores", folds.scores)
         trial.set_user_attr("held_out_per_train", folds.held_out_per_train)
         done = sum(trial_counts(study)[state] for state in ("COMPLETE", "PRUNED")) + 1
-        print(
-            f"trial {trial.number} ({done} of {trials} finished): CV selection score {score:.4f} with {' '.join(chosen)}",
-            flush=True,
+        log.info(
+            f"trial {trial.number} ({done} of {trials} finished): CV selection score {score:.4f} with {' '.join(chosen)}"
         )
         return score
 
@@ -453,7 +453,7 @@ def write_best(study: Any, base: Config, experiment: str | None, base_overrides:
 
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not finished:
-        print(f"study {name}: no finished trial yet")
+        log.info(f"study {name}: no finished trial yet")
         return None
     best = max(finished, key=lambda trial: trial.value)
     config = load_config(experiment, [*base_overrides, *best.user_attrs["overrides"]])
@@ -474,7 +474,7 @@ def write_best(study: Any, base: Config, experiment: str | None, base_overrides:
         f"({chosen_among(len(finished))}): {' '.join(best.user_attrs['overrides'])}"
     )
     print(f"best trial {best.number} {paired}")
-    print(f"wrote {target}: `make train EXP={target}` trains it")
+    log.info(f"wrote {target}: `make train EXP={target}` trains it")
     return target
 
 
