@@ -1,6 +1,6 @@
 # One target per stage; `make help` lists them. Every target installs what it needs first.
 # Variables (all optional): SOURCE (make data), COMPETITION, NAME, EXP (an experiments/*.toml file),
-# MODEL, RUN (run ids), FILE and MESSAGE (submit; FILE is the recording of make recording), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5"),
+# MODEL, RUN (run ids), NOTEBOOK (make notebooks), FILE and MESSAGE (submit; FILE is the recording of make recording), FORCE=1 (train again), SET (config overrides, e.g. SET="data.classes=12 train.epochs=5"),
 # BACKEND (the Keras backend: tensorflow, the default, jax or torch; the same as exporting KERAS_BACKEND),
 # TRACKING (MLflow: empty = runs/mlflow.db, off, or a server URI), QUIET=1 (status lines off: pipeline/log.py).
 
@@ -47,7 +47,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(TRACKING),--set tracking.uri=$(TRACKING)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-all install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers results notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
+.PHONY: help install install-all install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers noise-level results notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,8 +76,10 @@ $(VENV)/.extra-%: $(STAMP)
 	@rm -f $(VENV)/.extra-$(firstword $(subst -, ,$*))-*
 	@touch $@
 
+# The package itself with every extra, resolved by pip against the locks in the same call: a range in
+# pyproject.toml that a pin breaks fails the install (tests/test_cli.py then checks what got installed)
 $(ALL_STAMP): $(ALL_FILES) $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(ALL_FILES:%=-r %)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation $(ALL_FILES:%=-r %) -e ".[all]"
 	@rm -f $(VENV)/.all-* $(VENV)/.extra-* $(VENV)/.torch-*
 	@touch $@ $(foreach name,$(EXTRAS),$(call extra,$(name))) $(TORCH_STAMP)
 
@@ -126,12 +128,14 @@ compare: $(CORE) ## the regularizer grid (experiments/compare.toml budget) -> re
 peers: $(CORE) $(call extra,peers) $(TORCH_STAMP) ## logistic regression, random forest, MiniRocket, MultiRocket-Hydra and QUANT, with and without noised copies, with fit time and peak memory, beside the best run -> reports/peers/<competition>/
 	$(PY) -m pipeline.studies.peers --exp $(EXP) $(ARGS)
 
-results: $(CORE) ## the results page drawn from the reports on disk (peers, evaluations, paired comparisons) with its figures -> reports/results/
+noise-level: $(CORE) ## how noisy the test file is, series by series: each one's white-noise level estimated from its second differences (against the truth where the organizer's side exists) -> reports/noise_level/<competition>/
+	$(PY) -m pipeline.studies.noise_level --exp $(EXP) $(ARGS)
+
+results: $(CORE) $(if $(wildcard runs/tune/*.db),$(call extra,tune)) ## the results page drawn from the reports on disk (peers, evaluations, paired comparisons, tuning studies) with its figures -> docs/results.md, docs/results/
 	$(PY) -m pipeline.studies.results --exp $(EXP) $(ARGS)
 
-notebooks: $(CORE) $(call extra,notebooks) ## execute the notebooks headless (default budget) -> reports/notebooks/
-	@mkdir -p reports/notebooks
-	for notebook in notebooks/*.ipynb; do $(PY) -m papermill "$$notebook" "reports/notebooks/$$(basename $$notebook)" --cwd . --no-progress-bar --log-output || exit 1; done
+notebooks: $(CORE) $(call extra,notebooks) ## execute the notebooks headless at their default budget, in place: their outputs are what readers see (NOTEBOOK=02 runs one)
+	$(PY) -m pipeline.studies.notebooks $(NOTEBOOK)
 
 transcribe: $(CORE) $(call extra,studies) ## seq2seq transcription, recorded and shuffled activity order: data, both variants, decoding, report (SEEDS="1 2 42")
 	$(PY) -m pipeline.studies.transcribe $(EXP_GIVEN) $(ARGS) $(if $(SEEDS),--set "transcribe.seeds=[$(subst $(space),$(comma),$(strip $(SEEDS)))]")

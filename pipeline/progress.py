@@ -30,23 +30,26 @@ class Progress:
 
     QUICK = 2.0  # seconds: an item this fast was reused, not worked on
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, workers: int = 1):
         self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.workers = workers  # processes sharing the items (the tuner's JOBS): the time left divides among them
         self.last: float | None = None
         self.worked: list[float] = []  # seconds of each item that did work
 
-    def step(self, description: str) -> str:
+    def step(self, description: str, done: int | None = None) -> str:
+        """Start the next item. `done`: the items finished before it, where other workers finish some too."""
         now = time.perf_counter()
         if self.last is not None:
             spent = now - self.last
             if spent >= self.QUICK:
                 self.worked.append(spent)
         self.last = now
-        self.done += 1
+        self.done = self.done + 1 if done is None else done + 1
         line = f"[{self.done}/{self.total}] {description}"
         if self.done > 1:
             left = self.total - self.done + 1
-            estimate = f", about {duration(left * sum(self.worked) / len(self.worked))} left" if self.worked else ""
+            seconds = left * sum(self.worked) / len(self.worked) / self.workers if self.worked else 0.0
+            estimate = f", about {duration(seconds)} left" if self.worked else ""
             line += f"  ({duration(now - self.started)} so far{estimate})"
         log.info(line)
         return line

@@ -91,3 +91,31 @@ def test_the_package_declares_what_the_lock_pins():
             requirement,
             pins[requirement.name.lower()],
         )
+
+
+def test_the_installed_package_brings_its_declared_requirements_and_every_extra():
+    """make test's install is a fresh environment's `pip install -e .[all]` resolved against the locks
+    (Makefile): this checkout is what is installed, every requirement of the core and of each extra
+    is present at a version its range admits, and pip finds nothing broken in the environment."""
+    import importlib.metadata
+    import json
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    distribution = importlib.metadata.distribution(project["name"])
+    origin = json.loads(distribution.read_text("direct_url.json"))
+    assert origin["dir_info"].get("editable") and Path(origin["url"].removeprefix("file://")) == PROJECT_ROOT
+    extras = set(distribution.metadata.get_all("Provides-Extra"))
+    assert extras == set(project["optional-dependencies"])
+    checked = set()
+    for text in distribution.requires:
+        requirement = Requirement(text)
+        if requirement.name == project["name"]:
+            continue  # `all` names the other extras
+        assert requirement.marker is None or any(requirement.marker.evaluate({"extra": name}) for name in extras)
+        installed = importlib.metadata.version(requirement.name)
+        assert requirement.specifier.contains(installed, prereleases=True), (text, installed)
+        checked.add(requirement.name.lower())
+    declared = project["dependencies"] + [text for extra in project["optional-dependencies"].values() for text in extra]
+    assert checked == {Requirement(text).name.lower() for text in declared if not text.startswith(project["name"])}
+    broken = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 0, broken.stdout

@@ -125,3 +125,56 @@ def test_bptt_shows_the_three_figures_with_measured_sentences(
     # (c) the three trained models, each with its reach
     for name in ("lstm", "bilstm", "deep_transition"):
         assert re.search(rf"^{name}: the first step's gradient is \S+ of the largest", text, re.M), name
+
+
+def test_peers_under_noise_states_its_numbers_from_the_reports(tmp_path: Path):
+    """Notebook 05 draws the results page's figures from reports on disk and says, level by level,
+    which peer validation chose and how it compares with the recurrent run on the test subjects."""
+    from tests.test_results import write_reports
+
+    write_reports(tmp_path)
+    figures, text = outputs(execute("05-peers-under-noise.ipynb", tmp_path / "05.ipynb", root=str(tmp_path)))
+    assert figures == 3  # accuracy against noise, the two confusions, the paired comparisons
+    table = pd.read_csv(tmp_path / "reports" / "peers" / "classroom" / "peers.csv")
+    recurrent = table[table["peer"].str.startswith("recurrent: ")].iloc[0]
+    peers = table[~table["peer"].str.startswith("recurrent: ")]
+    chosen = peers.loc[peers["val@0.5"].idxmax()]  # chosen on validation, whatever the test columns say
+    assert chosen["peer"] == "quant" and peers["test@0.5"].max() == chosen["test@0.5"]  # the fixture's premise
+    assert (
+        f"at test noise 0.5: the peer chosen on validation is quant + 1 noised copy, {chosen['test@0.5']:.3f} on the "
+        f"test subjects, against {recurrent['test@0.5']:.3f} for the recurrent run" in text
+    )
+    # at 1.0 validation chooses logistic regression with its copy, not QUANT (the better test score at 0)
+    assert "at test noise 1: the peer chosen on validation is logistic_regression + 1 noised copy" in text
+    assert (
+        "logistic_regression: validation at 0.5 0.720 fitted on clean series, 0.880 with noised copies (+0.160)" in text
+    )
+
+
+def test_make_notebooks_writes_outputs_in_place_only_when_every_cell_ran(tmp_path: Path):
+    """make notebooks' runner on a folder of two small notebooks: the one that runs gets its outputs
+    and its code's digest; the one that fails is left as it was."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from pipeline.studies.notebooks import code_digest, run
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    good = new_notebook(
+        cells=[new_code_cell("%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nprint('drawn')")]
+    )
+    bad = new_notebook(cells=[new_code_cell("print('before')"), new_code_cell("raise ValueError('broken cell')")])
+    for name, notebook in (("01-good.ipynb", good), ("02-bad.ipynb", bad)):
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, folder / name)
+    before = (folder / "02-bad.ipynb").read_text()
+    run(["01"], folder)
+    executed = nbformat.read(folder / "01-good.ipynb", as_version=4)
+    figures, text = outputs(executed)
+    assert figures == 1 and "drawn" in text
+    assert executed.metadata["har"]["code_sha256"] == code_digest(executed)
+    with pytest.raises(papermill.PapermillExecutionError, match="broken cell"):
+        run(["02"], folder)
+    assert (folder / "02-bad.ipynb").read_text() == before
+    assert sorted(path.name for path in folder.iterdir()) == ["01-good.ipynb", "02-bad.ipynb"]  # no temp left

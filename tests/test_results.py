@@ -13,6 +13,8 @@ from matplotlib.image import imread
 from tests.conftest import run_make
 
 RUN_ID = "classroom_bilstm_gn0.5_0000abcd"
+STUDY = "classroom_tiny"
+CV_ID = "classroom_cv3x2_bilstm_gn0.5_00000001"
 
 
 def write_reports(root: Path) -> None:
@@ -58,8 +60,8 @@ def write_reports(root: Path) -> None:
     evaluation.mkdir(parents=True)
     (evaluation / "evaluation.json").write_text(json.dumps({"confusion_matrix": (counts * 2).tolist()}))
     for name, a, b, low, high, verdict in (
-        ("peer-quant+copies__cv_x", "peer:quant+copies", "cv_x", 0.004, 0.031, "A ahead"),
-        ("cv_y__cv_x", "cv_y", "cv_x", -0.012, 0.009, "not separated"),
+        ("peer-quant+copies__classroom_cv_x", "peer:quant+copies", "classroom_cv_x", 0.00412345, 0.031, "A ahead"),
+        ("classroom_cv_y__classroom_cv_x", "classroom_cv_y", "classroom_cv_x", -0.012, 0.009, "not separated"),
     ):
         folder = root / "reports" / "cv_compare" / name
         folder.mkdir(parents=True)
@@ -70,18 +72,56 @@ def write_reports(root: Path) -> None:
             "verdict": verdict,
         }  # fmt: skip
         (folder / "comparison.json").write_text(json.dumps(record))
+    write_study(root)
+    for name, experiment in ((CV_ID, "default"), ("classroom_cv3_bilstm_gn0.5_00000002", "tune:classroom_tiny")):
+        folder = root / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"run_id": name, "kind": "cv", "experiment": experiment}))
+        selection = {
+            "definition": {"protocol": "nested: chosen on an inner fold of the training part"},
+            "score": 0.8960347125370719,
+            "std": 0.03176613345452086,
+            "folds": [0.83, 0.92, 0.92, 0.87, 0.93, 0.88],
+        }
+        (folder / "metrics.json").write_text(json.dumps({"selection": selection}))
+
+
+def write_study(root: Path) -> None:
+    """A tiny Optuna study where `make tune` keeps it: three completed trials and a pruned one."""
+    import optuna
+
+    (root / "runs" / "tune").mkdir(parents=True)
+    study = optuna.create_study(
+        study_name=STUDY, storage=f"sqlite:///{root / 'runs' / 'tune' / STUDY}.db", direction="maximize"
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        noise, units = trial.suggest_float("noise", 0.1, 1.0), trial.suggest_categorical("units", [32, 64])
+        if trial.number == 3:
+            raise optuna.TrialPruned()
+        return 0.8 + 0.1 * noise - units / 10_000
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=4)
 
 
 def test_make_results_draws_every_figure_and_each_number_is_its_files(tmp_path: Path):
     write_reports(tmp_path)
     result = run_make("results", f"SET=paths.root={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
-    folder = tmp_path / "reports" / "results"
-    page = (folder / "results.md").read_text()
+    page = (tmp_path / "docs" / "results.md").read_text()
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", page)
-    assert sorted(figures) == ["confusion_classroom.png", "folds.png", "noise_classroom.png", "paired.png"]
+    drawn = [
+        "confusion_classroom",
+        "folds",
+        "noise_classroom",
+        "paired",
+        f"tune_{STUDY}_history",
+        f"tune_{STUDY}_importances",
+    ]
+    assert sorted(figures) == [f"results/{name}.png" for name in drawn]
     for figure in figures:
-        assert imread(folder / figure).shape[0] > 100  # a real PNG, drawn
+        assert imread(tmp_path / "docs" / figure).shape[0] > 100  # a real PNG, drawn
     # the peers' table: every cell equals peers.csv's, row by row
     peers = pd.read_csv(tmp_path / "reports" / "peers" / "classroom" / "peers.csv")
     table_lines = [line for line in page.splitlines() if line.startswith("| ")]
@@ -95,12 +135,37 @@ def test_make_results_draws_every_figure_and_each_number_is_its_files(tmp_path: 
             else:
                 assert cell == ("" if pd.isna(value) else str(value)), (column, cell, value)
     # the comparisons' table: each mean and interval is its comparison.json's
-    for name in ("peer-quant+copies__cv_x", "cv_y__cv_x"):
+    for name in ("peer-quant+copies__classroom_cv_x", "classroom_cv_y__classroom_cv_x"):
         record = json.loads((tmp_path / "reports" / "cv_compare" / name / "comparison.json").read_text())
         line = next(line for line in table_lines if line.startswith(f"| {record['a']} | {record['b']} |"))
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        assert [float(cells[3]), float(cells[4]), float(cells[5])] == [record["mean"], record["low"], record["high"]]
+        assert [float(cells[3]), float(cells[4]), float(cells[5])] == [
+            round(record["mean"], 4),
+            round(record["low"], 4),
+            round(record["high"], 4),
+        ]
         assert cells[6] == record["verdict"] and int(cells[2]) == 5
+    # the cross-validations: the CV's score and spread, to 4 decimals; the tuner's trial CVs left to their study
+    cv_line = next(line for line in table_lines if line.startswith(f"| {CV_ID} |"))
+    assert [cell.strip() for cell in cv_line.strip("|").split("|")] == [
+        "classroom_cv3x2_bilstm_gn0.5_00000001",
+        "default",
+        "6",
+        "nested",
+        "0.896",
+        "0.0318",
+    ]
+    assert "classroom_cv3_bilstm_gn0.5_00000002" not in page
+    # the study's table: each trial's state, score and parameters are the storage's
+    import optuna
+
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path / 'runs' / 'tune' / STUDY}.db")
+    for trial in study.trials:
+        line = next(line for line in table_lines if line.startswith(f"| {trial.number} | "))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1] == trial.state.name.lower()
+        assert cells[2] == ("" if trial.value is None else str(float(f"{trial.value:.4g}")))
+        assert [float(cells[3]), int(cells[4])] == [float(f"{trial.params['noise']:.4g}"), trial.params["units"]]
     # the strongest peer is chosen on validation at the competition's noise (QUANT with its copy: 0.905),
     # not on the test columns
     assert "chosen on validation at the competition's noise (val@0.5): quant + 1 noised copy." in page
@@ -109,4 +174,20 @@ def test_make_results_draws_every_figure_and_each_number_is_its_files(tmp_path: 
 def test_with_nothing_to_draw_it_says_what_writes_the_reports(tmp_path: Path):
     result = run_make("results", f"SET=paths.root={tmp_path}")
     assert result.returncode != 0 and "make peers" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "reports" / "results").exists()
+    assert not (tmp_path / "docs").exists()
+
+
+def test_make_noise_level_estimates_the_test_file_and_measures_itself_against_the_truth(prepared_root: Path):
+    """On classroom's test file (white noise at 0.5): each series' estimated level against the true
+    level of its noise, and the test subjects noised at each level of train.noise_levels."""
+    result = run_make("noise-level", f"SET=paths.root={prepared_root}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = prepared_root / "reports" / "noise_level" / "classroom"
+    report = json.loads((folder / "noise_level.json").read_text())
+    file = report["test file"]
+    assert abs(file["true"]["median"] - 0.5) < 0.02  # the organizer's noise, measured from the clean copy
+    assert abs(file["median"] - file["true"]["median"]) < 0.1 and file["mean absolute error"] < 0.2
+    levels = {row["level"]: row for row in report["test subjects"]}
+    assert sorted(levels) == [0.0, 0.25, 0.5, 1.0]
+    assert levels[0.0]["mean"] < 0.05 and levels[0.25]["mean"] < levels[0.5]["mean"] < levels[1.0]["mean"]
+    assert f"median {file['median']:.3f}" in (folder / "noise_level.md").read_text() and "true level" in result.stdout

@@ -120,3 +120,26 @@ def test_noise_rejects_bad_arguments():
         signals.add_noise(x, "pink", 0.5, np.ones(9), seed=0)
     with pytest.raises(ValueError, match="channel_std"):
         signals.add_noise(x, "gaussian", 0.5, np.ones(3), seed=0)
+
+
+def test_the_noise_level_estimator_recovers_white_noise_levels_on_smooth_series():
+    """Smooth series (sines of 0.5-3 cycles per window, channels of very different scales): each
+    series' estimated level is within 0.15 x (1 + level) of the level it was noised at, and clean ones read 0."""
+    rng = np.random.default_rng(0)
+    time = np.linspace(0, 1, 128)[None, :, None]
+
+    def smooth(n: int) -> np.ndarray:
+        frequency, phase = rng.uniform(0.5, 3, size=(n, 1, 3)), rng.uniform(0, 2 * np.pi, size=(n, 1, 3))
+        return np.sin(2 * np.pi * frequency * time + phase) * np.array([1.0, 3.0, 0.2])
+
+    clean = smooth(400)
+    unit = signals.channel_std(clean)
+    estimator = signals.NoiseLevelEstimator.fit(clean, unit)
+    fresh = smooth(300)
+    assert estimator.levels(fresh).max() < 0.01
+    for level in (0.25, 0.5, 1.0):
+        estimated = estimator.levels(signals.add_noise(fresh, "gaussian", level, unit, seed=3))
+        assert abs(estimated.mean() - level) < 0.01 * (1 + level)
+        assert np.abs(estimated - level).max() < 0.2 * level
+    with pytest.raises(ValueError, match="at least 3 steps, not 2"):
+        estimator.levels(fresh[:, :2])

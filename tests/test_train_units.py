@@ -215,6 +215,19 @@ def test_progress_lines_count_the_items_and_estimate_the_time_left_from_the_item
     assert progress.duration(3725) == "1 h 02 min" and progress.duration(7) == "7 s"
 
 
+def test_progress_shared_by_workers_counts_their_items_and_divides_the_time_left(monkeypatch):
+    """The tuner's JOBS=2: the count comes from the study (others finish trials too), and this worker's
+    mean trial time is shared between the two."""
+    from pipeline import progress
+
+    clock = iter([0.0, 0.0, 120.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    tracker = progress.Progress(8, workers=2)
+    assert tracker.step("trial 0", done=0) == "[1/8] trial 0"
+    # meanwhile the other worker finished two trials: 3 finished, this one the 4th, 5 left at 120 s / 2
+    assert tracker.step("trial 4", done=3) == "[4/8] trial 4  (2 min 00 s so far, about 5 min 00 s left)"
+
+
 def test_status_lines_go_through_the_har_logger_and_quiet_hides_them(capsys, prepared_root):
     import logging
     import os

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,12 @@ def test_make_transcribe_end_to_end_on_a_tiny_budget(prepared_root: Path):
         "recorded, seed 2, fixed_context: done" in result.stdout
         and "decoding transcribe_shuffled_attention_" in result.stdout
     )  # progress while decoding
+    assert re.search(
+        r"^\[8/8\] shuffled, seed 2, fixed_context: training and decoding \.\.\.  \(.+ so far, about .+ left\)$",
+        result.stdout,
+        re.M,
+    )
+    assert re.search(r"segments \(inputs of \d+ steps done\), .+ so far, about .+ left$", result.stdout, re.M)
     report = prepared_root / "reports" / "transcribe"
     metrics = pd.read_csv(report / "metrics.csv")
     assert set(metrics["variant"]) == {"attention", "fixed_context"} and set(metrics["condition"]) == {"clean", "noisy"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -269,7 +270,7 @@ def test_an_unreachable_database_is_one_line_naming_it(tmp_path: Path):
     assert not (tmp_path / "runs" / "tune").exists() or not list((tmp_path / "runs" / "tune").iterdir())
 
 
-def test_a_pruned_trial_is_recorded_as_pruned(shared_data_root: Path, tmp_path: Path):
+def test_a_pruned_trial_is_recorded_as_pruned(shared_data_root: Path, tmp_path: Path, capsys):
     import optuna
 
     root = shared_data_root
@@ -290,6 +291,7 @@ def test_a_pruned_trial_is_recorded_as_pruned(shared_data_root: Path, tmp_path: 
         pruner=optuna.pruners.ThresholdPruner(lower=1.01),
     )
     tune.optimize(study, config, None, overrides, trials=1)
+    assert re.search(r"^\[1/1\] trial 0: model.units=[456] \.\.\.$", capsys.readouterr().out, re.M)  # its progress line
     (trial,) = study.get_trials()
     assert trial.state == optuna.trial.TrialState.PRUNED and len(trial.intermediate_values) == 1
     table = registry.list_runs(root / "runs")

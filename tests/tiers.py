@@ -184,6 +184,15 @@ FULL_TIER = {
     "tests/test_notebooks.py::test_bptt_shows_the_three_figures_with_measured_sentences": Check(
         "notebook 04 executed (50 s)", files=("notebooks/04-bptt.ipynb",)
     ),
+    "tests/test_notebooks.py::test_peers_under_noise_states_its_numbers_from_the_reports": Check(
+        "notebook 05 executed on tiny reports (15 s)", files=("notebooks/05-peers-under-noise.ipynb",)
+    ),
+    "tests/test_notebooks.py::test_make_notebooks_writes_outputs_in_place_only_when_every_cell_ran": Check(
+        "make notebooks' runner on two small notebooks, one failing (15 s)"
+    ),
+    "tests/test_results.py::test_make_noise_level_estimates_the_test_file_and_measures_itself_against_the_truth": Check(
+        "make noise-level on classroom against the organizer's truth (10 s)", ("pipeline.studies.noise_level",)
+    ),
     "tests/test_evaluate.py::test_attention_runs_get_attention_maps": Check(
         "attention maps in the report of notebook 03's run (40 s)", ("pipeline.stages.evaluate", *TRAIN)
     ),

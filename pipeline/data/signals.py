@@ -212,3 +212,43 @@ def add_noise(x: np.ndarray, profile: str, level: float, channel_std: np.ndarray
 def channel_std(x: np.ndarray) -> np.ndarray:
     """Std of each channel over every series and time step: the unit of every noise level."""
     return x.reshape(-1, x.shape[-1]).std(axis=0)
+
+
+# ---- the noise level of each series, estimated ---------------------------------------------
+# Sensor signals are smooth and the competitions' test noise is white, so a series' second
+# differences x[t+1] - 2 x[t] + x[t-1] carry the noise with 6 times its variance, above the
+# roughness the clean series have of their own. Measured on the test subjects of the two HAPT
+# competitions (docs/evaluation.md, `make noise-level`), it is what a noise-aware blend can weigh
+# its members by, and it tells a user how noisy an unlabeled test file is.
+
+
+def second_difference_power(series: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """(n, channels): each series' mean squared second difference per channel, over 6 unit^2
+    (so white noise of std `level` x unit adds level^2)."""
+    if series.shape[1] < 3:
+        raise ValueError(f"estimating a noise level needs series of at least 3 steps, not {series.shape[1]}")
+    second = series[:, 2:, :] - 2 * series[:, 1:-1, :] + series[:, :-2, :]
+    return (second.astype(np.float64) ** 2).mean(axis=1) / (6 * np.maximum(unit, 1e-12) ** 2)
+
+
+@dataclass(frozen=True)
+class NoiseLevelEstimator:
+    """Each series' white-noise level in units of the clean-train std per channel (the unit of every
+    noise level here): sqrt of the weighted mean over channels of its second-difference power above
+    the clean series' mean. Channels weigh by the inverse variance of that power over the clean
+    series, so the smooth channels (on classroom, the gyroscope's window means) carry the estimate."""
+
+    unit: np.ndarray  # per channel: the clean-train std
+    reference: np.ndarray  # per channel: the clean series' mean second-difference power
+    weights: np.ndarray  # per channel, summing to 1
+
+    @classmethod
+    def fit(cls, clean: np.ndarray, unit: np.ndarray) -> NoiseLevelEstimator:
+        power = second_difference_power(clean, unit)
+        inverse = 1 / np.maximum(power.var(axis=0), 1e-12)
+        return cls(np.asarray(unit, np.float64), power.mean(axis=0), inverse / inverse.sum())
+
+    def levels(self, series: np.ndarray) -> np.ndarray:
+        """(n,) the estimated noise level of each series (0 where it is no rougher than the clean ones)."""
+        excess = (second_difference_power(series, self.unit) - self.reference) @ self.weights
+        return np.sqrt(np.maximum(excess, 0.0))

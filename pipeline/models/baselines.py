@@ -19,6 +19,8 @@ the end to 9 and 10 steps, as aeon advises.
 from __future__ import annotations
 
 import importlib.util
+import time
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
@@ -27,6 +29,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from pipeline.errors import ConfigError
+from pipeline.runtime import PeakMemory
 
 STATISTICS = ("mean", "std", "min", "max", "first", "last")
 
@@ -127,3 +130,18 @@ def check_can_fit(name: str) -> None:
 def make_peer(name: str, seed: int = 0) -> Pipeline:
     """One peer of `PEERS`, unfitted (aeon is imported only for the peers asked for)."""
     return TIME_SERIES_PEERS[name](seed) if name in TIME_SERIES_PEERS else make_baselines(seed)[name]
+
+
+@dataclass(frozen=True)
+class FittedPeer:
+    model: ProbabilityModel
+    seconds: float  # the fit's wall time
+    peak_gib: float | None  # the process's peak resident memory during the fit (runtime.PeakMemory)
+
+
+def fit_peer(name: str, seed: int, series: np.ndarray, labels: np.ndarray, classes: int) -> FittedPeer:
+    """Fit a peer, timed and with its peak memory: how make peers and cv-compare's peer folds fit one."""
+    started = time.perf_counter()
+    with PeakMemory() as peak:
+        fitted = make_peer(name, seed).fit(series, labels)
+    return FittedPeer(ProbabilityModel(fitted, classes), round(time.perf_counter() - started, 1), peak.gib)

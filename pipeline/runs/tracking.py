@@ -21,6 +21,7 @@ a few seconds and are not retried, so a server that is down never slows training
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -70,6 +71,7 @@ def client_for(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+@functools.cache  # asked once per epoch by LiveCurves; the answer does not change within a process
 def installed() -> bool:
     """MLflow is an optional part (requirements-tracking.txt): `make ui` installs it, `make all` does not."""
     import importlib.util

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,6 @@ from pipeline.log import log
 from pipeline.progress import Progress
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import cv_id_for, run_config
-from pipeline.runtime import PeakMemory
 
 PEER = "peer:"
 # What both sides' fold runs must have been scored with, fold by fold (the peer's are its own, not copied).
@@ -209,11 +207,9 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
             fold.train.seed,
         )
         progress.step(f"{peer} on the folds of {cv_id}: {run_id}, {len(series)} training series")
-        started = time.perf_counter()
-        with PeakMemory() as peak:
-            fitted = baselines.make_peer(name, fold.train.seed).fit(series, labels)
-        log.info(f"    fitted in {time.perf_counter() - started:.1f} s, peak memory {peak.gib} GiB")
-        model = baselines.ProbabilityModel(fitted, len(data.classes))
+        fit = baselines.fit_peer(name, fold.train.seed, series, labels, len(data.classes))
+        log.info(f"    fitted in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
+        model = fit.model
         selection = selection_score(model, fold, data, fitted_on=len(part))
         scores.append(selection["score"])
         definitions.append(selection["definition"])

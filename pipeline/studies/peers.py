@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +36,6 @@ from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import best_run
 from pipeline.runs.scoring import score_row
-from pipeline.runtime import PeakMemory
 
 
 def recurrent_row(config: Config, selection: dict) -> dict[str, object] | None:
@@ -101,17 +99,15 @@ def peer_table(config: Config) -> tuple[pd.DataFrame, dict[str, object] | None]:
             progress.step(
                 f"{name}, {copies} noised cop{'y' if copies == 1 else 'ies'}: fitting on {len(series)} series ..."
             )
-            started = time.perf_counter()
-            with PeakMemory() as peak:
-                fitted = baselines.make_peer(name, config.train.seed).fit(series, labels)
-            model = baselines.ProbabilityModel(fitted, len(data.classes))
+            fit = baselines.fit_peer(name, config.train.seed, series, labels, len(data.classes))
+            model = fit.model
             row: dict[str, object] = {
                 "peer": name,
                 "noised copies": copies,
-                "fit seconds": round(time.perf_counter() - started, 1),
-                "fit peak GiB": peak.gib,
+                "fit seconds": fit.seconds,
+                "fit peak GiB": fit.peak_gib,
             }
-            log.info(f"    fitted in {row['fit seconds']} s, peak memory {peak.gib} GiB")
+            log.info(f"    fitted in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
             row.update(score_row(model, config, data))
             rows.append(row)
             if confusion is not None:

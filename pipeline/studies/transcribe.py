@@ -51,6 +51,7 @@ from pipeline.data.signals import (
 from pipeline.files import atomic_folder, short_hash, write_json_atomic
 from pipeline.log import log
 from pipeline.models import END_TOKEN, FIRST_CLASS_TOKEN, PAD_TOKEN, START_TOKEN
+from pipeline.progress import Progress, duration
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import regularizer_tag
 from pipeline.runtime import backend_name, peak_rss_mb
@@ -494,8 +495,11 @@ def decode(
             results[member] = result
         done += len(members)
         if label:
+            elapsed = time.perf_counter() - started
+            left = elapsed / done * (len(features) - done)  # segments of every length take about as long
             log.info(
-                f"    {label}: {done} of {len(features)} segments (inputs of {steps} steps done), {time.perf_counter() - started:.0f}s"
+                f"    {label}: {done} of {len(features)} segments (inputs of {steps} steps done), "
+                f"{duration(elapsed)} so far, about {duration(left)} left"
             )
     return results
 
@@ -645,6 +649,7 @@ def transcribe(config: Config) -> Path:
         f"{len(tasks) * len(seeds) * len(VARIANTS)} models; greedy decoding for every one, beam search for seed {seeds[0]}",
     )
     started = time.perf_counter()
+    progress = Progress(len(tasks) * len(seeds) * len(VARIANTS))
     tables, examples, cards = [], {}, {}
     for task in tasks:
         folder = prepare_transcription(config, task)
@@ -659,6 +664,7 @@ def transcribe(config: Config) -> Path:
         for number, seed in enumerate(seeds):
             seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
             for variant in VARIANTS:
+                progress.step(f"{task}, seed {seed}, {variant}: training and decoding ...")
                 run_dir = train_variant(seeded, variant, task, folder, card)
                 table, decoded = score_variant(run_dir, test, noisy, card, config, beam=number == 0)
                 tables.append(table.assign(task=task, seed=seed, variant=variant))

@@ -41,6 +41,7 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.datasets import PROTOCOL_NESTED
 from pipeline.files import atomic_file, short_hash
 from pipeline.log import log
+from pipeline.progress import Progress
 from pipeline.runs import tracking
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import cv_id_for, run_id_for
@@ -338,16 +339,25 @@ def trial_counts(study: Any) -> dict[str, int]:
 
 
 def optimize(
-    study: Any, base: Config, experiment: str | None, base_overrides: list[str], trials: int, poll: float = 0.0
+    study: Any,
+    base: Config,
+    experiment: str | None,
+    base_overrides: list[str],
+    trials: int,
+    poll: float = 0.0,
+    workers: int = 1,
 ) -> None:
     """One worker: run trials until the study holds `trials` finished ones (complete or pruned), all
     workers together. While the others' running trials would make up the rest, wait and watch them:
-    one whose worker died is failed after the grace period and queued again, and this worker runs it."""
+    one whose worker died is failed after the grace period and queued again, and this worker runs it.
+    Each trial it starts prints a progress line: the study's finished trials and the time left, its
+    own trials' mean time shared among `workers`."""
     from pipeline.stages.cv import cross_validate
 
     parameters = parse_space(base.tune.space)
     poll = poll or base.tune.heartbeat_seconds
     opened: list[int] = []  # the trials this worker ran, mirrored into MLflow as each ends
+    progress = Progress(trials, workers)
 
     def objective(trial: Any) -> float:
         opened.append(trial.number)
@@ -373,6 +383,7 @@ def optimize(
             raise SkippedTrial(trial.number)
         trial.set_user_attr("overrides", chosen)
         trial.set_user_attr("cv_id", cv_id)
+        progress.step(f"trial {trial.number}: {' '.join(chosen)} ...", done=counts["COMPLETE"] + counts["PRUNED"])
         frozen = next(other for other in study.get_trials(deepcopy=False) if other.number == trial.number)
         retried = frozen.system_attrs.get("failed_trial")  # set by RetryHeartbeatStaleTrialCallback
         if retried is not None:
@@ -498,7 +509,7 @@ def tune(
     children = [subprocess.Popen([*command, f"--worker={index}"]) for index in range(1, jobs)] if worker == 0 else []
     try:
         with storage_errors(storage_url(config, name)):
-            optimize(study, config, experiment, base_overrides, config.tune.trials)
+            optimize(study, config, experiment, base_overrides, config.tune.trials, workers=jobs)
     finally:
         failed = [child.args for child in children if child.wait() != 0]
     if failed:
