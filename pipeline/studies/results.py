@@ -344,8 +344,14 @@ def tuning_section(folder: Path, path: Path) -> list[str]:
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     params = sorted({key for trial in trials for key in trial.params})
+    complete = optuna.trial.TrialState.COMPLETE  # a pruned trial's value is the epoch score it was stopped at
     rows = [
-        [trial.number, trial.state.name.lower(), shown(trial.value), *(shown(trial.params.get(key)) for key in params)]
+        [
+            trial.number,
+            trial.state.name.lower(),
+            shown(trial.value) if trial.state == complete else None,
+            *(shown(trial.params.get(key)) for key in params),
+        ]
         for trial in trials
     ]
     lines = [
@@ -357,11 +363,11 @@ def tuning_section(folder: Path, path: Path) -> list[str]:
         *markdown_table(["trial", "state", "CV selection score", *params], rows),
         "",
     ]
-    complete = [trial for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
+    completed = [trial for trial in trials if trial.state == complete]
+    if not completed:
         return [*lines, "No trial completed yet: no history to draw.", ""]
     plots = [("history", optuna_plots.plot_optimization_history, "optimization history")]
-    if len(complete) >= 2 and params:
+    if len(completed) >= 2 and params:
         plots.append(("importances", optuna_plots.plot_param_importances, "parameter importances (fANOVA)"))
     for kind, plot, title in plots:
         axis = plot(study)
