@@ -193,6 +193,14 @@ FULL_TIER = {
     "tests/test_results.py::test_make_noise_level_estimates_the_test_file_and_measures_itself_against_the_truth": Check(
         "make noise-level on classroom against the organizer's truth (10 s)", ("pipeline.studies.noise_level",)
     ),
+    "tests/test_rocket.py::test_multirocket_hydra_in_batches_predicts_what_aeons_classifier_predicts": Check(
+        "MultiRocket-Hydra in float32 batches against aeon's own classifier (90 s, most of it numba compiling aeon's)",
+        ("pipeline.models.rocket",),
+    ),
+    "tests/test_estimator.py::test_cross_val_score_with_group_folds_and_a_pipeline": Check(
+        "the estimator through scikit-learn's cross_val_score with group folds, in a Pipeline (35 s)",
+        ("pipeline.runs.estimator",),
+    ),
     "tests/test_evaluate.py::test_attention_runs_get_attention_maps": Check(
         "attention maps in the report of notebook 03's run (40 s)", ("pipeline.stages.evaluate", *TRAIN)
     ),
