@@ -142,6 +142,12 @@ def test_fold_run_ids_of_the_first_repeat_stay_as_they_were():
         load_config(None, ["cv.repeats=2", "cv.repeat=2"])
 
 
+def recorded_fold_scores(root: Path, cv_id: str) -> list[float]:
+    """The selection score each fold run of a finished CV recorded."""
+    folds = json.loads((root / "runs" / cv_id / "run.json").read_text())["folds"]
+    return [json.loads((root / "runs" / run / "metrics.json").read_text())["selection"]["score"] for run in folds]
+
+
 @pytest.mark.slow
 def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(
     tracked_cvs: TrackedCVs, shared_data_root: Path
@@ -150,18 +156,13 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(
     root = shared_data_root
     for folder in ("runs", "reports"):
         shutil.copytree(tracked_cvs.root / folder, root / folder, ignore=shutil.ignore_patterns("mlflow*"))
-    base = [f"paths.root={root}", *CV_BASE]
     a, b = tracked_cvs.ids
     assert "_bilstm-stats_" in b
     compared = run_make("cv-compare", f"A=cv:{a}", f"B={b}", f"SET=paths.root={root}")
     assert compared.returncode == 0, compared.stderr[-3000:]
     record = json.loads((root / "reports" / "cv_compare" / f"{a}__{b}" / "comparison.json").read_text())
 
-    def fold_scores(cv_id: str) -> list[float]:
-        folds = json.loads((root / "runs" / cv_id / "run.json").read_text())["folds"]
-        return [json.loads((root / "runs" / run / "metrics.json").read_text())["selection"]["score"] for run in folds]
-
-    scores = {name: fold_scores(name) for name in (a, b)}
+    scores = {name: recorded_fold_scores(root, name) for name in (a, b)}
     np.testing.assert_allclose(record["differences"], np.subtract(scores[a], scores[b]))
     assert len(record["differences"]) == 4 and record["low"] <= record["mean"] <= record["high"]
     assert record["verdict"] == "too few pairs to rank" and "**too few pairs to rank**" in compared.stdout
@@ -177,13 +178,30 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(
             selection = json.loads((root / "runs" / run / "metrics.json").read_text())["selection"]
             assert selection["definition"]["protocol"] == datasets.PROTOCOL_NESTED
             assert selection["series"] == {"trained_on": 200, "chosen_on": len(sides[1]), "scored_on": len(sides[2])}
-    # B's fold models (with the statistics branch) predict as an ensemble, and its first fold is evaluated.
+    # B's first fold run was evaluated (the fixture's make evaluate RUN=<a fold run>).
     folds = json.loads((root / "runs" / b / "run.json").read_text())["folds"]
+    assert tracked_cvs.evaluated == folds[0] and (root / "reports" / folds[0] / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_the_two_cvs_as_one_cross_validated_ensemble_and_a_peer_on_their_folds(
+    tracked_cvs: TrackedCVs, shared_data_root: Path
+):
+    """The session's two CVs (tests/conftest.py) as a cross-validated ensemble paired with one of them,
+    and QUANT cross-validated on their folds."""
+    root = shared_data_root
+    for folder in ("runs", "reports"):
+        shutil.copytree(tracked_cvs.root / folder, root / folder, ignore=shutil.ignore_patterns("mlflow*"))
+    base = [f"paths.root={root}", *CV_BASE]
+    a, b = tracked_cvs.ids
+    folds = json.loads((root / "runs" / b / "run.json").read_text())["folds"]
+
+    scores = {name: recorded_fold_scores(root, name) for name in (a, b)}
+    # B's fold models (with the statistics branch) predict as an ensemble.
     predicted = run_make("predict", f"RUN=cv:{b}", f"SET=paths.root={root}")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     (lineage,) = (root / "submissions").glob("classroom_ensemble4_*.json")
     assert json.loads(lineage.read_text())["runs"] == folds
-    assert tracked_cvs.evaluated == folds[0] and (root / "reports" / folds[0] / "report.md").is_file()
     # A and B as one cross-validated ensemble: fold run i averages fold run i of each, scored on fold i.
     made = run_make("ensemble", f"RUN=cv:{a} {b}", f"SET=paths.root={root}")
     assert made.returncode == 0, made.stderr[-3000:]
@@ -212,7 +230,7 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(
     paired = run_make("cv-compare", f"A={ensemble_cv}", f"B={a}", f"SET=paths.root={root}")
     assert paired.returncode == 0, paired.stderr[-3000:]
     record = json.loads((root / "reports" / "cv_compare" / f"{ensemble_cv}__{a}" / "comparison.json").read_text())
-    np.testing.assert_allclose(record["differences"], np.subtract(fold_scores(ensemble_cv), scores[a]))
+    np.testing.assert_allclose(record["differences"], np.subtract(recorded_fold_scores(root, ensemble_cv), scores[a]))
     # A peer cross-validated on B's folds: fitted on each fold run's training series, scored on its
     # selection; QUANT (aeon, on PyTorch) with noised copies, its fit time and peak memory printed per fold.
     peer = run_make("cv-compare", "A=peer:quant+copies", f"B={b}", f"SET=paths.root={root}")

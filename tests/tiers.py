@@ -201,6 +201,18 @@ FULL_TIER = {
         "the estimator through scikit-learn's cross_val_score with group folds, in a Pipeline (35 s)",
         ("pipeline.runs.estimator",),
     ),
+    "tests/test_rocket.py::test_every_peer_reads_the_classroom_five_steps": Check(
+        "MultiRocket-Hydra and QUANT on 5-step series (75 s in a fresh clone, most of it numba compiling aeon's)",
+        ("pipeline.models.baselines", "pipeline.models.rocket"),
+    ),
+    "tests/test_cv_compare.py::test_the_two_cvs_as_one_cross_validated_ensemble_and_a_peer_on_their_folds": Check(
+        "make predict, make ensemble and two make cv-compare on the session's two CVs, QUANT fitted on 4 folds (80 s)",
+        ("pipeline.stages.predict", "pipeline.stages.ensemble", "pipeline.stages.cv_compare"),
+    ),
+    "tests/test_evaluate.py::test_evaluate_report_matches_the_saved_predictions": Check(
+        "make evaluate's report against its predictions, the test file and the answer key (70 s); make all evaluates too",
+        ("pipeline.stages.evaluate", *TRAIN),
+    ),
     "tests/test_evaluate.py::test_attention_runs_get_attention_maps": Check(
         "attention maps in the report of notebook 03's run (40 s)", ("pipeline.stages.evaluate", *TRAIN)
     ),
