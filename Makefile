@@ -47,7 +47,7 @@ ARGS := $(if $(SOURCE),--set data.source=$(SOURCE)) $(if $(COMPETITION),--set da
         $(if $(NAME),--set data.name=$(NAME)) $(if $(MODEL),--set model.name=$(MODEL)) $(if $(FOLDS),--set cv.folds=$(FOLDS)) $(if $(REPEATS),--set cv.repeats=$(REPEATS)) $(if $(TRACKING),--set tracking.uri=$(TRACKING)) $(if $(SET),--sets "$$HAR_SET")
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-all install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble predict submit leaderboard evaluate compare peers noise-level results notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
+.PHONY: help install install-all install-torch gpu-wheels gpu-check all data prepare cv cv-compare tune train ensemble blend predict submit leaderboard evaluate compare peers noise-level results notebooks transcribe small-competition recording recording-check sample-recording export runs models bench test test-all lint format clean postgres-server ui
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,10 +78,12 @@ $(VENV)/.extra-%: $(STAMP)
 
 # The package itself with every extra, resolved by pip against the locks in the same call: a range in
 # pyproject.toml that a pin breaks fails the install (tests/test_cli.py then checks what got installed)
-$(ALL_STAMP): $(ALL_FILES) $(STAMP)
+# (the core too, in the same call: a fresh .venv gets one pip call, not three)
+$(ALL_STAMP): $(ALL_FILES) pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation $(ALL_FILES:%=-r %) -e ".[all]"
-	@rm -f $(VENV)/.all-* $(VENV)/.extra-* $(VENV)/.torch-*
-	@touch $@ $(foreach name,$(EXTRAS),$(call extra,$(name))) $(TORCH_STAMP)
+	@rm -f $(VENV)/.all-* $(VENV)/.extra-* $(VENV)/.torch-* $(VENV)/.installed-*
+	@touch $@ $(STAMP) $(foreach name,$(EXTRAS),$(call extra,$(name))) $(TORCH_STAMP)
 
 all: data prepare train ## the main job end to end on the embedded data: data to a scored submission and a report
 	@$(MAKE) --no-print-directory predict RUN=experiment
@@ -109,6 +111,9 @@ train: $(CORE) ## train EXP (default experiments/default.toml) into runs/<run_id
 
 ensemble: $(CORE) ## one run whose model averages RUN="id1 id2 ..." (or RUN=cv:<cv id>); RUN="cv:A cv:B": the ensemble cross-validated (a CV entry for cv-compare)
 	$(PY) -m pipeline.stages.ensemble --exp $(EXP) $(ARGS) --run "$(RUN)"
+
+blend: $(CORE) $(call extra,peers) $(TORCH_STAMP) ## recurrent CVs and peers in one noise-aware blend, cross-validated: RUN="cv:<cv id> peer:<name>[+copies] ..." (a CV entry for cv-compare and predict)
+	$(PY) -m pipeline.stages.blend $(ARGS) --run "$(RUN)"
 
 predict: $(CORE) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble; experiment = EXP's run)
 	$(PY) -m pipeline.stages.predict --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")

@@ -29,6 +29,7 @@ COMMANDS = {
     "cv": "pipeline.stages.cv",
     "cv-compare": "pipeline.stages.cv_compare",
     "ensemble": "pipeline.stages.ensemble",
+    "blend": "pipeline.stages.blend",
     "predict": "pipeline.stages.predict",
     "submit": "pipeline.stages.submit",
     "evaluate": "pipeline.stages.evaluate",

@@ -223,10 +223,10 @@ def attention_run(tmp_path_factory: pytest.TempPathFactory, prepared_root: Path)
 
 
 # Two tiny repeated CVs (2 folds x 2 repeats) that differ in their model, the second with the statistics
-# branch, and the first fold of the second evaluated: the paired comparison and the MLflow read-back
-# both use them (tests/test_cv_compare.py, tests/test_tracking.py). MLflow tracking is on when the
-# read-back will run (the full tier's check, tests/tiers.py), and off when make test skips it: the
-# comparison reads the run folders, never the MLflow store.
+# branch: the paired comparison, the blend and the MLflow read-back use them (tests/test_cv_compare.py,
+# tests/test_blend.py, tests/test_tracking.py). When the read-back will run (the full tier's check,
+# tests/tiers.py), MLflow tracking is on and the first fold of the second is evaluated for it; when
+# make test skips it, neither is done: the comparison reads the run folders, never the MLflow store.
 MLFLOW_READ_BACK = "tests/test_tracking.py::test_a_cv_and_its_report_in_mlflow_and_make_ui_serves_them"
 CV_BASE = [*TINY, "train.epochs=1", "train.max_train_series=200", "train.noise_levels=[0.5]", "model.layers=1"]
 CV_VARIANTS = (["model.units=4"], ["model.units=8", "model.window_stats=true"])
@@ -236,18 +236,15 @@ CV_VARIANTS = (["model.units=4"], ["model.units=8", "model.window_stats=true"])
 class TrackedCVs:
     root: Path  # shared by every worker: read it, copy out what you change
     ids: tuple[str, str]
-    evaluated: str  # the fold run make evaluate reported on
+    evaluated: str  # the fold run make evaluate reported on (only when the MLflow read-back runs)
 
 
 @pytest.fixture(scope="session")
 def tracked_cvs(tmp_path_factory: pytest.TempPathFactory) -> TrackedCVs:
     from pipeline.runs import registry
 
-    tracking = (
-        "TRACKING="
-        if tiers.runs_everything() or not tiers.unchanged_since_recorded_pass(MLFLOW_READ_BACK, tiers.recorded())
-        else "TRACKING=off"
-    )
+    read_back = tiers.runs_everything() or not tiers.unchanged_since_recorded_pass(MLFLOW_READ_BACK, tiers.recorded())
+    tracking = "TRACKING=" if read_back else "TRACKING=off"
 
     def build(folder: Path) -> None:
         (folder / "data").symlink_to(built_once(tmp_path_factory, "prepared", make_data_prepare) / "data")
@@ -256,9 +253,10 @@ def tracked_cvs(tmp_path_factory: pytest.TempPathFactory) -> TrackedCVs:
             result = run_make("cv", "FOLDS=2", "REPEATS=2", tracking, f"SET={sets}")
             assert result.returncode == 0, result.stderr[-3000:]
             assert "[repeat 2/2, fold 2/2]" in result.stdout
-        folds = json.loads((folder / "runs" / ids[1] / "run.json").read_text())["folds"]
-        evaluated = run_make("evaluate", f"RUN={folds[0]}", tracking, f"SET=paths.root={folder}")
-        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        if read_back:
+            folds = json.loads((folder / "runs" / ids[1] / "run.json").read_text())["folds"]
+            evaluated = run_make("evaluate", f"RUN={folds[0]}", tracking, f"SET=paths.root={folder}")
+            assert evaluated.returncode == 0, evaluated.stderr[-3000:]
 
     ids = tuple(
         registry.cv_id_for(load_config("experiments/default.toml", [*CV_BASE, "cv.folds=2", "cv.repeats=2", *variant]))
@@ -287,6 +285,7 @@ SLOWEST_FIRST = (
     "test_notebooks.py",
     "test_evaluate.py",
     "test_gpu_check.py",
+    "test_blend.py",
 )
 
 

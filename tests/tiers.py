@@ -201,6 +201,10 @@ FULL_TIER = {
         "the estimator through scikit-learn's cross_val_score with group folds, in a Pipeline (35 s)",
         ("pipeline.runs.estimator",),
     ),
+    "tests/test_models.py::test_models_reload_in_a_fresh_process_with_identical_predictions": Check(
+        "every model saved, then loaded in a fresh process with identical predictions (40 s); make test's runs reload the BiLSTM",
+        ("pipeline.models",),
+    ),
     "tests/test_rocket.py::test_every_peer_reads_the_classroom_five_steps": Check(
         "MultiRocket-Hydra and QUANT on 5-step series (75 s in a fresh clone, most of it numba compiling aeon's)",
         ("pipeline.models.baselines", "pipeline.models.rocket"),
@@ -212,6 +216,16 @@ FULL_TIER = {
     "tests/test_evaluate.py::test_evaluate_report_matches_the_saved_predictions": Check(
         "make evaluate's report against its predictions, the test file and the answer key (70 s); make all evaluates too",
         ("pipeline.stages.evaluate", *TRAIN),
+    ),
+    "tests/test_blend.py::test_make_blend_is_a_cv_entry_scored_on_folds_that_chose_nothing_and_a_run_to_predict_evaluate_and_record": Check(
+        "make blend of a CV and logistic regression on 4 folds, then cv-compare, predict, evaluate, export and a recording on it (100 s)",
+        (
+            "pipeline.stages.blend",
+            "pipeline.stages.cv_compare",
+            "pipeline.stages.predict",
+            "pipeline.stages.evaluate",
+            "pipeline.phone.export",
+        ),
     ),
     "tests/test_evaluate.py::test_attention_runs_get_attention_maps": Check(
         "attention maps in the report of notebook 03's run (40 s)", ("pipeline.stages.evaluate", *TRAIN)

@@ -12,6 +12,7 @@
   consistency.py  noise-consistency training: each batch seen clean and noised, a Jensen-Shannon term between them
   baselines.py    the non-recurrent peers (logistic regression, random forest, MiniRocket, MultiRocket-Hydra, QUANT)
   rocket.py       MultiRocket-Hydra in bounded memory: float32 batches and the ridge in its dual
+  blend.py        the noise-aware blend of make blend: member weights from each series' estimated noise level
 
 Models (see MODELS, or `python -m pipeline.models`):
   lstm, gru          one recurrent layer: the course's baseline

@@ -28,7 +28,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from pipeline.errors import ConfigError
+from pipeline.config import Config
+from pipeline.errors import ConfigError, DataError
 from pipeline.runtime import PeakMemory
 
 STATISTICS = ("mean", "std", "min", "max", "first", "last")
@@ -137,6 +138,7 @@ class FittedPeer:
     model: ProbabilityModel
     seconds: float  # the fit's wall time
     peak_gib: float | None  # the process's peak resident memory during the fit (runtime.PeakMemory)
+    series: int  # how many series it was fitted on, noised copies included
 
 
 def fit_peer(name: str, seed: int, series: np.ndarray, labels: np.ndarray, classes: int) -> FittedPeer:
@@ -144,4 +146,35 @@ def fit_peer(name: str, seed: int, series: np.ndarray, labels: np.ndarray, class
     started = time.perf_counter()
     with PeakMemory() as peak:
         fitted = make_peer(name, seed).fit(series, labels)
-    return FittedPeer(ProbabilityModel(fitted, classes), round(time.perf_counter() - started, 1), peak.gib)
+    return FittedPeer(ProbabilityModel(fitted, classes), round(time.perf_counter() - started, 1), peak.gib, len(series))
+
+
+def peer_spec(spec: str) -> tuple[str, bool]:
+    """'minirocket+copies' -> ('minirocket', True): a peer and whether noised copies join its
+    training series; an unknown one, or one whose dependency is missing, is one line."""
+    name, _, extra = spec.partition("+")
+    if name not in PEERS or extra not in ("", "copies"):
+        raise DataError(f"peer:{spec}: unknown peer (known: {', '.join(PEERS)}; add +copies for the noised copies)")
+    check_can_fit(name)
+    return name, extra == "copies"
+
+
+def fit_peer_spec(
+    spec: str, config: Config, series: np.ndarray, labels: np.ndarray, unit: np.ndarray, classes: int
+) -> FittedPeer:
+    """A peer named as `peer_spec` reads it, fitted on (series, class indices); with `+copies`,
+    `peers.noised_copies` copies of them noised at `augment.noised_copies_level` (in `unit`, the
+    clean-train std per channel) join them, as make peers adds them."""
+    from pipeline.models import augment  # Keras comes with it: only the callers that fit a peer need it
+
+    name, copies = peer_spec(spec)
+    series, labels = augment.noised_copies(
+        series,
+        labels,
+        config.peers.noised_copies if copies else 0,
+        config.augment.noised_copies_level,
+        config.data.noise_profile,
+        unit,
+        config.train.seed,
+    )
+    return fit_peer(name, config.train.seed, series, labels, classes)

@@ -185,6 +185,13 @@ def export(config: Config, run_ids: list[str]) -> Path:
     require_backend("make export", "tensorflow")
 
     run_ids = resolve_runs(config, run_ids)
+    for run_id in run_ids:
+        lineage = RunFolder(finished_run(config, run_id)).lineage()
+        if lineage.kind == "blend":
+            raise ConfigError(
+                f"run {run_id} is a blend (make blend): its peers are scikit-learn pipelines and its gate NumPy, which have "
+                "no LiteRT form; export one of its recurrent members, or make ensemble of recurrent runs, which exports"
+            )
     if len(run_ids) != 1:
         raise ConfigError(
             f"make export takes one run, got {len(run_ids)} ({', '.join(run_ids)}); for a cross-validation export its refit (make cv REFIT=1) or one fold"

@@ -6,6 +6,7 @@
   history.csv        one row per epoch (loss, accuracy, clean and noisy validation accuracy, lr)
   checkpoint.keras   the best epoch so far, while the run trains
   model.keras        the best model (selected on noisy validation by default)
+  blend.pkl          a blend's fold run instead (make blend): its peers, noise gate and member ids
   split.json         a CV fold run only: the series it trained on, chose on (an inner fold of its
                      training part) and is scored on (its held-out fold), and their subjects
   pruned.json        written by the tuner into a run it stopped early: the run stays unfinished
@@ -16,6 +17,9 @@
 
 A CV entry and an ensemble are run folders too: a CV entry holds config.json, run.json (kind "cv",
 its fold runs) and metrics.json; an ensemble is a run with a model (kind "ensemble", its members).
+A blend's fold run (kind "blend") holds blend.pkl, the pickle of a pipeline.models.blend.BlendModel
+without its Keras members, which stay in their own run folders; it is read only after its checksum
+matches, like model.keras (both are this project's own output: load no run folder you did not make).
 
 One writer at a time (`RunFolder.writing`): a second process that wants to write the same folder
 waits for the first, naming it, and then finds the folder finished.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,7 +56,7 @@ class Lineage:
     model: str = ""
     regularizer: str = ""
     experiment: str = ""
-    kind: str = "run"  # "run", "cv" (a CV entry) or "ensemble"
+    kind: str = "run"  # "run", "cv" (a CV entry), "ensemble" or "blend"
     backend: str = "tensorflow"  # runs made before other backends were TensorFlow's
     classes: list[Any] = field(default_factory=list)
     channels: list[str] = field(default_factory=list)
@@ -114,8 +119,13 @@ class RunFolder:
         return self.path / "checkpoint.keras"
 
     @property
+    def blend_file(self) -> Path:
+        return self.path / "blend.pkl"
+
+    @property
     def model_file(self) -> Path:
-        return self.path / "model.keras"
+        """model.keras, or a blend's blend.pkl: the file predictions come from."""
+        return self.blend_file if self.blend_file.is_file() else self.path / "model.keras"
 
     @property
     def split_file(self) -> Path:
@@ -189,6 +199,8 @@ class RunFolder:
         lineage = self.lineage_or_none()
         if lineage is not None and lineage.kind == "ensemble":
             return f'delete {self.path} and run `make ensemble RUN="{" ".join(lineage.members)}"` again'
+        if lineage is not None and lineage.kind == "blend":
+            return f"delete {self.path} and run the `make blend` that made it again (its members: {self.lineage_file})"
         return f"train it again with `make train FORCE=1` and the settings recorded in {self.config_file}"
 
     def checked(self, path: Path) -> Path:
@@ -206,9 +218,18 @@ class RunFolder:
         return path
 
     def load_model(self) -> Any:
-        """The Keras model of a finished run, after its checksum is checked."""
+        """The Keras model of a finished run, after its checksum is checked; a blend's BlendModel with
+        its Keras members loaded from their own (checked) run folders."""
         from pipeline import models
 
+        if self.blend_file.is_file():
+            with self.checked(self.blend_file).open("rb") as file:
+                blend = pickle.load(file)  # this project's own file, its checksum checked
+            members = {
+                index: RunFolder(self.path.parent / blend.names[index]).finished_or_refused().load_model()
+                for index in blend.keras_members
+            }
+            return blend.with_keras_members(members)
         return models.load_model(str(self.checked(self.model_file)))
 
     def history(self, finished: bool = True) -> pd.DataFrame:
@@ -290,6 +311,25 @@ class RunFolder:
         models.save_model(model, self.model_file)
         checksums = {path.name: sha256_file(path) for path in (self.model_file, self.history_file) if path.is_file()}
         write_json_atomic(self.metrics_file, {**metrics, CHECKSUMS: checksums})
+
+    def finish_blend(
+        self, blend: Any, metrics: dict[str, Any], config: dict[str, Any], lineage: Lineage, split: dict[str, Any]
+    ) -> None:
+        """Finish a blend's fold run like `finish`: its JSON files, blend.pkl, then metrics.json last
+        with blend.pkl's checksum."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for path, content in (
+            (self.config_file, config),
+            (self.lineage_file, lineage.to_dict()),
+            (self.split_file, split),
+        ):
+            write_json_atomic(path, content)
+        with atomic_files(self.blend_file) as (temp,):
+            with temp.open("wb") as file:
+                pickle.dump(blend, file, protocol=pickle.HIGHEST_PROTOCOL)
+        write_json_atomic(
+            self.metrics_file, {**metrics, CHECKSUMS: {self.blend_file.name: sha256_file(self.blend_file)}}
+        )
 
     def finish_entry(self, config: dict[str, Any], lineage: Lineage, metrics: dict[str, Any]) -> None:
         """Write a CV entry (no model of its own): its three files replaced together, metrics.json last."""

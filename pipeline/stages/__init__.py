@@ -8,6 +8,7 @@ they share (a run folder, fitting, scoring, the registry, tracking) is the engin
   cv.py         make cv         subject-wise folds (repeated with cv.repeats), each an ordinary run, and their summary
   cv_compare.py make cv-compare two CVs compared fold by fold: mean difference, corrected t-test interval, verdict
   ensemble.py   make ensemble   several runs (or a CV's folds) -> one run whose model averages them
+  blend.py      make blend      CVs and peers -> a cross-validated blend gated by each series' noise level
   predict.py    make predict    runs -> submissions/<...>.csv
   submit.py     make submit     a submission -> the local leaderboard, or Kaggle
   evaluate.py   make evaluate   a run -> reports/<run_id>/

@@ -55,7 +55,7 @@ from pipeline.progress import Progress
 from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import cv_id_for, run_config
 
-PEER = "peer:"
+PEER = "peer:"  # how a peer is named beside CV ids (make blend names its peers the same way)
 # What both sides' fold runs must have been scored with, fold by fold (the peer's are its own, not copied).
 SAME_SELECTION = ("competition", "data", "select_on", "noise_profile", "noise_level", "draws", "seed", "protocol")
 
@@ -177,15 +177,10 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
     chooses nothing, so nothing of the part is held back from it) and scored by the same function,
     on the same scored series and noise draws, as the fold run."""
     from pipeline.data.datasets import cv_definition, load_training_data
-    from pipeline.models import augment, baselines
+    from pipeline.models import baselines
     from pipeline.runs.scoring import selection_score
 
-    name, _, extra = peer.partition("+")
-    if name not in baselines.PEERS or extra not in ("", "copies"):
-        raise DataError(
-            f"{PEER}{peer}: unknown peer (known: {', '.join(baselines.PEERS)}; add +copies for the noised copies)"
-        )
-    baselines.check_can_fit(name)
+    baselines.peer_spec(peer)  # an unknown peer is refused before any fold loads
     scores, definitions, counts = [], [], []
     cv_folder = RunFolder.of(config, cv_id)
     progress = Progress(len(cv_folder.lineage().folds))
@@ -196,19 +191,9 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
         part_labels = np.concatenate([data.train_labels, data.validation_labels])
         if data.protocol == PROTOCOL_OPTIMISTIC:  # the old protocol: the chosen series are the scored ones
             part, part_labels = data.train_series, data.train_labels
-        copies = fold.peers.noised_copies if extra else 0
-        series, labels = augment.noised_copies(
-            part,
-            part_labels,
-            copies,
-            fold.augment.noised_copies_level,
-            fold.data.noise_profile,
-            data.train_std,
-            fold.train.seed,
-        )
-        progress.step(f"{peer} on the folds of {cv_id}: {run_id}, {len(series)} training series")
-        fit = baselines.fit_peer(name, fold.train.seed, series, labels, len(data.classes))
-        log.info(f"    fitted in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
+        progress.step(f"{PEER}{peer} on the folds of {cv_id}: {run_id}")
+        fit = baselines.fit_peer_spec(peer, fold, part, part_labels, data.train_std, len(data.classes))
+        log.info(f"    fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
         model = fit.model
         selection = selection_score(model, fold, data, fitted_on=len(part))
         scores.append(selection["score"])

@@ -160,15 +160,19 @@ def write_ensemble(
         log.info(test_summary(test))
 
 
-def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
-    """`make ensemble RUN="cv:A cv:B ..."`: the ensemble of several cross-validated configurations,
-    cross-validated itself. Fold run i of the result averages fold run i of every CV (they must have
-    been cut into the same folds) and is scored on that fold's held-out series as a fold run is, so
-    the result is a CV entry like `make cv`'s: `make cv-compare A=<its id> B=<one of the CVs>` pairs
-    it fold by fold, and `make predict RUN=cv:<its id>` averages every fold model of every member."""
-    cv_ids = [name.removeprefix("cv:") for name in names]
+def combined_cv_id(config: Config, first_config: dict[str, Any], tag: str, members: list[str]) -> str:
+    """<competition>_cv<k>[x<r>]_<tag>_<hash of the members>: a CV entry combining cross-validations
+    cut like the first (its config.json `first_config`)."""
+    repeats = int(first_config["cv"].get("repeats", 1))
+    repeat_tag = f"x{repeats}" if repeats > 1 else ""
+    return f"{config.data.competition}_cv{first_config['cv']['folds']}{repeat_tag}_{tag}_{short_hash(members)}"
+
+
+def cut_alike(config: Config, cv_ids: list[str]) -> list[Lineage]:
+    """The lineages of finished cross-validations that were cut into the same folds and scored on
+    the same selections (what combining their fold runs fold by fold needs); otherwise one line."""
     if len(set(cv_ids)) != len(cv_ids):
-        raise DataError(f"RUN={' '.join(names)}: a cross-validation appears twice")
+        raise DataError(f"RUN={' '.join(cv_ids)}: a cross-validation appears twice")
     lineages, definitions = [], []
     for cv_id in cv_ids:
         lineage = RunFolder(finished_run(config, cv_id)).lineage()
@@ -187,10 +191,19 @@ def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
                 f"{cv_ids[0]} and {cv_id} were not cut into the same folds or not scored on the same selection "
                 "(fold count, repeats, validation subjects, noise level or draws): cross-validate both with the same cv and data settings"
             )
+    return lineages
+
+
+def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
+    """`make ensemble RUN="cv:A cv:B ..."`: the ensemble of several cross-validated configurations,
+    cross-validated itself. Fold run i of the result averages fold run i of every CV (they must have
+    been cut into the same folds) and is scored on that fold's held-out series as a fold run is, so
+    the result is a CV entry like `make cv`'s: `make cv-compare A=<its id> B=<one of the CVs>` pairs
+    it fold by fold, and `make predict RUN=cv:<its id>` averages every fold model of every member."""
+    cv_ids = [name.removeprefix("cv:") for name in names]
+    lineages = cut_alike(config, cv_ids)
     first_config = RunFolder.of(config, cv_ids[0]).config()
-    repeats = int(first_config["cv"].get("repeats", 1))
-    repeat_tag = f"x{repeats}" if repeats > 1 else ""
-    cv_id = f"{config.data.competition}_cv{first_config['cv']['folds']}{repeat_tag}_ensemble{len(cv_ids)}_{short_hash(cv_ids)}"
+    cv_id = combined_cv_id(config, first_config, f"ensemble{len(cv_ids)}", cv_ids)
     folder = RunFolder.of(config, cv_id)
     if folder.finished:
         log.info(f"{folder.path}: this cross-validated ensemble exists (its members are the same CVs)")
@@ -199,17 +212,41 @@ def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
     for index, fold_members in enumerate(zip(*(lineage.folds for lineage in lineages))):
         log.info(f"[fold run {index + 1}/{len(lineages[0].folds)}] {cv_id}")
         fold_dirs.append(build_ensemble(config, list(fold_members), on_fold=True))
+    return finish_combined_cv(
+        config,
+        cv_id,
+        first_config,
+        lineages,
+        fold_dirs,
+        "ensemble",
+        cv_ids,
+        "+".join(lineage.model for lineage in lineages),
+    )
+
+
+def finish_combined_cv(
+    config: Config,
+    cv_id: str,
+    first_config: dict[str, Any],
+    lineages: list[Lineage],
+    fold_dirs: list[Path],
+    experiment: str,
+    members: list[str],
+    regularizer: str,
+) -> Path:
+    """Write the CV entry of a combination of cross-validations (a cross-validated ensemble or blend)
+    from its fold runs, mirror it, and say how to compare and use it."""
     metrics = cv_scores([RunFolder(run_dir).metrics() for run_dir in fold_dirs])
-    metrics["selection"]["repeats"] = repeats
-    metrics["members"] = cv_ids
+    metrics["selection"]["repeats"] = int(first_config["cv"].get("repeats", 1))
+    metrics["members"] = members
     first = lineages[0]
     lineage = Lineage(
         run_id=cv_id,
         kind="cv",
-        experiment="ensemble",
-        members=cv_ids,
-        model=f"ensemble{len(cv_ids)}",
-        regularizer="+".join(lineage.model for lineage in lineages),
+        experiment=experiment,
+        members=members,
+        model=f"{experiment}{len(members)}",
+        regularizer=regularizer,
         backend=first.backend,
         folds=[run_dir.name for run_dir in fold_dirs],
         competition=first.competition,
@@ -218,13 +255,14 @@ def cross_validated_ensemble(config: Config, names: list[str]) -> Path:
         series_shape=first.series_shape,
         data_inputs=first.data_inputs,
     )
+    folder = RunFolder.of(config, cv_id)
     with folder.writing():
         folder.finish_entry(first_config, lineage, metrics)
     tracking.mirror_cv(config, folder.path)
     selection = metrics["selection"]
     log.info(
         f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} "
-        f"fold runs; compare it paired: make cv-compare A={cv_id} B={cv_ids[0]}; predict with it: make predict RUN=cv:{cv_id}"
+        f"fold runs; compare it paired: make cv-compare A={cv_id} B={members[0]}; predict with it: make predict RUN=cv:{cv_id}"
     )
     return folder.path
 

@@ -336,7 +336,7 @@ def compute(run: RunFolder, trained_with: Config) -> Computed:
     )
     fitted = baselines.fit_baselines(data.train_series, data.train_labels, len(classes), trained_with.train.seed)
     curve = noise_draws(
-        {trained_with.model.name: model, **fitted},
+        {(lineage.model if lineage.kind == "blend" else trained_with.model.name): model, **fitted},
         scored.clean,
         scored.labels,
         NOISE_LEVELS,
@@ -367,7 +367,8 @@ def plot(folder: Path, computed: Computed, trained_with: Config) -> list[str]:
         figures.append("learning_curves.png")
     plot_noise_curve(folder / "noise_curve.png", computed.curve, title, trained_with.data.test_noise)
     figures.append("noise_curve.png")
-    if "attention" in [layer.name for layer in model.layers]:
+    keras_model = hasattr(model, "layers")  # a blend's fold run (make blend) is not: no attention or gradient figure
+    if keras_model and "attention" in [layer.name for layer in model.layers]:
         weights = np.asarray(models.attention_model(model)(scored.noisy[:2000]))
         plot_attention(
             folder / "attention_maps.png",
@@ -378,7 +379,7 @@ def plot(folder: Path, computed: Computed, trained_with: Config) -> list[str]:
             computed.lineage.channels,
         )
         figures.append("attention_maps.png")
-    if models.recurrent_layers(model):
+    if keras_model and models.recurrent_layers(model):
         sample = slice(0, min(512, len(scored.labels)))
         norms = gradient_through_time(model, scored.noisy[sample], scored.labels[sample], len(computed.names))
         plot_gradient(folder / "gradient_through_time.png", norms, title)

@@ -1,0 +1,185 @@
+"""The noise-aware blend (pipeline.models.blend): the gate's fit on tiny arrays, and the blend pickled
+without its Keras members."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.data.signals import NoiseLevelEstimator
+from pipeline.errors import DataError
+from pipeline.models.blend import GATE_LEVELS, BlendModel, NoiseGate, fit_gate, gate_training_set
+from pipeline.runs import registry
+from tests.conftest import CV_BASE, TrackedCVs, run_make
+
+
+def one_hot_guesses(labels: np.ndarray, right: np.ndarray, classes: int, sure: float = 0.9) -> np.ndarray:
+    """Probabilities sure of the true class where `right`, of the next class elsewhere."""
+    guessed = np.where(right, labels, (labels + 1) % classes)
+    probabilities = np.full((len(labels), classes), (1 - sure) / (classes - 1))
+    probabilities[np.arange(len(labels)), guessed] = sure
+    return probabilities
+
+
+def test_the_gate_hands_clean_series_to_one_member_and_noisy_ones_to_the_other():
+    """Member 0 is right on clean series only (MiniRocket's shape), member 1 on 80% at every level:
+    the fitted gate trusts member 0 at noise 0 and member 1 at 1.5, and the blend beats both."""
+    rng = np.random.default_rng(0)
+    levels = np.repeat(np.array(GATE_LEVELS), 200)
+    labels = rng.integers(0, 3, len(levels))
+    clean_expert = one_hot_guesses(labels, levels < 0.4, 3)
+    steady = one_hot_guesses(labels, rng.random(len(levels)) < 0.8, 3)
+    gate = fit_gate([clean_expert, steady], labels, levels)
+    weights = gate.weights(np.array(GATE_LEVELS))
+    assert weights[0, 0] > 0.6 and weights[-1, 1] > 0.99 and (np.diff(weights[:, 0]) < 0).all()
+    np.testing.assert_allclose(weights.sum(1), 1.0)
+    blended = (gate.blend([clean_expert, steady], levels).argmax(1) == labels).mean()
+    assert blended > (steady.argmax(1) == labels).mean() + 0.02 and blended > (clean_expert.argmax(1) == labels).mean()
+
+
+def test_a_member_ahead_everywhere_takes_the_weight_and_the_numbers_stay_finite():
+    rng = np.random.default_rng(1)
+    levels = rng.uniform(0, 1.5, 400)
+    labels = rng.integers(0, 4, 400)
+    perfect, poor = one_hot_guesses(labels, np.ones(400, bool), 4), one_hot_guesses(labels, rng.random(400) < 0.3, 4)
+    gate = fit_gate([poor, perfect], labels, levels)
+    assert np.isfinite(gate.intercepts).all() and np.isfinite(gate.slopes).all()
+    assert gate.intercepts[0] == 0 and gate.slopes[0] == 0  # the first member is the reference
+    assert (gate.weights(levels)[:, 1] > 0.8).all()
+    with pytest.raises(ValueError, match="two members"):
+        fit_gate([perfect], labels, levels)
+
+
+def test_the_gate_training_set_holds_every_series_at_every_level():
+    rng = np.random.default_rng(2)
+    series = np.cumsum(rng.normal(size=(20, 64, 3)), axis=1) * 0.1  # smooth, like sensor signals
+    labels = rng.integers(0, 2, 20)
+    unit = series.reshape(-1, 3).std(0)
+    noised, repeated, levels = gate_training_set(series, labels, "gaussian", unit, seed=0)
+    assert noised.shape == (20 * len(GATE_LEVELS), 64, 3) and (repeated == np.tile(labels, len(GATE_LEVELS))).all()
+    np.testing.assert_array_equal(noised[:20], series)  # level 0 is the clean series
+    estimated = NoiseLevelEstimator.fit(series, unit).levels(noised)
+    by_level = [estimated[levels == level].mean() for level in GATE_LEVELS]
+    assert np.all(np.diff(by_level) > 0)  # what the gate reads rises with the true level
+
+
+class Constant:
+    """A stand-in member with Keras' predict signature."""
+
+    def __init__(self, probabilities: list[float]):
+        self.probabilities = np.array(probabilities)
+
+    def predict(self, series: np.ndarray, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
+        return np.tile(self.probabilities, (len(series), 1))
+
+
+def test_a_blend_pickles_without_its_keras_members_and_predicts_the_same_with_them_put_back():
+    rng = np.random.default_rng(3)
+    series = rng.normal(size=(6, 16, 2))
+    estimator = NoiseLevelEstimator.fit(np.cumsum(series, axis=1) * 0.05, np.ones(2))
+    gate = NoiseGate(np.array([0.0, 0.5]), np.array([0.0, -1.0]))
+    keras_like, peer = Constant([0.7, 0.3]), Constant([0.2, 0.8])
+    blend = BlendModel([keras_like, peer], ["fold_run", "peer:logistic_regression"], gate, estimator, keras_members=[0])
+    expected = blend.predict(series)
+    weights = gate.weights(estimator.levels(series))
+    np.testing.assert_allclose(expected, weights[:, :1] * [0.7, 0.3] + weights[:, 1:] * [0.2, 0.8])
+    restored = pickle.loads(pickle.dumps(blend))
+    assert restored.members[0] is None and isinstance(restored.members[1], Constant)
+    np.testing.assert_allclose(restored.with_keras_members({0: keras_like}).predict(series), expected)
+
+
+# ---- make blend end to end, on the session's two CVs (tests/conftest.py) ---------------------------------
+
+
+@pytest.mark.slow
+def test_make_blend_is_a_cv_entry_scored_on_folds_that_chose_nothing_and_a_run_to_predict_evaluate_and_record(
+    tracked_cvs: TrackedCVs, shared_data_root: Path, tmp_path: Path
+):
+    from pipeline.data import datasets
+    from pipeline.phone import formats, recording
+    from pipeline.runs.folder import RunFolder
+    from tests.test_cv_compare import recorded_fold_scores, selection_accuracy
+    from tests.test_recording import app_recording
+
+    root = shared_data_root
+    shutil.copytree(tracked_cvs.root / "runs", root / "runs", ignore=shutil.ignore_patterns("mlflow*"))
+    cv_id = tracked_cvs.ids[1]
+    made = run_make("blend", f"RUN=cv:{cv_id} peer:logistic_regression", f"SET=paths.root={root}")
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert made.stdout.count("gate weights at noise 0 / 0.5 / 1") == 4, made.stdout
+    (blend_cv,) = [path.name for path in (root / "runs").glob("classroom_cv2x2_blend2_*")]
+    entry = RunFolder(root / "runs" / blend_cv).lineage()
+    member_folds = RunFolder(root / "runs" / cv_id).lineage().folds
+    assert entry.kind == "cv" and entry.members == [cv_id, "peer:logistic_regression"] and len(entry.folds) == 4
+    config = load_config(None, [f"paths.root={root}", *CV_BASE])
+    for fold_blend, member in zip(entry.folds, member_folds):
+        folder = RunFolder(root / "runs" / fold_blend)
+        lineage, metrics = folder.lineage(), folder.metrics()
+        assert lineage.kind == "blend" and lineage.members == [member, "peer:logistic_regression"]
+        # the member's own split: the peer fitted on what the member trained on, the gate on what it
+        # chose on, both scored on the held-out fold that chose nothing, with the member's selection
+        split = json.loads(folder.split_file.read_text())
+        assert split == json.loads((root / "runs" / member / "split.json").read_text())
+        assert metrics["peers"]["logistic_regression"]["series"] == len(split["trained_on"])
+        member_selection = RunFolder(root / "runs" / member).metrics()["selection"]
+        assert metrics["selection"]["definition"] == member_selection["definition"]
+        assert metrics["selection"]["series"]["chosen_on"] == len(split["chosen_on"])
+        model = folder.load_model()
+        np.testing.assert_allclose(model.gate.intercepts, metrics["gate"]["intercepts"])
+        data = datasets.load_training_data(registry.run_config(config, folder.path))
+        assert metrics["selection"]["score"] == pytest.approx(
+            selection_accuracy(model, data, metrics["selection"]["definition"])
+        )
+    # paired with its member CV fold by fold
+    paired = run_make("cv-compare", f"A={blend_cv}", f"B={cv_id}", f"SET=paths.root={root}")
+    assert paired.returncode == 0, paired.stderr[-3000:]
+    record = json.loads((root / "reports" / "cv_compare" / f"{blend_cv}__{cv_id}" / "comparison.json").read_text())
+    np.testing.assert_allclose(
+        record["differences"], np.subtract(recorded_fold_scores(root, blend_cv), recorded_fold_scores(root, cv_id))
+    )
+    # make predict averages the fold blends on the test file
+    predicted = run_make("predict", f"RUN=cv:{blend_cv}", f"SET=paths.root={root}")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    (lineage_file,) = (root / "submissions").glob("classroom_ensemble4_*.json")
+    assert json.loads(lineage_file.read_text())["runs"] == entry.folds
+    probabilities = pd.read_csv(str(lineage_file).replace(".json", ".probabilities.csv"), dtype={"file": str})
+    competition = datasets.open_competition(config)
+    mean = np.mean(
+        [RunFolder(root / "runs" / run).load_model().predict(competition.test.series) for run in entry.folds], 0
+    )
+    by_id = pd.DataFrame(mean, index=competition.test.ids).loc[probabilities["file"]].to_numpy()
+    np.testing.assert_allclose(probabilities.filter(like="p_").to_numpy(), by_id, atol=1e-5)
+    # make evaluate reports on a fold blend; make export refuses it in one line
+    evaluated = run_make("evaluate", f"RUN={entry.folds[0]}", f"SET=paths.root={root}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    curve = pd.read_csv(root / "reports" / entry.folds[0] / "noise_curve.csv")
+    assert "blend2" in set(curve["predictor"])
+    exported = run_make("export", f"RUN={entry.folds[0]}", f"SET=paths.root={root}")
+    errors = [line for line in exported.stderr.splitlines() if line.startswith("error:")]
+    assert exported.returncode != 0 and len(errors) == 1 and "no LiteRT form" in errors[0], exported.stderr[-2000:]
+    assert "Traceback" not in exported.stderr
+    # a phone recording read by a fold blend
+    _acc, _gyro, times, acc_ms2, app_gyro = app_recording(40)
+    formats.write_phyphox(tmp_path / "walk", times, acc_ms2, app_gyro)
+    target = recording.analyse(load_config(None, [f"paths.root={root}"]), tmp_path / "walk", [entry.folds[0]])
+    windows = pd.read_csv(target / "windows.csv")
+    assert len(windows) == 30
+    np.testing.assert_allclose(windows.filter(like="p_").sum(axis=1), 1, atol=1e-4)
+
+
+def test_a_blend_needs_a_cross_validation_and_a_known_peer(tmp_path: Path):
+    from pipeline.stages import blend
+
+    for names in (["peer:logistic_regression"], ["cv:some_cv"], ["cv:some_cv", "peer:lasso"]):
+        with pytest.raises(DataError, match="a blend needs|unknown peer"):
+            blend.split_members(names)
+    with pytest.raises(DataError, match="appears twice"):
+        blend.split_members(["cv:a", "peer:minirocket", "peer:minirocket"])
+    assert blend.split_members(["cv:a", "b", "peer:minirocket+copies"]) == (["a", "b"], ["minirocket+copies"])
