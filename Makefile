@@ -78,12 +78,10 @@ $(VENV)/.extra-%: $(STAMP)
 
 # The package itself with every extra, resolved by pip against the locks in the same call: a range in
 # pyproject.toml that a pin breaks fails the install (tests/test_cli.py then checks what got installed)
-# (the core too, in the same call: a fresh .venv gets one pip call, not three)
-$(ALL_STAMP): $(ALL_FILES) pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(ALL_STAMP): $(ALL_FILES) $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation $(ALL_FILES:%=-r %) -e ".[all]"
-	@rm -f $(VENV)/.all-* $(VENV)/.extra-* $(VENV)/.torch-* $(VENV)/.installed-*
-	@touch $@ $(STAMP) $(foreach name,$(EXTRAS),$(call extra,$(name))) $(TORCH_STAMP)
+	@rm -f $(VENV)/.all-* $(VENV)/.extra-* $(VENV)/.torch-*
+	@touch $@ $(foreach name,$(EXTRAS),$(call extra,$(name))) $(TORCH_STAMP)
 
 all: data prepare train ## the main job end to end on the embedded data: data to a scored submission and a report
 	@$(MAKE) --no-print-directory predict RUN=experiment
