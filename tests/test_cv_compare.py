@@ -154,8 +154,7 @@ def test_make_cv_compare_pairs_two_repeated_cross_validations_fold_by_fold(
 ):
     """Two `make cv FOLDS=2 REPEATS=2` of the session (tests/conftest.py), copied into this test's root."""
     root = shared_data_root
-    for folder in ("runs", "reports"):
-        shutil.copytree(tracked_cvs.root / folder, root / folder, ignore=shutil.ignore_patterns("mlflow*"))
+    shutil.copytree(tracked_cvs.root / "runs", root / "runs", ignore=shutil.ignore_patterns("mlflow*"))
     a, b = tracked_cvs.ids
     assert "_bilstm-stats_" in b
     compared = run_make("cv-compare", f"A=cv:{a}", f"B={b}", f"SET=paths.root={root}")
@@ -187,8 +186,7 @@ def test_the_two_cvs_as_one_cross_validated_ensemble_and_a_peer_on_their_folds(
     """The session's two CVs (tests/conftest.py) as a cross-validated ensemble paired with one of them,
     and QUANT cross-validated on their folds."""
     root = shared_data_root
-    for folder in ("runs", "reports"):
-        shutil.copytree(tracked_cvs.root / folder, root / folder, ignore=shutil.ignore_patterns("mlflow*"))
+    shutil.copytree(tracked_cvs.root / "runs", root / "runs", ignore=shutil.ignore_patterns("mlflow*"))
     base = [f"paths.root={root}", *CV_BASE]
     a, b = tracked_cvs.ids
     folds = json.loads((root / "runs" / b / "run.json").read_text())["folds"]
