@@ -74,6 +74,7 @@ def test_the_training_loss_is_both_views_plus_the_weighted_divergence():
 
 
 def test_a_consistency_model_trains_saves_and_reloads_with_the_same_answers(tmp_path):
+    keras.utils.set_random_seed(1)  # unseeded, its weights and noise draws fell under 0.5 after 3 epochs once in CI
     rng = np.random.default_rng(1)
     labels = np.arange(96) % 3
     series = (rng.normal(size=(96, 12, 3)) + labels[:, None, None]).astype("float32")
