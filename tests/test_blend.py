@@ -1,5 +1,5 @@
-"""The noise-aware blend (pipeline.models.blend): the gate's fit on tiny arrays, and the blend pickled
-without its Keras members."""
+"""The noise-aware blend (pipeline.models.blend): the gate's fit on tiny arrays, the folds each gate
+reads, and the blend pickled without its Keras members."""
 
 from __future__ import annotations
 
@@ -119,18 +119,29 @@ def test_make_blend_is_a_cv_entry_scored_on_folds_that_chose_nothing_and_a_run_t
     member_folds = RunFolder(root / "runs" / cv_id).lineage().folds
     assert entry.kind == "cv" and entry.members == [cv_id, "peer:logistic_regression"] and len(entry.folds) == 4
     config = load_config(None, [f"paths.root={root}", *CV_BASE])
+    held_out = {
+        fold: json.loads((root / "runs" / fold / "split.json").read_text())["subjects"]["scored_on"]
+        for fold in member_folds
+    }
     for fold_blend, member in zip(entry.folds, member_folds):
         folder = RunFolder(root / "runs" / fold_blend)
         lineage, metrics = folder.lineage(), folder.metrics()
         assert lineage.kind == "blend" and lineage.members == [member, "peer:logistic_regression"]
-        # the member's own split: the peer fitted on what the member trained on, the gate on what it
-        # chose on, both scored on the held-out fold that chose nothing, with the member's selection
+        # the member's own split: the peer fitted on what the member trained on, scored on the
+        # held-out fold that chose nothing, with the member's selection
         split = json.loads(folder.split_file.read_text())
         assert split == json.loads((root / "runs" / member / "split.json").read_text())
         assert metrics["peers"]["logistic_regression"]["series"] == len(split["trained_on"])
         member_selection = RunFolder(root / "runs" / member).metrics()["selection"]
         assert metrics["selection"]["definition"] == member_selection["definition"]
         assert metrics["selection"]["series"]["chosen_on"] == len(split["chosen_on"])
+        # the gate: fitted on the held-out series of every member fold that shares none of this
+        # fold's (at least the other fold of its repeat), never on the series it is scored on
+        scored = split["subjects"]["scored_on"]
+        apart = [other for other in member_folds if other != member and not set(held_out[other]) & set(scored)]
+        assert member_folds[member_folds.index(member) ^ 1] in apart
+        assert metrics["gate"]["fitted_on_runs"] == apart
+        assert metrics["gate"]["fitted_on_held_out"] == sorted({s for other in apart for s in held_out[other]}, key=str)
         model = folder.load_model()
         np.testing.assert_allclose(model.gate.intercepts, metrics["gate"]["intercepts"])
         data = datasets.load_training_data(registry.run_config(config, folder.path))
@@ -183,3 +194,17 @@ def test_a_blend_needs_a_cross_validation_and_a_known_peer(tmp_path: Path):
     with pytest.raises(DataError, match="appears twice"):
         blend.split_members(["cv:a", "peer:minirocket", "peer:minirocket"])
     assert blend.split_members(["cv:a", "b", "peer:minirocket+copies"]) == (["a", "b"], ["minirocket+copies"])
+
+
+def test_each_fold_gate_reads_only_the_folds_whose_held_out_series_it_shares_none_of():
+    """2 repeats x 3 folds of 6 subjects: within a repeat every other fold, across repeats only a
+    disjoint one; a fold that shares its held-out series with every other fold is refused."""
+    from pipeline.stages.blend import gate_sources
+
+    held_out = [{1, 2}, {3, 4}, {5, 6}, {1, 3}, {2, 5}, {4, 6}]
+    sources = gate_sources(held_out)
+    assert sources[0] == [1, 2, 5] and sources[3] == [2, 4, 5]
+    for index, found in enumerate(sources):
+        assert found and all(not held_out[index] & held_out[other] for other in found)
+    with pytest.raises(DataError, match="fold run 1: every other fold shares"):
+        gate_sources([{1, 2}, {2, 3}])

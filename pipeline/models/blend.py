@@ -10,8 +10,9 @@ member weights:
     w(series) = softmax_m(a_m + b_m * level(series)),  a_0 = b_0 = 0,  p = sum_m w_m p_m
 
 The 2 (M - 1) numbers are fitted by maximum likelihood (L-BFGS, a small ridge penalty) on series
-that no member trained on, noised at every level of `GATE_LEVELS`: in `make blend`, a fold's
-chosen-on series, so the fold's scored series chose nothing (pipeline/stages/blend.py).
+that their members neither trained nor chose on, noised at every level of `GATE_LEVELS`: in `make
+blend`, the out-of-fold predictions of the other folds, so the fold's scored series chose nothing
+(pipeline/stages/blend.py).
 """
 
 from __future__ import annotations

@@ -11,24 +11,29 @@ into the same folds, and one or more peers of `make peers` (`peer:<name>`, `+cop
 `peers.noised_copies` noised copies of its training series). Fold run i of the blend holds:
 - fold run i of every CV member, as it is;
 - each peer fitted on fold i's training series (what the recurrent fold run trained on);
-- the noise estimator fitted on those clean training series, and the gate fitted on fold i's
-  chosen-on series (the inner fold the recurrent fold run chose its epoch on, which no member
-  trained on), each seen once at every level of GATE_LEVELS.
+- the noise estimator fitted on those clean training series;
+- a gate fitted on out-of-fold predictions: the held-out series of every other fold whose subjects
+  fold i's held-out series do not share (in one repeat, every other fold), each predicted by that
+  fold's own members, which neither trained nor chose on them, at every level of GATE_LEVELS.
 It is then scored on fold i's held-out series, which chose nothing, by the one selection function
-every fold run is scored by. So the blend is a CV entry like `make cv`'s: `make cv-compare
-A=<blend id> B=<a member CV>` pairs it with its members fold by fold, and `make predict
-RUN=cv:<blend id>` (and make evaluate, make recording) averages its fold blends. `make export`
-refuses it (its peers are scikit-learn pipelines, its gate NumPy; `make ensemble` of recurrent
-runs exports). Only CVs made under the nested protocol can be blended: under the old one the
-chosen-on series were the scored ones.
+every fold run is scored by. (Until 2026-12-06 the gate was fitted on fold i's chosen-on series: few
+subjects, on which the recurrent member had chosen its epoch, so the gate trusted it more than its
+held-out scores warranted; docs/training.md has the measurement.) So the blend is a CV entry like
+`make cv`'s: `make cv-compare A=<blend id> B=<a member CV>` pairs it with its members fold by fold,
+and `make predict RUN=cv:<blend id>` (and make evaluate, make recording) averages its fold blends.
+`make export` refuses it (its peers are scikit-learn pipelines, its gate NumPy; `make ensemble` of
+recurrent runs exports). Only CVs made under the nested protocol can be blended: under the old one
+a fold's models chose on the series they were scored on, so their out-of-fold predictions flatter them.
 
 Writes runs/<competition>_blend<m>_<hash>/ per fold (blend.pkl, config.json, run.json, split.json,
-metrics.json with the gate's numbers) and runs/<competition>_cv<k>[x<r>]_blend<m>_<hash>/ (kind "cv").
+metrics.json with the gate's numbers and what it was fitted on) and
+runs/<competition>_cv<k>[x<r>]_blend<m>_<hash>/ (kind "cv").
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,7 @@ import numpy as np
 
 from pipeline.cli import run_stage, stage_parser
 from pipeline.config import Config
-from pipeline.data.datasets import PROTOCOL_NESTED, load_training_data, split_record
+from pipeline.data.datasets import PROTOCOL_NESTED, TrainingData, load_training_data, split_record
 from pipeline.data.signals import NoiseLevelEstimator
 from pipeline.errors import DataError
 from pipeline.files import short_hash
@@ -49,6 +54,7 @@ from pipeline.stages.cv_compare import PEER
 from pipeline.stages.ensemble import combined_cv_id, cut_alike, finish_combined_cv
 
 REPORTED_LEVELS = (0.0, 0.5, 1.0)  # where the log shows each member's gate weight
+GATE_FITTED_ON = "out-of-fold"  # what a gate is fitted on (recorded, and part of the blend's ids)
 
 
 def split_members(names: list[str]) -> tuple[list[str], list[str]]:
@@ -79,60 +85,114 @@ def gate_summary(model: Any) -> str:
     return f"gate weights at noise {levels}: {members}"
 
 
-def fit_fold_blend(config: Config, fold_runs: list[str], peers: list[str]) -> Path:
-    """Blend fold i: the CVs' fold runs `fold_runs` (of one and the same fold) and the peers fitted
-    on its training series, gated on its chosen-on series, scored on its held-out series."""
-    from pipeline.models import baselines
-    from pipeline.models.blend import GATE_LEVELS, BlendModel, fit_gate, gate_training_set
+@dataclass
+class FoldMembers:
+    """Fold i of a blend before its gate: its members, and their predictions on its held-out series."""
 
-    names = [*fold_runs, *(f"{PEER}{peer}" for peer in peers)]
-    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash(names)}")
+    fold_runs: list[str]  # fold run i of each CV member
+    config: Config  # the first fold run's config
+    data: TrainingData
+    members: list[Any]  # the fold runs' Keras models, then the fitted peers
+    peer_fits: dict[str, dict[str, Any]]
+    estimator: NoiseLevelEstimator
+    # each member's probabilities on the held-out series at every level of GATE_LEVELS, their labels,
+    # and the estimator's levels: the out-of-fold predictions the other folds' gates are fitted on
+    probabilities: list[np.ndarray]
+    labels: np.ndarray
+    levels: np.ndarray
+
+    def held_out(self) -> set[Any]:
+        """Who the held-out series are: their subjects where the competition has subjects, else their ids."""
+        subjects = (self.data.subjects or {}).get("scored_on")
+        return {int(s) for s in subjects} if subjects is not None else {str(i) for i in self.data.scored_ids}
+
+
+def fold_members(config: Config, fold_runs: list[str], peers: list[str]) -> FoldMembers:
+    """Fold i's members (`fold_runs`, of one and the same fold, and the peers fitted on its training
+    series) and their out-of-fold predictions."""
+    from pipeline.models import baselines
+    from pipeline.models.blend import gate_training_set
+
     fold = run_config(config, finished_run(config, fold_runs[0]))
     data = load_training_data(fold)
     if data.protocol != PROTOCOL_NESTED:
         raise DataError(
-            f"{fold_runs[0]}: not a fold run of the nested protocol (its chosen-on series are the scored ones), "
-            "so a gate fitted on them would be scored on what chose it; make cv again"
+            f"{fold_runs[0]}: not a fold run of the nested protocol (it chose on the series it was scored on, so "
+            "its out-of-fold predictions flatter it); make cv again"
         )
+    members: list[Any] = [RunFolder(finished_run(config, run)).load_model() for run in fold_runs]
+    peer_fits = {}
+    for peer in peers:
+        fit = baselines.fit_peer_spec(
+            peer, fold, data.train_series, data.train_labels, data.train_std, len(data.classes)
+        )
+        log.info(f"    {PEER}{peer} fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
+        members.append(fit.model)
+        peer_fits[peer] = {"seconds": fit.seconds, "peak_gib": fit.peak_gib, "series": fit.series}
+    estimator = NoiseLevelEstimator.fit(data.train_series, data.train_std)
+    series, labels, _ = gate_training_set(
+        data.scored_series, data.scored_labels, fold.data.noise_profile, data.train_std, fold.train.seed
+    )
+    probabilities = [np.asarray(member.predict(series, batch_size=1024, verbose=0)) for member in members]
+    return FoldMembers(
+        fold_runs, fold, data, members, peer_fits, estimator, probabilities, labels, estimator.levels(series)
+    )
+
+
+def gate_sources(held_out: list[set[Any]]) -> list[list[int]]:
+    """For each fold (its held-out subjects or ids), the folds whose out-of-fold predictions fit its
+    gate: every other fold whose held-out series it shares none of; one line when there is none."""
+    sources = [
+        [j for j, other in enumerate(held_out) if j != i and not mine & other] for i, mine in enumerate(held_out)
+    ]
+    for index, found in enumerate(sources):
+        if not found:
+            raise DataError(
+                f"fold run {index + 1}: every other fold shares its held-out series, so no gate can be fitted apart"
+            )
+    return sources
+
+
+def write_fold_blend(config: Config, part: FoldMembers, peers: list[str], sources: list[FoldMembers]) -> Path:
+    """Blend fold i: `part`'s members under the gate fitted on `sources`' out-of-fold predictions,
+    scored on its own held-out series."""
+    from pipeline.models.blend import GATE_LEVELS, BlendModel, fit_gate
+
+    names = [*part.fold_runs, *(f"{PEER}{peer}" for peer in peers)]
+    # the gate's method joins the hash: a blend gated on the chosen-on series keeps its own id
+    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash([*names, GATE_FITTED_ON])}")
+    fold, data = part.config, part.data
     with folder.writing():
         if folder.finished:
             log.info(f"{folder.path}: this fold blend exists (its members are the same)")
             return folder.path
-        members: list[Any] = [RunFolder(finished_run(config, run)).load_model() for run in fold_runs]
-        peer_fits = {}
-        for peer in peers:
-            fit = baselines.fit_peer_spec(
-                peer, fold, data.train_series, data.train_labels, data.train_std, len(data.classes)
-            )
-            log.info(
-                f"    {PEER}{peer} fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB"
-            )
-            members.append(fit.model)
-            peer_fits[peer] = {"seconds": fit.seconds, "peak_gib": fit.peak_gib, "series": fit.series}
-        estimator = NoiseLevelEstimator.fit(data.train_series, data.train_std)
-        series, labels, _ = gate_training_set(
-            data.validation_series, data.validation_labels, fold.data.noise_profile, data.train_std, fold.train.seed
+        gate = fit_gate(
+            [np.concatenate([source.probabilities[m] for source in sources]) for m in range(len(names))],
+            np.concatenate([source.labels for source in sources]),
+            np.concatenate([source.levels for source in sources]),
         )
-        probabilities = [np.asarray(member.predict(series, batch_size=1024, verbose=0)) for member in members]
-        gate = fit_gate(probabilities, labels, estimator.levels(series))
-        model = BlendModel(members, names, gate, estimator, keras_members=list(range(len(fold_runs))))
+        model = BlendModel(part.members, names, gate, part.estimator, keras_members=list(range(len(part.fold_runs))))
+        fitted_on = sorted(set().union(*(source.held_out() for source in sources)), key=str)
         metrics: dict[str, Any] = {
             "members": names,
             "gate": {
                 "intercepts": gate.intercepts.tolist(),
                 "slopes": gate.slopes.tolist(),
-                "fitted_on": f"{data.validation}: {len(data.validation_series)} chosen-on series at each level of {list(GATE_LEVELS)}",
+                "fitted_on": f"{GATE_FITTED_ON}: the held-out series of {len(sources)} other fold run(s), "
+                f"{sum(len(source.labels) for source in sources)} predictions at the levels {list(GATE_LEVELS)}",
+                "fitted_on_runs": [source.fold_runs[0] for source in sources],
+                "fitted_on_held_out": fitted_on,
             },
-            "peers": peer_fits,
+            "peers": part.peer_fits,
             "validation": validation_scores(model, fold, data),
             "selection": selection_score(model, fold, data),
             "best_validation": None,
-            "note": "the gate was fitted on the fold's chosen-on series; the held-out fold it is scored on chose nothing",
+            "note": "the gate was fitted on other folds' held-out series; the held-out fold it is scored on chose nothing",
         }
         test = test_scores(model, fold, data)
         if test is not None:
             metrics["test"] = test
-        first = RunFolder(finished_run(config, fold_runs[0])).lineage()
+        first = RunFolder(finished_run(config, part.fold_runs[0])).lineage()
         lineage = Lineage(
             run_id=folder.name,
             kind="blend",
@@ -160,16 +220,21 @@ def blend(config: Config, names: list[str]) -> Path:
     lineages = cut_alike(config, cv_ids)
     first_config = RunFolder.of(config, cv_ids[0]).config()
     members = [*cv_ids, *(f"{PEER}{peer}" for peer in peers)]
-    cv_id = combined_cv_id(config, first_config, f"blend{len(members)}", members)
+    cv_id = combined_cv_id(config, first_config, f"blend{len(members)}", [*members, GATE_FITTED_ON])
     folder = RunFolder.of(config, cv_id)
     if folder.finished:
         log.info(f"{folder.path}: this cross-validated blend exists (its members are the same)")
         return folder.path
-    fold_dirs = []
-    progress = Progress(len(lineages[0].folds))
+    # every fold's members first: each fold's gate is fitted on the others' out-of-fold predictions
+    progress = Progress(2 * len(lineages[0].folds))
+    parts = []
     for fold_runs in zip(*(lineage.folds for lineage in lineages)):
-        progress.step(f"blend of {' '.join(members)}: the fold of {fold_runs[0]}")
-        fold_dirs.append(fit_fold_blend(config, list(fold_runs), peers))
+        progress.step(f"blend of {' '.join(members)}: the members of the fold of {fold_runs[0]}")
+        parts.append(fold_members(config, list(fold_runs), peers))
+    fold_dirs = []
+    for part, sources in zip(parts, gate_sources([part.held_out() for part in parts])):
+        progress.step(f"blend of {' '.join(members)}: the fold of {part.fold_runs[0]}")
+        fold_dirs.append(write_fold_blend(config, part, peers, [parts[j] for j in sources]))
     regularizer = "+".join([*(lineage.model for lineage in lineages), *peers])
     return finish_combined_cv(config, cv_id, first_config, lineages, fold_dirs, "blend", members, regularizer)
 
