@@ -1,14 +1,16 @@
 """MultiRocket-Hydra in bounded memory (pipeline.models.rocket): the same ridge as scikit-learn's,
-the same predictions as aeon's classifier, and the peak-memory meter `make peers` reports with."""
+the same predictions as aeon's classifier, the ridges' softmax probabilities, and the peak-memory
+meter `make peers` reports with."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 from sklearn.linear_model import RidgeClassifierCV
 
 from pipeline.models import baselines
-from pipeline.models.rocket import ALPHAS, GramRidgeClassifier, MultiRocketHydra
+from pipeline.models.rocket import ALPHAS, GramRidgeClassifier, MultiRocketHydra, ridge_probabilities
 from pipeline.runtime import PeakMemory
 
 
@@ -39,7 +41,39 @@ def test_multirocket_hydra_in_batches_predicts_what_aeons_classifier_predicts():
     np.testing.assert_array_equal(ours.predict(unseen), reference.predict(unseen))
     assert ours.ridge_.alpha_ == reference.classifier.alpha_
     probabilities = ours.predict_proba(unseen)
-    assert (probabilities.sum(1) == 1).all() and (ours.classes_[probabilities.argmax(1)] == ours.predict(unseen)).all()
+    np.testing.assert_allclose(probabilities.sum(1), 1)
+    assert (ours.classes_[probabilities.argmax(1)] == ours.predict(unseen)).all()
+    # the ridge's margins, not aeon's one-hot votes: the softmax of its decision values
+    assert len(np.unique(probabilities.max(1).round(6))) > 10 and probabilities.max() < 1
+
+
+def test_minirocket_gives_its_ridges_softmax_and_predicts_what_aeons_classifier_predicts():
+    """aeon's MiniRocket with our ridge (scikit-learn's with predict_proba) is aeon's MiniRocket: the
+    same predictions, with probabilities that keep the ridge's margin instead of one-hot votes."""
+    from aeon.classification.convolution_based import MiniRocketClassifier
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.array([0, 1, 2]), 15)
+    series = rng.normal(size=(45, 12, 2)) + 0.5 * np.sin(np.arange(12)[None, :, None] * (labels[:, None, None] + 1) / 3)
+    ours = baselines.make_peer("minirocket", seed=1).fit(series, labels)
+    reference = MiniRocketClassifier(random_state=1, n_jobs=1).fit(baselines.channels_first(series), labels)
+    unseen = rng.normal(size=(30, 12, 2)) + 0.5 * np.sin(
+        np.arange(12)[None, :, None] * (labels[:30, None, None] + 1) / 3
+    )
+    np.testing.assert_array_equal(ours.predict(unseen), reference.predict(baselines.channels_first(unseen)))
+    probabilities = baselines.ProbabilityModel(ours, 3).predict(unseen)
+    ridge = ours[-1].pipeline_
+    np.testing.assert_allclose(
+        probabilities, softmax(ridge.decision_function(baselines.channels_first(unseen)), axis=1), atol=1e-6
+    )
+    assert (probabilities.argmax(1) == ours.predict(unseen)).all() and probabilities.max() < 1
+
+
+def test_two_class_ridge_probabilities_follow_its_one_score():
+    scores = np.array([-2.0, 0.0, 0.5])
+    probabilities = ridge_probabilities(scores)
+    np.testing.assert_allclose(probabilities, softmax(np.stack([-scores, scores], 1), axis=1))
+    np.testing.assert_array_equal(probabilities.argmax(1), (scores > 0).astype(int))
 
 
 def test_every_peer_reads_the_classroom_five_steps():

@@ -6,7 +6,8 @@ classic hand-made features of activity recognition. They are fitted on the same 
 the recurrent models see and scored on the same series and noise, so every table shows how far
 the recurrent models are ahead or behind. The time-series peers read the series themselves, at
 aeon's default settings:
-- MiniRocket (`MiniRocketClassifier`: about 10,000 convolutional kernels and a ridge classifier);
+- MiniRocket (`MiniRocketClassifier`: about 10,000 convolutional kernels and a ridge classifier,
+  whose probabilities here are the softmax of its decision values, not aeon's one-hot votes);
 - MultiRocket-Hydra (second only to HIVE-COTE 2 in the 2023 bake-off of Middlehurst, Schafer and
   Bagnall), made to fit in memory by pipeline.models.rocket;
 - QUANT (`QUANTClassifier`: quantiles of dyadic intervals and extra trees, close to MiniRocket at a
@@ -56,7 +57,13 @@ def channels_first(series: np.ndarray, min_steps: int = MINIROCKET_MIN_STEPS) ->
 def make_minirocket(seed: int = 0) -> Pipeline:
     from aeon.classification.convolution_based import MiniRocketClassifier
 
-    return make_pipeline(FunctionTransformer(channels_first), MiniRocketClassifier(random_state=seed, n_jobs=-1))
+    from pipeline.models.rocket import ALPHAS, SoftmaxRidgeClassifierCV
+
+    # aeon's own ridge (same alphas), with the softmax of its decision values as probabilities
+    ridge = SoftmaxRidgeClassifierCV(alphas=np.array(ALPHAS))
+    return make_pipeline(
+        FunctionTransformer(channels_first), MiniRocketClassifier(estimator=ridge, random_state=seed, n_jobs=-1)
+    )
 
 
 def make_multirocket_hydra(seed: int = 0) -> Pipeline:

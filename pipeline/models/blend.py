@@ -7,12 +7,22 @@ signals are smooth, so each series' own noise level is estimated from its second
 (`NoiseLevelEstimator`, fitted on the clean training series), and the gate turns that level into
 member weights:
 
-    w(series) = softmax_m(a_m + b_m * level(series)),  a_0 = b_0 = 0,  p = sum_m w_m p_m
+    p = sum_m w_m(level) q_m,   w(level) = softmax_m(sum_j c_mj B_j(level)),  c_0j = 0,
+    q_m = softmax(k_m log p_m)   (member m at temperature 1 / k_m)
 
-The 2 (M - 1) numbers are fitted by maximum likelihood (L-BFGS, a small ridge penalty) on series
-that their members neither trained nor chose on, noised at every level of `GATE_LEVELS`: in `make
-blend`, the out-of-fold predictions of the other folds, so the fold's scored series chose nothing
-(pipeline/stages/blend.py).
+B_j are `level_basis`'s quadratic B-splines over the levels the gate is fitted at, so a member's
+weight can hold up to 0.75 and fall by 1.0, as MiniRocket's accuracy does on raw. All numbers
+((M - 1) x 5 + M) are fitted together by maximum likelihood (L-BFGS, a small ridge penalty) on
+series that the members neither trained nor chose on, noised at every level of `GATE_LEVELS`: in
+`make blend`, the out-of-fold predictions of the other folds, so the fold's scored series chose
+nothing (pipeline/stages/blend.py).
+
+The temperatures matter because members' probabilities are not alike: a ridge's softmax scores
+(MiniRocket's, pipeline.models.rocket) are far too soft, one-hot votes far too sure, and a linear
+pool weighs an uncalibrated member by its calibration, not by its accuracy. Until 2026-12-06 the
+gate had neither temperatures nor splines (w = softmax(a_m + b_m level), aeon's one-hot votes): it
+gave MiniRocket 0.12-0.20 of the weight at noise 0.5 on raw, where MiniRocket is ahead on every
+fold (docs/training.md has both measurements).
 """
 
 from __future__ import annotations
@@ -21,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import softmax
+from scipy.optimize import minimize, minimize_scalar
+from scipy.special import logsumexp, softmax
+from sklearn.preprocessing import SplineTransformer
 
 from pipeline.data.signals import NoiseLevelEstimator, add_noise
 
@@ -30,52 +41,118 @@ from pipeline.data.signals import NoiseLevelEstimator, add_noise
 # file may hold, from clean to past the competitions' 0.5 and the noise curve's 1.5
 GATE_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 PENALTY = 1e-3  # ridge on the gate's numbers: with one member far ahead everywhere they stay finite
+FLOOR = 1e-6  # the least probability a member gives: one sure and wrong costs a finite loss
+LOG_SHARPNESS_BOUNDS = (-5.0, 4.0)  # temperatures from 1/55 to 150: the calibrated probabilities stay above 0
+KNOTS = 4  # the spline's knots over GATE_LEVELS' range: 5 quadratic pieces, one per 0.375 of noise
+
+
+def level_basis(levels: np.ndarray) -> np.ndarray:
+    """(n,) estimated levels -> (n, 5) quadratic B-splines over [0, max GATE_LEVELS] (levels beyond
+    it are clipped: the gate keeps its weights at the last level it was fitted at)."""
+    spline = SplineTransformer(n_knots=KNOTS, degree=2).fit(np.array([[GATE_LEVELS[0]], [GATE_LEVELS[-1]]]))
+    return spline.transform(np.clip(np.asarray(levels, np.float64), GATE_LEVELS[0], GATE_LEVELS[-1])[:, None])
+
+
+def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(probabilities, FLOOR))
 
 
 @dataclass
 class NoiseGate:
-    """Member weights from each series' estimated noise level (the first member is the reference)."""
+    """Member weights from each series' estimated noise level (the first member is the reference),
+    and each member's temperature."""
 
-    intercepts: np.ndarray  # (M,), the first 0
-    slopes: np.ndarray  # (M,), the first 0
+    coefficients: np.ndarray  # (M, basis functions): each member's weight logit on level_basis, the first 0
+    sharpness: np.ndarray  # (M,) k_m, each member's 1 / temperature
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A gate pickled before 2026-12-06 (a_m + b_m level, no temperatures) reads as it was fitted."""
+        if "intercepts" in state:
+            state = {
+                "coefficients": np.stack([state["intercepts"], state["slopes"]], axis=1),
+                "sharpness": np.ones(len(state["intercepts"])),
+            }
+        self.__dict__.update(state)
+
+    def logits(self, levels: np.ndarray) -> np.ndarray:
+        levels = np.asarray(levels, np.float64)
+        if self.coefficients.shape[1] == 2:  # a gate of before 2026-12-06: linear in the level
+            return self.coefficients[None, :, 0] + self.coefficients[None, :, 1] * levels[:, None]
+        return level_basis(levels) @ self.coefficients.T
 
     def weights(self, levels: np.ndarray) -> np.ndarray:
         """(n, M): each series' member weights, summing to 1."""
-        return softmax(self.intercepts[None, :] + self.slopes[None, :] * np.asarray(levels)[:, None], axis=1)
+        return softmax(self.logits(levels), axis=1)
+
+    def calibrated(self, probabilities: list[np.ndarray]) -> list[np.ndarray]:
+        """Each member's (n, C) probabilities at its fitted temperature."""
+        return [softmax(k * log_probabilities(p), axis=1) for k, p in zip(self.sharpness, probabilities)]
 
     def blend(self, probabilities: list[np.ndarray], levels: np.ndarray) -> np.ndarray:
-        """(n, C): the weighted mean of the members' (n, C) probabilities."""
-        return np.einsum("nm,nmc->nc", self.weights(levels), np.stack(probabilities, axis=1))
+        """(n, C): the weighted mean of the members' calibrated (n, C) probabilities."""
+        return np.einsum("nm,nmc->nc", self.weights(levels), np.stack(self.calibrated(probabilities), axis=1))
+
+
+def own_loss(logs: np.ndarray, true_logs: np.ndarray, log_sharpness: float) -> float:
+    """One member's mean negative log-likelihood at sharpness exp(log_sharpness): (n, C) log
+    probabilities, (n,) those of the true class."""
+    sharpness = np.exp(log_sharpness)
+    return float((logsumexp(sharpness * logs, axis=1) - sharpness * true_logs).mean())
 
 
 def fit_gate(probabilities: list[np.ndarray], labels: np.ndarray, levels: np.ndarray) -> NoiseGate:
-    """The gate of largest likelihood of `labels` (class indices) under the blend of `probabilities`
-    (each member's (n, C)) on series of estimated noise `levels`."""
+    """The gate, with each member's temperature, of largest likelihood of `labels` (class indices)
+    under the blend of `probabilities` (each member's (n, C)) on series of estimated noise `levels`."""
     members = len(probabilities)
     if members < 2:
         raise ValueError("a blend needs two members or more")
-    # each member's probability of the true class, floored so that a member sure and wrong costs a finite loss
-    true_class = np.stack([member[np.arange(len(labels)), labels] for member in probabilities], axis=1)
-    true_class = np.maximum(true_class, 1e-6)
-    levels = np.asarray(levels, np.float64)
+    logs = np.stack([log_probabilities(member) for member in probabilities], axis=1)  # (n, M, C)
+    rows = np.arange(len(labels))
+    true_logs = logs[rows, :, labels]  # (n, M)
+    basis = level_basis(levels)  # (n, J)
+    gating = (members - 1) * basis.shape[1]
 
     def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.concatenate([[0.0], theta[: members - 1]]), np.concatenate([[0.0], theta[members - 1 :]])
+        coefficients = np.vstack([np.zeros(basis.shape[1]), theta[:gating].reshape(members - 1, -1)])
+        return coefficients, np.exp(theta[gating:])
 
     def loss_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        intercepts, slopes = unpack(theta)
-        weights = softmax(intercepts[None, :] + slopes[None, :] * levels[:, None], axis=1)
+        coefficients, sharpness = unpack(theta)
+        calibrated = softmax(sharpness[None, :, None] * logs, axis=2)  # (n, M, C)
+        true_class = calibrated[rows, :, labels]  # (n, M)
+        weights = softmax(basis @ coefficients.T, axis=1)
         blended = (weights * true_class).sum(axis=1)
-        # d(-log blended)/d logit_m = w_m - w_m p_m / blended
+        # d(-log blended)/d logit_m = w_m - r_m, with r_m = w_m q_m / blended each member's responsibility
         responsibility = weights * true_class / blended[:, None]
         by_logit = (weights - responsibility) / len(labels)
-        gradient = np.concatenate([by_logit.sum(axis=0)[1:], (by_logit * levels[:, None]).sum(axis=0)[1:]])
+        # d log q_m / d log k_m = k_m (log p_m,true - E_q[log p_m])
+        by_log_sharpness = -(responsibility * sharpness[None, :] * (true_logs - (calibrated * logs).sum(axis=2))).sum(
+            axis=0
+        ) / len(labels)
+        gradient = np.concatenate([(by_logit.T @ basis)[1:].ravel(), by_log_sharpness])
         loss = -np.log(blended).mean() + PENALTY * float(theta @ theta)
         return float(loss), gradient + 2 * PENALTY * theta
 
-    result = minimize(loss_and_gradient, np.zeros(2 * (members - 1)), jac=True, method="L-BFGS-B")
-    intercepts, slopes = unpack(result.x)
-    return NoiseGate(intercepts, slopes)
+    def fit(start: np.ndarray, sharpness_bounds: tuple[float, float] = LOG_SHARPNESS_BOUNDS) -> Any:
+        bounds = [(None, None)] * gating + [sharpness_bounds] * members
+        return minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds)
+
+    # The likelihood is not convex in weights and temperatures together, so two starts, the better
+    # kept: the weights fitted at temperature 1 (a member right only at some levels gets its weight
+    # there before any temperature can flatten it), and each member's own temperature (a convex fit
+    # of one number: one-hot votes sit where the likelihood is flat in the temperature, so from 1
+    # they cannot move).
+    own = [
+        minimize_scalar(
+            lambda log_k, m=m: own_loss(logs[:, m], true_logs[:, m], log_k),
+            bounds=LOG_SHARPNESS_BOUNDS,
+            method="bounded",
+        ).x
+        for m in range(members)
+    ]
+    weights_first = fit(np.zeros(gating + members), sharpness_bounds=(0.0, 0.0)).x
+    result = min((fit(weights_first), fit(np.concatenate([np.zeros(gating), own]))), key=lambda fitted: fitted.fun)
+    return NoiseGate(*unpack(result.x))
 
 
 def gate_training_set(

@@ -14,16 +14,39 @@ passed the 24 GiB of our machines. `MultiRocketHydra` computes the very same mod
 
 Peak memory is then the float32 features plus about four n x n float64 matrices (about 10 GB for
 those 14,830 series), instead of aeon's three float64 copies of the features.
+
+A ridge classifier has no probabilities, so aeon's MiniRocket and MultiRocket-Hydra give one-hot
+votes. Here both ridges give the softmax of their decision values (`ridge_probabilities`): the same
+predictions, with the margin kept. They are not calibrated (temperature 1); a blend's gate fits
+each member's temperature out of fold (pipeline.models.blend).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import RidgeClassifierCV
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 
 ALPHAS = tuple(np.logspace(-3, 3, 10))  # aeon's grid for the ridge of MultiRocket-Hydra
 MULTIROCKET_MIN_STEPS = 10  # MultiRocket also reads the first differences, which need 9 steps
+
+
+def ridge_probabilities(scores: np.ndarray) -> np.ndarray:
+    """A ridge classifier's decision values -> (n, classes) softmax probabilities, in the order of
+    its classes_ (two classes give one score s, for the second class: they become (-s, s))."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return softmax(np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores, axis=1)
+
+
+class SoftmaxRidgeClassifierCV(RidgeClassifierCV):
+    """scikit-learn's `RidgeClassifierCV` with `predict_proba`: the softmax of its decision values, so
+    that aeon's MiniRocket (which uses an estimator's own probabilities where it has them) keeps
+    its ridge's margins instead of one-hot votes."""
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        return ridge_probabilities(self.decision_function(features))
 
 
 class GramRidgeClassifier(ClassifierMixin, BaseEstimator):
@@ -81,11 +104,14 @@ class GramRidgeClassifier(ClassifierMixin, BaseEstimator):
         indices = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(1)
         return self.classes_[indices]
 
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        return ridge_probabilities(self.decision_function(features))
+
 
 class MultiRocketHydra(ClassifierMixin, BaseEstimator):
     """aeon's MultiRocket-Hydra classifier on aeon's (n, channels, time) layout, made in batches of
-    `batch_size` series in float32 and fitted with `GramRidgeClassifier`. Like aeon's, it predicts
-    one class per series (probabilities are one-hot)."""
+    `batch_size` series in float32 and fitted with `GramRidgeClassifier`; its probabilities are the
+    softmax of the ridge's decision values (aeon's are one-hot)."""
 
     def __init__(self, random_state: int = 0, batch_size: int = 2000, n_jobs: int = -1):
         self.random_state, self.batch_size, self.n_jobs = random_state, batch_size, n_jobs
@@ -127,14 +153,17 @@ class MultiRocketHydra(ClassifierMixin, BaseEstimator):
         self.classes_ = self.ridge_.classes_
         return self
 
-    def predict(self, series: np.ndarray) -> np.ndarray:
+    def _batched(self, method: str, series: np.ndarray) -> np.ndarray:
+        """The ridge's `method` on the features of `series`, made batch by batch."""
         return np.concatenate(
             [
-                self.ridge_.predict(self._features(series[start : start + self.batch_size]))
+                getattr(self.ridge_, method)(self._features(series[start : start + self.batch_size]))
                 for start in range(0, len(series), self.batch_size)
             ]
         )
 
+    def predict(self, series: np.ndarray) -> np.ndarray:
+        return self._batched("predict", series)
+
     def predict_proba(self, series: np.ndarray) -> np.ndarray:
-        predicted = self.predict(series)
-        return (predicted[:, None] == self.classes_[None, :]).astype(np.float64)
+        return self._batched("predict_proba", series)

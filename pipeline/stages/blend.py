@@ -14,7 +14,9 @@ into the same folds, and one or more peers of `make peers` (`peer:<name>`, `+cop
 - the noise estimator fitted on those clean training series;
 - a gate fitted on out-of-fold predictions: the held-out series of every other fold whose subjects
   fold i's held-out series do not share (in one repeat, every other fold), each predicted by that
-  fold's own members, which neither trained nor chose on them, at every level of GATE_LEVELS.
+  fold's own members, which neither trained nor chose on them, at every level of GATE_LEVELS. With
+  the weights (a spline in the level) it fits each member's temperature (since 2026-12-06), so a
+  ridge's soft scores and a recurrent model's softmax are pooled as calibrated probabilities.
 It is then scored on fold i's held-out series, which chose nothing, by the one selection function
 every fold run is scored by. (Until 2026-12-06 the gate was fitted on fold i's chosen-on series: few
 subjects, on which the recurrent member had chosen its epoch, so the gate trusted it more than its
@@ -54,7 +56,10 @@ from pipeline.stages.cv_compare import PEER
 from pipeline.stages.ensemble import combined_cv_id, cut_alike, finish_combined_cv
 
 REPORTED_LEVELS = (0.0, 0.5, 1.0)  # where the log shows each member's gate weight
-GATE_FITTED_ON = "out-of-fold"  # what a gate is fitted on (recorded, and part of the blend's ids)
+# how a gate is fitted (recorded, and part of the blend's ids): on out-of-fold predictions, with each
+# member's temperature and weights spline in the level (since 2026-12-06; "out-of-fold" alone before)
+GATE_FITTED_ON = "out-of-fold"
+GATE_METHOD = f"{GATE_FITTED_ON}, member temperatures, spline in the level"
 
 
 def split_members(names: list[str]) -> tuple[list[str], list[str]]:
@@ -76,11 +81,13 @@ def split_members(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 def gate_summary(model: Any) -> str:
-    """Each member's weight at a few noise levels, e.g. `peer:minirocket 0.81 / 0.35 / 0.06`."""
+    """Each member's weight at a few noise levels and its temperature, e.g.
+    `peer:minirocket 0.81 / 0.35 / 0.06 (temperature 0.12)`."""
     weights = model.gate.weights(np.array(REPORTED_LEVELS))
     levels = " / ".join(f"{level:g}" for level in REPORTED_LEVELS)
     members = ", ".join(
-        f"{name} {' / '.join(f'{w:.2f}' for w in weights[:, index])}" for index, name in enumerate(model.names)
+        f"{name} {' / '.join(f'{w:.2f}' for w in weights[:, index])} (temperature {1 / model.gate.sharpness[index]:.3g})"
+        for index, name in enumerate(model.names)
     )
     return f"gate weights at noise {levels}: {members}"
 
@@ -159,8 +166,8 @@ def write_fold_blend(config: Config, part: FoldMembers, peers: list[str], source
     from pipeline.models.blend import GATE_LEVELS, BlendModel, fit_gate
 
     names = [*part.fold_runs, *(f"{PEER}{peer}" for peer in peers)]
-    # the gate's method joins the hash: a blend gated on the chosen-on series keeps its own id
-    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash([*names, GATE_FITTED_ON])}")
+    # the gate's method joins the hash: a blend gated another way keeps its own id
+    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash([*names, GATE_METHOD])}")
     fold, data = part.config, part.data
     with folder.writing():
         if folder.finished:
@@ -176,8 +183,9 @@ def write_fold_blend(config: Config, part: FoldMembers, peers: list[str], source
         metrics: dict[str, Any] = {
             "members": names,
             "gate": {
-                "intercepts": gate.intercepts.tolist(),
-                "slopes": gate.slopes.tolist(),
+                "coefficients": gate.coefficients.tolist(),
+                "temperatures": (1 / gate.sharpness).tolist(),
+                "weights": {f"{level:g}": row.tolist() for level, row in zip(GATE_LEVELS, gate.weights(GATE_LEVELS))},
                 "fitted_on": f"{GATE_FITTED_ON}: the held-out series of {len(sources)} other fold run(s), "
                 f"{sum(len(source.labels) for source in sources)} predictions at the levels {list(GATE_LEVELS)}",
                 "fitted_on_runs": [source.fold_runs[0] for source in sources],
@@ -220,7 +228,7 @@ def blend(config: Config, names: list[str]) -> Path:
     lineages = cut_alike(config, cv_ids)
     first_config = RunFolder.of(config, cv_ids[0]).config()
     members = [*cv_ids, *(f"{PEER}{peer}" for peer in peers)]
-    cv_id = combined_cv_id(config, first_config, f"blend{len(members)}", [*members, GATE_FITTED_ON])
+    cv_id = combined_cv_id(config, first_config, f"blend{len(members)}", [*members, GATE_METHOD])
     folder = RunFolder.of(config, cv_id)
     if folder.finished:
         log.info(f"{folder.path}: this cross-validated blend exists (its members are the same)")
