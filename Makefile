@@ -104,7 +104,8 @@ cv-compare: $(CORE) $(if $(findstring peer:,$(A)$(B)),$(call extra,peers) $(TORC
 tune: $(CORE) $(call extra,tune) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
 	$(PY) -m pipeline.studies.tune --exp $(EXP) $(ARGS) $(if $(TRIALS),--set tune.trials=$(TRIALS)) $(if $(STORAGE),--set tune.storage=$(STORAGE)) $(if $(JOBS),--jobs $(JOBS))
 
-train: $(CORE) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1)
+# a copied competition may be too small to validate on: make train then blends its CV with MiniRocket (aeon)
+train: $(CORE) $(if $(filter-out classroom raw,$(COMPETITION)),$(call extra,peers)) ## train EXP (default experiments/default.toml) into runs/<run_id>/ (MODEL=, SET=, FORCE=1); a competition too small to validate on: a CV blended with cv.small_blend
 	$(PY) -m pipeline.stages.train --exp $(EXP) $(ARGS) $(if $(FORCE),--force)
 
 ensemble: $(CORE) ## one run whose model averages RUN="id1 id2 ..." (or RUN=cv:<cv id>); RUN="cv:A cv:B": the ensemble cross-validated (a CV entry for cv-compare)

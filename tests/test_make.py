@@ -65,12 +65,19 @@ def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an
     assert result.returncode == 0, result.stderr
     loaded = load_competition(root / "data" / "processed" / "my-comp")
     assert loaded.series_shape == (7, 4) and len(loaded.test) == 3
-    # 60 labeled series and no validation split: too few to choose a checkpoint on, so make train cross-validates.
+    # 60 labeled series and no validation split: too few to choose a checkpoint on, so make train
+    # cross-validates, then blends the CV with MiniRocket + copy (cv.small_blend) on the same folds
     trained = run_make("train", "COMPETITION=my-comp", tiny)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "too few to choose a checkpoint on" in trained.stdout and "cross-validated my-comp_cv5_" in trained.stdout
-    (cv_entry,) = [path for path in (root / "runs").glob("my-comp_cv5_*") if path.is_dir()]
+    (blend_entry,) = [path for path in (root / "runs").glob("my-comp_cv5_blend2_*") if path.is_dir()]
+    (cv_entry,) = [path for path in (root / "runs").glob("my-comp_cv5_*") if path.is_dir() and path != blend_entry]
     folds = json.loads((cv_entry / "run.json").read_text())["folds"]
+    assert json.loads((blend_entry / "run.json").read_text())["members"] == [cv_entry.name, "peer:minirocket+copies"]
+    cv_scores = {
+        entry: json.loads((entry / "metrics.json").read_text())["selection"]["score"]
+        for entry in (cv_entry, blend_entry)
+    }
     fold = json.loads((root / "runs" / folds[1] / "run.json").read_text())
     # blocks of 12, the held-out block's 4 neighbours on each side purged; of the 40 left, the first 8 in
     # id order choose and their 4 next neighbours are purged too; a small competition's schedule
@@ -78,12 +85,12 @@ def test_local_source_becomes_a_competition_that_trains_and_evaluates_without_an
     split = json.loads((root / "runs" / folds[1] / "split.json").read_text())
     assert split["chosen_on"] == [f"t{k}" for k in range(8)] and split["scored_on"] == [f"t{k}" for k in range(12, 24)]
     assert not {*split["trained_on"]} & {f"t{k}" for k in (*range(8, 12), *range(24, 32))}  # the purged neighbours
-    predicted = run_make(
-        "predict", "COMPETITION=my-comp", tiny
-    )  # the default: the cross-validation, its folds averaged
+    # the default: whichever of the two cross-validates better, its folds averaged
+    predicted = run_make("predict", "COMPETITION=my-comp", tiny)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     (lineage,) = (root / "submissions").glob("my-comp_ensemble5_*.json")
-    assert json.loads(lineage.read_text())["runs"] == folds
+    better = max(cv_scores, key=lambda entry: cv_scores[entry])
+    assert json.loads(lineage.read_text())["runs"] == json.loads((better / "run.json").read_text())["folds"]
     evaluated = run_make("evaluate", "COMPETITION=my-comp", "RUN=experiment", tiny)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     (report,) = (root / "reports").glob("my-comp_*/evaluation.json")

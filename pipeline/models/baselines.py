@@ -130,7 +130,10 @@ NEEDS_TORCH = ("multirocket_hydra", "quant")
 
 
 def check_can_fit(name: str) -> None:
-    """One line where a peer's dependency is missing (aeon's MultiRocket-Hydra and QUANT need PyTorch)."""
+    """One line where a peer's dependency is missing (the time-series peers need aeon; MultiRocket-Hydra
+    and QUANT PyTorch too)."""
+    if name in TIME_SERIES_PEERS and importlib.util.find_spec("aeon") is None:
+        raise ConfigError(f"peer {name} needs aeon (requirements-peers.txt): make peers installs it")
     if name in NEEDS_TORCH and importlib.util.find_spec("torch") is None:
         raise ConfigError(f"peer {name} needs PyTorch: run make install-torch (make peers does)")
 
