@@ -164,6 +164,11 @@ def gate_training_set(
     return np.concatenate(noised), np.tile(labels, len(GATE_LEVELS)), levels
 
 
+def member_probabilities(members: list[Any], series: np.ndarray, batch_size: int | None = None) -> list[np.ndarray]:
+    """Each member's (n, C) probabilities, by its Keras-style `predict`."""
+    return [np.asarray(member.predict(series, batch_size=batch_size, verbose=0)) for member in members]
+
+
 @dataclass
 class BlendModel:
     """Members with Keras' `predict(series, batch_size, verbose)` (a recurrent run's model, a peer's
@@ -175,11 +180,8 @@ class BlendModel:
     estimator: NoiseLevelEstimator
     keras_members: list[int] = field(default_factory=list)  # which members are Keras models (not pickled)
 
-    def member_probabilities(self, series: np.ndarray, batch_size: int | None = None) -> list[np.ndarray]:
-        return [np.asarray(member.predict(series, batch_size=batch_size, verbose=0)) for member in self.members]
-
     def predict(self, series: np.ndarray, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
-        return self.gate.blend(self.member_probabilities(series, batch_size), self.estimator.levels(series))
+        return self.gate.blend(member_probabilities(self.members, series, batch_size), self.estimator.levels(series))
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without its Keras members: they stay in their own run folders (see `with_keras_members`)."""

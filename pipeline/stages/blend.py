@@ -98,6 +98,7 @@ class FoldMembers:
 
     fold_runs: list[str]  # fold run i of each CV member
     config: Config  # the first fold run's config
+    lineage: Lineage  # the first fold run's lineage: the blend's competition, classes and shapes
     data: TrainingData
     members: list[Any]  # the fold runs' Keras models, then the fitted peers
     peer_fits: dict[str, dict[str, Any]]
@@ -118,9 +119,10 @@ def fold_members(config: Config, fold_runs: list[str], peers: list[str]) -> Fold
     """Fold i's members (`fold_runs`, of one and the same fold, and the peers fitted on its training
     series) and their out-of-fold predictions."""
     from pipeline.models import baselines
-    from pipeline.models.blend import gate_training_set
+    from pipeline.models.blend import gate_training_set, member_probabilities
 
-    fold = run_config(config, finished_run(config, fold_runs[0]))
+    first = RunFolder(finished_run(config, fold_runs[0]))
+    fold = run_config(config, first.path)
     data = load_training_data(fold)
     if data.protocol != PROTOCOL_NESTED:
         raise DataError(
@@ -140,9 +142,18 @@ def fold_members(config: Config, fold_runs: list[str], peers: list[str]) -> Fold
     series, labels, _ = gate_training_set(
         data.scored_series, data.scored_labels, fold.data.noise_profile, data.train_std, fold.train.seed
     )
-    probabilities = [np.asarray(member.predict(series, batch_size=1024, verbose=0)) for member in members]
+    probabilities = member_probabilities(members, series, batch_size=1024)
     return FoldMembers(
-        fold_runs, fold, data, members, peer_fits, estimator, probabilities, labels, estimator.levels(series)
+        fold_runs,
+        fold,
+        first.lineage(),
+        data,
+        members,
+        peer_fits,
+        estimator,
+        probabilities,
+        labels,
+        estimator.levels(series),
     )
 
 
@@ -200,7 +211,7 @@ def write_fold_blend(config: Config, part: FoldMembers, peers: list[str], source
         test = test_scores(model, fold, data)
         if test is not None:
             metrics["test"] = test
-        first = RunFolder(finished_run(config, part.fold_runs[0])).lineage()
+        first = part.lineage
         lineage = Lineage(
             run_id=folder.name,
             kind="blend",
