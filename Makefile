@@ -111,8 +111,8 @@ train: $(CORE) $(if $(filter-out classroom raw,$(COMPETITION)),$(call extra,peer
 ensemble: $(CORE) ## one run whose model averages RUN="id1 id2 ..." (or RUN=cv:<cv id>); RUN="cv:A cv:B": the ensemble cross-validated (a CV entry for cv-compare)
 	$(PY) -m pipeline.stages.ensemble --exp $(EXP) $(ARGS) --run "$(RUN)"
 
-blend: $(CORE) $(call extra,peers) $(TORCH_STAMP) ## recurrent CVs and peers in one noise-aware blend, cross-validated: RUN="cv:<cv id> peer:<name>[+copies] ..." (a CV entry for cv-compare and predict)
-	$(PY) -m pipeline.stages.blend $(ARGS) --run "$(RUN)"
+blend: $(CORE) $(call extra,peers) $(TORCH_STAMP) ## recurrent CVs and peers in one noise-aware blend, cross-validated: RUN="cv:<cv id> peer:<name>[+copies] ..." (a CV entry for cv-compare and predict); REFIT=1 then blends the CVs' refit runs
+	$(PY) -m pipeline.stages.blend $(ARGS) --run "$(RUN)" $(if $(REFIT),--refit)
 
 predict: $(CORE) ## write a validated submission CSV from RUN="id ..." (default: the best run; several = ensemble; experiment = EXP's run)
 	$(PY) -m pipeline.stages.predict --exp $(EXP) $(ARGS) $(if $(RUN),--run "$(RUN)")

@@ -17,7 +17,7 @@ from pipeline.data.signals import NoiseLevelEstimator
 from pipeline.errors import DataError
 from pipeline.models.blend import GATE_LEVELS, BlendModel, NoiseGate, fit_gate, gate_training_set
 from pipeline.runs import registry
-from tests.conftest import CV_BASE, TrackedCVs, run_make
+from tests.conftest import CV_BASE, CV_VARIANTS, TrackedCVs, run_make
 
 
 def one_hot_guesses(labels: np.ndarray, right: np.ndarray, classes: int, sure: float = 0.9) -> np.ndarray:
@@ -172,7 +172,8 @@ def test_make_blend_is_a_cv_entry_scored_on_folds_that_chose_nothing_and_a_run_t
         # held-out fold that chose nothing, with the member's selection
         split = json.loads(folder.split_file.read_text())
         assert split == json.loads((root / "runs" / member / "split.json").read_text())
-        assert metrics["peers"]["logistic_regression"]["series"] == len(split["trained_on"])
+        # the peer fitted as cv-compare fits it: on what the member trained and chose on
+        assert metrics["peers"]["logistic_regression"]["series"] == len(split["trained_on"]) + len(split["chosen_on"])
         member_selection = RunFolder(root / "runs" / member).metrics()["selection"]
         assert metrics["selection"]["definition"] == member_selection["definition"]
         assert metrics["selection"]["series"]["chosen_on"] == len(split["chosen_on"])
@@ -190,6 +191,30 @@ def test_make_blend_is_a_cv_entry_scored_on_folds_that_chose_nothing_and_a_run_t
         assert metrics["selection"]["score"] == pytest.approx(
             selection_accuracy(model, data, metrics["selection"]["definition"])
         )
+    # REFIT=1: refused in one line while the member CV has no refit run; then, after make cv REFIT=1,
+    # the blend refit on every labeled series, named by the entry, its gate fitted on all four folds
+    refused = run_make("blend", f"RUN=cv:{cv_id} peer:logistic_regression", "REFIT=1", f"SET=paths.root={root}")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode != 0 and len(errors) == 1 and "no refit run to blend" in errors[0], refused.stderr[-2000:]
+    settings = " ".join([f"paths.root={root}", *CV_BASE, *CV_VARIANTS[1]])
+    member_refit = run_make("cv", "FOLDS=2", "REPEATS=2", "REFIT=1", "TRACKING=off", f"SET={settings}")
+    assert member_refit.returncode == 0, member_refit.stderr[-3000:]
+    refit_member = RunFolder(root / "runs" / cv_id).lineage().refit
+    made = run_make("blend", f"RUN=cv:{cv_id} peer:logistic_regression", "REFIT=1", f"SET=paths.root={root}")
+    assert made.returncode == 0, made.stderr[-3000:]
+    refit_entry = RunFolder(root / "runs" / blend_cv).lineage()
+    assert refit_entry.folds == entry.folds and refit_entry.refit is not None  # the fold blends were reused
+    refit = RunFolder(root / "runs" / refit_entry.refit)
+    refit_metrics, refit_split = refit.metrics(), json.loads(refit.split_file.read_text())
+    assert refit.lineage().members == [refit_member, "peer:logistic_regression"] and refit_metrics["selection"] is None
+    member_config = registry.run_config(config, root / "runs" / refit_member)
+    assert member_config.cv.refit and refit_split["trained_on"] == [
+        str(i) for i in datasets.load_training_data(member_config).train_ids
+    ]
+    assert refit_metrics["peers"]["logistic_regression"]["series"] == len(refit_split["trained_on"])
+    assert refit_metrics["gate"]["fitted_on_runs"] == member_folds
+    predicted_refit = run_make("predict", f"RUN={refit.name}", f"SET=paths.root={root}")
+    assert predicted_refit.returncode == 0, predicted_refit.stderr[-3000:]
     # paired with its member CV fold by fold
     paired = run_make("cv-compare", f"A={blend_cv}", f"B={cv_id}", f"SET=paths.root={root}")
     assert paired.returncode == 0, paired.stderr[-3000:]

@@ -10,7 +10,8 @@ Members: one or more finished cross-validations (`make cv`, or a cross-validated
 into the same folds, and one or more peers of `make peers` (`peer:<name>`, `+copies` adds
 `peers.noised_copies` noised copies of its training series). Fold run i of the blend holds:
 - fold run i of every CV member, as it is;
-- each peer fitted on fold i's training series (what the recurrent fold run trained on);
+- each peer fitted on fold i's training part: what the recurrent fold run trained and chose on (a
+  peer chooses nothing), as `make cv-compare` fits a peer on a fold;
 - the noise estimator fitted on those clean training series;
 - a gate fitted on out-of-fold predictions: the held-out series of every other fold whose subjects
   fold i's held-out series do not share (in one repeat, every other fold), each predicted by that
@@ -27,9 +28,15 @@ and `make predict RUN=cv:<blend id>` (and make evaluate, make recording) average
 recurrent runs exports). Only CVs made under the nested protocol can be blended: under the old one
 a fold's models chose on the series they were scored on, so their out-of-fold predictions flatter them.
 
+`REFIT=1` (after `make cv REFIT=1` of each CV member) then builds the blend refit on every labeled
+series, the Kaggle practitioner's last step: each CV's refit run, each peer fitted on every labeled
+series, and one gate fitted on the out-of-fold predictions of every fold. Nothing is held out, so
+it has no selection score and is never "the best run": the blend's CV speaks for it, and its test
+scores are reports. `make predict RUN=<its id>` uses it.
+
 Writes runs/<competition>_blend<m>_<hash>/ per fold (blend.pkl, config.json, run.json, split.json,
-metrics.json with the gate's numbers and what it was fitted on) and
-runs/<competition>_cv<k>[x<r>]_blend<m>_<hash>/ (kind "cv").
+metrics.json with the gate's numbers and what it was fitted on), the refit's the same way, and
+runs/<competition>_cv<k>[x<r>]_blend<m>_<hash>/ (kind "cv"; its run.json names the refit).
 """
 
 from __future__ import annotations
@@ -52,14 +59,16 @@ from pipeline.progress import Progress
 from pipeline.runs.folder import Lineage, RunFolder
 from pipeline.runs.registry import finished_run, run_config
 from pipeline.runs.scoring import selection_score, test_scores, test_summary, validation_scores
-from pipeline.stages.cv_compare import PEER
+from pipeline.stages.cv_compare import PEER, peer_training_part
 from pipeline.stages.ensemble import combined_cv_id, cut_alike, finish_combined_cv
 
 REPORTED_LEVELS = (0.0, 0.5, 1.0)  # where the log shows each member's gate weight
-# how a gate is fitted (recorded, and part of the blend's ids): on out-of-fold predictions, with each
-# member's temperature and weights spline in the level (since 2026-12-06; "out-of-fold" alone before)
+# how a blend is made (part of its ids): its gate fitted on out-of-fold predictions, with each
+# member's temperature and weights spline in the level, its peers fitted on what the recurrent fold
+# run trained and chose on (since 2026-12-06; "out-of-fold" alone before: the gate linear in the
+# level, no temperatures, peers fitted on the trained-on series only)
 GATE_FITTED_ON = "out-of-fold"
-GATE_METHOD = f"{GATE_FITTED_ON}, member temperatures, spline in the level"
+BLEND_METHOD = f"{GATE_FITTED_ON}, member temperatures, spline in the level, peers on trained and chosen"
 
 
 def split_members(names: list[str]) -> tuple[list[str], list[str]]:
@@ -115,10 +124,24 @@ class FoldMembers:
         return {int(s) for s in subjects} if subjects is not None else {str(i) for i in self.data.scored_ids}
 
 
+def fit_peers(config: Config, data: TrainingData, peers: list[str]) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    """Each peer fitted as `make cv-compare` fits it on a fold (`peer_training_part`: what the
+    recurrent members trained and chose on), and its fit time, peak memory and series count."""
+    from pipeline.models import baselines
+
+    series, labels = peer_training_part(data)
+    models, fits = [], {}
+    for peer in peers:
+        fit = baselines.fit_peer_spec(peer, config, series, labels, data.train_std, len(data.classes))
+        log.info(f"    {PEER}{peer} fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
+        models.append(fit.model)
+        fits[peer] = {"seconds": fit.seconds, "peak_gib": fit.peak_gib, "series": fit.series}
+    return models, fits
+
+
 def fold_members(config: Config, fold_runs: list[str], peers: list[str]) -> FoldMembers:
     """Fold i's members (`fold_runs`, of one and the same fold, and the peers fitted on its training
     series) and their out-of-fold predictions."""
-    from pipeline.models import baselines
     from pipeline.models.blend import gate_training_set, member_probabilities
 
     first = RunFolder(finished_run(config, fold_runs[0]))
@@ -130,14 +153,8 @@ def fold_members(config: Config, fold_runs: list[str], peers: list[str]) -> Fold
             "its out-of-fold predictions flatter it); make cv again"
         )
     members: list[Any] = [RunFolder(finished_run(config, run)).load_model() for run in fold_runs]
-    peer_fits = {}
-    for peer in peers:
-        fit = baselines.fit_peer_spec(
-            peer, fold, data.train_series, data.train_labels, data.train_std, len(data.classes)
-        )
-        log.info(f"    {PEER}{peer} fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
-        members.append(fit.model)
-        peer_fits[peer] = {"seconds": fit.seconds, "peak_gib": fit.peak_gib, "series": fit.series}
+    fitted, peer_fits = fit_peers(fold, data, peers)
+    members += fitted
     estimator = NoiseLevelEstimator.fit(data.train_series, data.train_std)
     series, labels, _ = gate_training_set(
         data.scored_series, data.scored_labels, fold.data.noise_profile, data.train_std, fold.train.seed
@@ -171,81 +188,166 @@ def gate_sources(held_out: list[set[Any]]) -> list[list[int]]:
     return sources
 
 
+def gate_from(sources: list[FoldMembers], names: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The gate fitted on `sources`' out-of-fold predictions, and what metrics.json says of it."""
+    from pipeline.models.blend import GATE_LEVELS, fit_gate
+
+    gate = fit_gate(
+        [np.concatenate([source.probabilities[m] for source in sources]) for m in range(len(names))],
+        np.concatenate([source.labels for source in sources]),
+        np.concatenate([source.levels for source in sources]),
+    )
+    record = {
+        "coefficients": gate.coefficients.tolist(),
+        "temperatures": (1 / gate.sharpness).tolist(),
+        "weights": {f"{level:g}": row.tolist() for level, row in zip(GATE_LEVELS, gate.weights(GATE_LEVELS))},
+        "fitted_on": f"{GATE_FITTED_ON}: the held-out series of {len(sources)} fold run(s), "
+        f"{sum(len(source.labels) for source in sources)} predictions at the levels {list(GATE_LEVELS)}",
+        "fitted_on_runs": [source.fold_runs[0] for source in sources],
+        "fitted_on_held_out": sorted(set().union(*(source.held_out() for source in sources)), key=str),
+    }
+    return gate, record
+
+
+def write_blend_run(
+    config: Config,
+    run_id: str,
+    model: Any,
+    metrics: dict[str, Any],
+    fold: Config,
+    data: TrainingData,
+    first: Lineage,
+    regularizer: str,
+    split: dict[str, Any],
+) -> Path:
+    """Finish a blend's run folder (a fold blend, or the refit): metrics with the test report, split.json,
+    and a lineage that takes its competition, classes and shapes from its first member."""
+    folder = RunFolder.of(config, run_id)
+    test = test_scores(model, fold, data)
+    if test is not None:
+        metrics["test"] = test
+    lineage = Lineage(
+        run_id=folder.name,
+        kind="blend",
+        experiment="blend",
+        members=model.names,
+        model=f"blend{len(model.names)}",
+        regularizer=regularizer,
+        backend=first.backend,
+        competition=first.competition,
+        classes=first.classes,
+        channels=first.channels,
+        series_shape=first.series_shape,
+        data_inputs=first.data_inputs,
+    )
+    folder.finish_blend(model, metrics, fold.to_dict(), lineage, split)
+    score = metrics["selection"]["score"] if metrics["selection"] else None
+    log.info(
+        f"wrote {folder.path}: "
+        + (f"selection score {score:.4f}" if score is not None else "a refit, nothing held out")
+        + f"; {gate_summary(model)}"
+    )
+    if test is not None:
+        log.info(test_summary(test))
+    return folder.path
+
+
 def write_fold_blend(config: Config, part: FoldMembers, peers: list[str], sources: list[FoldMembers]) -> Path:
     """Blend fold i: `part`'s members under the gate fitted on `sources`' out-of-fold predictions,
     scored on its own held-out series."""
-    from pipeline.models.blend import GATE_LEVELS, BlendModel, fit_gate
+    from pipeline.models.blend import BlendModel
 
     names = [*part.fold_runs, *(f"{PEER}{peer}" for peer in peers)]
     # the gate's method joins the hash: a blend gated another way keeps its own id
-    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash([*names, GATE_METHOD])}")
+    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash([*names, BLEND_METHOD])}")
     fold, data = part.config, part.data
     with folder.writing():
         if folder.finished:
             log.info(f"{folder.path}: this fold blend exists (its members are the same)")
             return folder.path
-        gate = fit_gate(
-            [np.concatenate([source.probabilities[m] for source in sources]) for m in range(len(names))],
-            np.concatenate([source.labels for source in sources]),
-            np.concatenate([source.levels for source in sources]),
-        )
+        gate, gate_record = gate_from(sources, names)
         model = BlendModel(part.members, names, gate, part.estimator, keras_members=list(range(len(part.fold_runs))))
-        fitted_on = sorted(set().union(*(source.held_out() for source in sources)), key=str)
         metrics: dict[str, Any] = {
             "members": names,
-            "gate": {
-                "coefficients": gate.coefficients.tolist(),
-                "temperatures": (1 / gate.sharpness).tolist(),
-                "weights": {f"{level:g}": row.tolist() for level, row in zip(GATE_LEVELS, gate.weights(GATE_LEVELS))},
-                "fitted_on": f"{GATE_FITTED_ON}: the held-out series of {len(sources)} other fold run(s), "
-                f"{sum(len(source.labels) for source in sources)} predictions at the levels {list(GATE_LEVELS)}",
-                "fitted_on_runs": [source.fold_runs[0] for source in sources],
-                "fitted_on_held_out": fitted_on,
-            },
+            "gate": gate_record,
             "peers": part.peer_fits,
             "validation": validation_scores(model, fold, data),
             "selection": selection_score(model, fold, data),
             "best_validation": None,
             "note": "the gate was fitted on other folds' held-out series; the held-out fold it is scored on chose nothing",
         }
-        test = test_scores(model, fold, data)
-        if test is not None:
-            metrics["test"] = test
-        first = part.lineage
-        lineage = Lineage(
-            run_id=folder.name,
-            kind="blend",
-            experiment="blend",
-            members=names,
-            model=f"blend{len(names)}",
-            regularizer="+".join([first.model, *peers]),
-            backend=first.backend,
-            competition=first.competition,
-            classes=first.classes,
-            channels=first.channels,
-            series_shape=first.series_shape,
-            data_inputs=first.data_inputs,
+        regularizer = "+".join([part.lineage.model, *peers])
+        return write_blend_run(
+            config, folder.name, model, metrics, fold, data, part.lineage, regularizer, split_record(data)
         )
-        folder.finish_blend(model, metrics, fold.to_dict(), lineage, split_record(data))
-    log.info(f"wrote {folder.path}: selection score {metrics['selection']['score']:.4f}; {gate_summary(model)}")
-    if test is not None:
-        log.info(test_summary(test))
-    return folder.path
 
 
-def blend(config: Config, names: list[str]) -> Path:
-    """The cross-validated blend of `names` (module docstring): its fold blends, then its CV entry."""
+def refit_runs(config: Config, cv_ids: list[str]) -> list[str]:
+    """Each CV's refit run on every labeled series, refused in one line where one has none."""
+    refits = []
+    for cv_id in cv_ids:
+        refit = RunFolder(finished_run(config, cv_id)).lineage().refit
+        if not refit:
+            raise DataError(
+                f"{cv_id}: no refit run to blend; make cv REFIT=1 with its settings trains one on every labeled "
+                "series (for the folds' median best epoch count), then make blend REFIT=1 again"
+            )
+        refits.append(refit)
+    return refits
+
+
+def write_refit_blend(config: Config, refits: list[str], peers: list[str], parts: list[FoldMembers]) -> Path:
+    """The blend refit on every labeled series: each CV member's refit run (`refits`, from `make cv
+    REFIT=1`), each peer fitted on every labeled series, and one gate fitted on every fold's
+    out-of-fold predictions. Nothing is held out, so it has no selection score and is never "the
+    best run"; the CV of the blend is what speaks for it, and its test scores are reports."""
+    from pipeline.models.blend import BlendModel
+
+    names = [*refits, *(f"{PEER}{peer}" for peer in peers)]
+    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash([*names, BLEND_METHOD])}")
+    with folder.writing():
+        if folder.finished:
+            log.info(f"{folder.path}: this refit blend exists (its members are the same)")
+            return folder.path
+        first = RunFolder(finished_run(config, refits[0]))
+        fold = run_config(config, first.path)
+        data = load_training_data(fold)
+        members: list[Any] = [RunFolder(finished_run(config, run)).load_model() for run in refits]
+        fitted, peer_fits = fit_peers(fold, data, peers)
+        gate, gate_record = gate_from(parts, names)
+        estimator = NoiseLevelEstimator.fit(data.train_series, data.train_std)
+        model = BlendModel([*members, *fitted], names, gate, estimator, keras_members=list(range(len(refits))))
+        metrics: dict[str, Any] = {
+            "members": names,
+            "gate": gate_record,
+            "peers": peer_fits,
+            "validation": {},
+            "selection": None,
+            "best_validation": None,
+            "note": "a refit: every labeled series trained its members, and its gate was fitted on every fold's "
+            "out-of-fold predictions; nothing is held out, so it is never the best run",
+        }
+        regularizer = "+".join([first.lineage().model, *peers])
+        # every labeled series trained it: nothing was chosen on or held out
+        split = {"protocol": None, "trained_on": [str(i) for i in data.train_ids], "chosen_on": [], "scored_on": []}
+        return write_blend_run(config, folder.name, model, metrics, fold, data, first.lineage(), regularizer, split)
+
+
+def blend(config: Config, names: list[str], refit: bool = False) -> Path:
+    """The cross-validated blend of `names` (module docstring): its fold blends, then its CV entry;
+    `refit`: then the blend refit on every labeled series (`write_refit_blend`), named in the entry."""
     cv_ids, peers = split_members(names)
     lineages = cut_alike(config, cv_ids)
     first_config = RunFolder.of(config, cv_ids[0]).config()
     members = [*cv_ids, *(f"{PEER}{peer}" for peer in peers)]
-    cv_id = combined_cv_id(config, first_config, f"blend{len(members)}", [*members, GATE_METHOD])
+    cv_id = combined_cv_id(config, first_config, f"blend{len(members)}", [*members, BLEND_METHOD])
     folder = RunFolder.of(config, cv_id)
-    if folder.finished:
+    if folder.finished and (folder.lineage().refit or not refit):
         log.info(f"{folder.path}: this cross-validated blend exists (its members are the same)")
         return folder.path
+    refits = refit_runs(config, cv_ids) if refit else []
     # every fold's members first: each fold's gate is fitted on the others' out-of-fold predictions
-    progress = Progress(2 * len(lineages[0].folds))
+    progress = Progress(2 * len(lineages[0].folds) + refit)
     parts = []
     for fold_runs in zip(*(lineage.folds for lineage in lineages)):
         progress.step(f"blend of {' '.join(members)}: the members of the fold of {fold_runs[0]}")
@@ -254,15 +356,24 @@ def blend(config: Config, names: list[str]) -> Path:
     for part, sources in zip(parts, gate_sources([part.held_out() for part in parts])):
         progress.step(f"blend of {' '.join(members)}: the fold of {part.fold_runs[0]}")
         fold_dirs.append(write_fold_blend(config, part, peers, [parts[j] for j in sources]))
+    refit_run = None
+    if refit:
+        progress.step(f"blend of {' '.join(members)}: refit on every labeled series")
+        refit_run = write_refit_blend(config, refits, peers, parts).name
     regularizer = "+".join([*(lineage.model for lineage in lineages), *peers])
-    return finish_combined_cv(config, cv_id, first_config, lineages, fold_dirs, "blend", members, regularizer)
+    return finish_combined_cv(
+        config, cv_id, first_config, lineages, fold_dirs, "blend", members, regularizer, refit=refit_run
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.stages.blend", __doc__)
     parser.add_argument("--run", default="", help="cv:<cv id> ... peer:<name>[+copies] ...")
+    parser.add_argument(
+        "--refit", action="store_true", help="then the blend refit on every labeled series (needs each CV's refit run)"
+    )
     args = parser.parse_args(argv)
-    return run_stage(lambda config: blend(config, args.run.split()), args, keras=True)
+    return run_stage(lambda config: blend(config, args.run.split(), refit=args.refit), args, keras=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import numpy as np
 
 from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
-from pipeline.data.datasets import PROTOCOL_OPTIMISTIC, fold_protocol, protocol_mismatch
+from pipeline.data.datasets import PROTOCOL_NESTED, TrainingData, fold_protocol, protocol_mismatch
 from pipeline.errors import DataError
 from pipeline.files import atomic_folder
 from pipeline.log import log
@@ -170,6 +170,19 @@ def fold_scores(config: Config, cv_id: str) -> FoldScores:
     )
 
 
+def peer_training_part(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
+    """What a peer is fitted on in a fold run's split: the series the recurrent run trained on and
+    chose on (a peer chooses nothing, so nothing of the part is held back from it). Under the old
+    protocol the chosen series are the scored ones, and a refit's are among its training series:
+    then the training series alone."""
+    if data.protocol != PROTOCOL_NESTED:
+        return data.train_series, data.train_labels
+    return (
+        np.concatenate([data.train_series, data.validation_series]),
+        np.concatenate([data.train_labels, data.validation_labels]),
+    )
+
+
 def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
     """`fold_scores` of a peer (`<name>` or `<name>+copies`) cross-validated on the folds of `cv_id`.
     Each fold run's data are loaded from its own config, so the peer meets the same split: it is
@@ -187,10 +200,7 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
     for run_id in cv_folder.lineage().folds:
         fold = run_config(config, config.path("runs", run_id))
         data = load_training_data(fold)
-        part = np.concatenate([data.train_series, data.validation_series])
-        part_labels = np.concatenate([data.train_labels, data.validation_labels])
-        if data.protocol == PROTOCOL_OPTIMISTIC:  # the old protocol: the chosen series are the scored ones
-            part, part_labels = data.train_series, data.train_labels
+        part, part_labels = peer_training_part(data)
         progress.step(f"{PEER}{peer} on the folds of {cv_id}: {run_id}")
         fit = baselines.fit_peer_spec(peer, fold, part, part_labels, data.train_std, len(data.classes))
         log.info(f"    fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB")

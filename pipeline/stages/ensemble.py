@@ -233,9 +233,10 @@ def finish_combined_cv(
     experiment: str,
     members: list[str],
     regularizer: str,
+    refit: str | None = None,
 ) -> Path:
     """Write the CV entry of a combination of cross-validations (a cross-validated ensemble or blend)
-    from its fold runs, mirror it, and say how to compare and use it."""
+    from its fold runs (and its `refit` run, if any), mirror it, and say how to compare and use it."""
     metrics = cv_scores([RunFolder(run_dir).metrics() for run_dir in fold_dirs])
     metrics["selection"]["repeats"] = int(first_config["cv"].get("repeats", 1))
     metrics["members"] = members
@@ -249,6 +250,7 @@ def finish_combined_cv(
         regularizer=regularizer,
         backend=first.backend,
         folds=[run_dir.name for run_dir in fold_dirs],
+        refit=refit,
         competition=first.competition,
         classes=first.classes,
         channels=first.channels,
@@ -263,6 +265,7 @@ def finish_combined_cv(
     log.info(
         f"cross-validated {cv_id}: selection score {selection['score']:.4f} ± {selection['std']:.4f} over {len(fold_dirs)} "
         f"fold runs; compare it paired: make cv-compare A={cv_id} B={members[0]}; predict with it: make predict RUN=cv:{cv_id}"
+        + (f"; its refit on every labeled series: make predict RUN={refit}" if refit else "")
     )
     return folder.path
 
