@@ -73,6 +73,11 @@ class Lineage:
     folds: list[str] = field(default_factory=list)  # a CV entry's fold runs
     refit: str | None = None  # a CV entry's refit run on every labeled series
 
+    def data_fields(self) -> dict[str, Any]:
+        """What a combination of runs (a blend, a combined CV entry) takes from its first member."""
+        keys = ("competition", "backend", "classes", "channels", "series_shape", "data_inputs")
+        return {key: getattr(self, key) for key in keys}
+
     @classmethod
     def from_dict(cls, content: dict[str, Any]) -> Lineage:
         known = {item.name for item in dataclasses.fields(cls)}

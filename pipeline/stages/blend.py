@@ -233,12 +233,7 @@ def write_blend_run(
         members=model.names,
         model=f"blend{len(model.names)}",
         regularizer=regularizer,
-        backend=first.backend,
-        competition=first.competition,
-        classes=first.classes,
-        channels=first.channels,
-        series_shape=first.series_shape,
-        data_inputs=first.data_inputs,
+        **first.data_fields(),
     )
     folder.finish_blend(model, metrics, fold.to_dict(), lineage, split)
     score = metrics["selection"]["score"] if metrics["selection"] else None

@@ -248,14 +248,9 @@ def finish_combined_cv(
         members=members,
         model=f"{experiment}{len(members)}",
         regularizer=regularizer,
-        backend=first.backend,
         folds=[run_dir.name for run_dir in fold_dirs],
         refit=refit,
-        competition=first.competition,
-        classes=first.classes,
-        channels=first.channels,
-        series_shape=first.series_shape,
-        data_inputs=first.data_inputs,
+        **first.data_fields(),
     )
     folder = RunFolder.of(config, cv_id)
     with folder.writing():
