@@ -187,10 +187,25 @@ def test_make_blend_is_a_cv_entry_scored_on_folds_that_chose_nothing_and_a_run_t
         model = folder.load_model()
         np.testing.assert_allclose(model.gate.coefficients, metrics["gate"]["coefficients"])
         np.testing.assert_allclose(1 / model.gate.sharpness, metrics["gate"]["temperatures"])
-        data = datasets.load_training_data(registry.run_config(config, folder.path))
+        fold_config = registry.run_config(config, folder.path)
+        data = datasets.load_training_data(fold_config)
         assert metrics["selection"]["score"] == pytest.approx(
             selection_accuracy(model, data, metrics["selection"]["definition"])
         )
+        # what the fold blend kept for the refit's gate: its members' predictions on its held-out series
+        saved = folder.out_of_fold()
+        series, labels, _ = gate_training_set(
+            data.scored_series,
+            data.scored_labels,
+            fold_config.data.noise_profile,
+            data.train_std,
+            fold_config.train.seed,
+        )
+        np.testing.assert_array_equal(saved["labels"], labels)
+        np.testing.assert_allclose(saved["levels"], model.estimator.levels(series))
+        for index, member in enumerate(model.members):
+            np.testing.assert_allclose(saved[f"member_{index}"], member.predict(series, verbose=0), atol=1e-5)
+        assert sorted(saved["held_out"].tolist()) == sorted(scored)
     # REFIT=1: refused in one line while the member CV has no refit run; then, after make cv REFIT=1,
     # the blend refit on every labeled series, named by the entry, its gate fitted on all four folds
     refused = run_make("blend", f"RUN=cv:{cv_id} peer:logistic_regression", "REFIT=1", f"SET=paths.root={root}")
@@ -202,6 +217,8 @@ def test_make_blend_is_a_cv_entry_scored_on_folds_that_chose_nothing_and_a_run_t
     refit_member = RunFolder(root / "runs" / cv_id).lineage().refit
     made = run_make("blend", f"RUN=cv:{cv_id} peer:logistic_regression", "REFIT=1", f"SET=paths.root={root}")
     assert made.returncode == 0, made.stderr[-3000:]
+    # the fold blends' kept predictions read, no fold's members loaded again
+    assert made.stdout.count("out-of-fold predictions") == 4 and "the members of the fold" not in made.stdout
     refit_entry = RunFolder(root / "runs" / blend_cv).lineage()
     assert refit_entry.folds == entry.folds and refit_entry.refit is not None  # the fold blends were reused
     refit = RunFolder(root / "runs" / refit_entry.refit)
@@ -213,6 +230,14 @@ def test_make_blend_is_a_cv_entry_scored_on_folds_that_chose_nothing_and_a_run_t
     ]
     assert refit_metrics["peers"]["logistic_regression"]["series"] == len(refit_split["trained_on"])
     assert refit_metrics["gate"]["fitted_on_runs"] == member_folds
+    kept = [RunFolder(root / "runs" / fold).out_of_fold() for fold in entry.folds]
+    gate = fit_gate(
+        [np.concatenate([one[f"member_{index}"] for one in kept]) for index in range(2)],
+        np.concatenate([one["labels"] for one in kept]),
+        np.concatenate([one["levels"] for one in kept]),
+    )
+    np.testing.assert_allclose(refit_metrics["gate"]["coefficients"], gate.coefficients, rtol=1e-6)
+    assert refit.out_of_fold() is None  # nothing held out
     predicted_refit = run_make("predict", f"RUN={refit.name}", f"SET=paths.root={root}")
     assert predicted_refit.returncode == 0, predicted_refit.stderr[-3000:]
     # paired with its member CV fold by fold

@@ -7,6 +7,9 @@
   checkpoint.keras   the best epoch so far, while the run trains
   model.keras        the best model (selected on noisy validation by default)
   blend.pkl          a blend's fold run instead (make blend): its peers, noise gate and member ids
+  out_of_fold.npz    a fold blend's members' predictions on its held-out series at every gate level
+                     (what the other folds' gates and the refit's were fitted on), so the refit reads
+                     them instead of loading and predicting with every fold's members again
   split.json         a CV fold run only: the series it trained on, chose on (an inner fold of its
                      training part) and is scored on (its held-out fold), and their subjects
   pruned.json        written by the tuner into a run it stopped early: the run stays unfinished
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError
@@ -126,6 +130,10 @@ class RunFolder:
     @property
     def blend_file(self) -> Path:
         return self.path / "blend.pkl"
+
+    @property
+    def out_of_fold_file(self) -> Path:
+        return self.path / "out_of_fold.npz"
 
     @property
     def model_file(self) -> Path:
@@ -318,10 +326,16 @@ class RunFolder:
         write_json_atomic(self.metrics_file, {**metrics, CHECKSUMS: checksums})
 
     def finish_blend(
-        self, blend: Any, metrics: dict[str, Any], config: dict[str, Any], lineage: Lineage, split: dict[str, Any]
+        self,
+        blend: Any,
+        metrics: dict[str, Any],
+        config: dict[str, Any],
+        lineage: Lineage,
+        split: dict[str, Any],
+        out_of_fold: dict[str, Any] | None = None,
     ) -> None:
-        """Finish a blend's fold run like `finish`: its JSON files, blend.pkl, then metrics.json last
-        with blend.pkl's checksum."""
+        """Finish a blend's fold run like `finish`: its JSON files, blend.pkl (and a fold blend's
+        out_of_fold.npz, arrays by name), then metrics.json last with their checksums."""
         self.path.mkdir(parents=True, exist_ok=True)
         for path, content in (
             (self.config_file, config),
@@ -332,9 +346,21 @@ class RunFolder:
         with atomic_files(self.blend_file) as (temp,):
             with temp.open("wb") as file:
                 pickle.dump(blend, file, protocol=pickle.HIGHEST_PROTOCOL)
-        write_json_atomic(
-            self.metrics_file, {**metrics, CHECKSUMS: {self.blend_file.name: sha256_file(self.blend_file)}}
-        )
+        written = [self.blend_file]
+        if out_of_fold is not None:
+            with atomic_files(self.out_of_fold_file) as (temp,):
+                with temp.open("wb") as file:  # a file object: np.savez would add .npz to the temp's name
+                    np.savez_compressed(file, **out_of_fold)
+            written.append(self.out_of_fold_file)
+        write_json_atomic(self.metrics_file, {**metrics, CHECKSUMS: {path.name: sha256_file(path) for path in written}})
+
+    def out_of_fold(self) -> dict[str, Any] | None:
+        """A finished fold blend's out_of_fold.npz (checked), or None where it has none (fold blends
+        finished before 2026-12-06 kept no predictions)."""
+        if not (self.finished and self.out_of_fold_file.is_file()):
+            return None
+        with np.load(self.checked(self.out_of_fold_file), allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
 
     def finish_entry(self, config: dict[str, Any], lineage: Lineage, metrics: dict[str, Any]) -> None:
         """Write a CV entry (no model of its own): its three files replaced together, metrics.json last."""

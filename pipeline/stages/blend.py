@@ -35,7 +35,9 @@ it has no selection score and is never "the best run": the blend's CV speaks for
 scores are reports. `make predict RUN=<its id>` uses it.
 
 Writes runs/<competition>_blend<m>_<hash>/ per fold (blend.pkl, config.json, run.json, split.json,
-metrics.json with the gate's numbers and what it was fitted on), the refit's the same way, and
+metrics.json with the gate's numbers and what it was fitted on, out_of_fold.npz with its members'
+predictions on its held-out series, so a later `REFIT=1` reads them instead of loading and predicting
+with every fold's members again), the refit's the same way (no out_of_fold.npz), and
 runs/<competition>_cv<k>[x<r>]_blend<m>_<hash>/ (kind "cv"; its run.json names the refit).
 """
 
@@ -102,26 +104,52 @@ def gate_summary(model: Any) -> str:
 
 
 @dataclass
-class FoldMembers:
-    """Fold i of a blend before its gate: its members, and their predictions on its held-out series."""
+class Members:
+    """A blend's members on one split (a fold run's, or the refit's), before the gate: the runs'
+    Keras models, then the peers fitted on the split's training part."""
 
-    fold_runs: list[str]  # fold run i of each CV member
-    config: Config  # the first fold run's config
-    lineage: Lineage  # the first fold run's lineage: the blend's competition, classes and shapes
+    runs: list[str]  # of one and the same split: fold run i of each CV member, or each CV's refit run
+    config: Config  # the first run's config
+    lineage: Lineage  # the first run's lineage: the blend's competition, classes and shapes
     data: TrainingData
-    members: list[Any]  # the fold runs' Keras models, then the fitted peers
+    models: list[Any]
     peer_fits: dict[str, dict[str, Any]]
-    estimator: NoiseLevelEstimator
-    # each member's probabilities on the held-out series at every level of GATE_LEVELS, their labels,
-    # and the estimator's levels: the out-of-fold predictions the other folds' gates are fitted on
+    estimator: NoiseLevelEstimator  # fitted on the split's clean training series
+
+
+@dataclass
+class OutOfFold:
+    """Fold i's out-of-fold predictions, what the other folds' gates and the refit's are fitted on:
+    each member's probabilities on its held-out series at every level of GATE_LEVELS, their labels
+    and estimated levels. A fold blend keeps them in out_of_fold.npz (`arrays`)."""
+
+    fold_runs: list[str]
     probabilities: list[np.ndarray]
     labels: np.ndarray
     levels: np.ndarray
+    held_out: set[Any]  # the held-out subjects where the competition has subjects, else the series ids
 
-    def held_out(self) -> set[Any]:
-        """Who the held-out series are: their subjects where the competition has subjects, else their ids."""
-        subjects = (self.data.subjects or {}).get("scored_on")
-        return {int(s) for s in subjects} if subjects is not None else {str(i) for i in self.data.scored_ids}
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **{f"member_{index}": member for index, member in enumerate(self.probabilities)},
+            "labels": self.labels,
+            "levels": self.levels,
+            "fold_runs": np.array(self.fold_runs),
+            "held_out": np.array(sorted(self.held_out, key=str)),  # integers (subjects) or strings (ids)
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> OutOfFold:
+        members = sorted((name for name in arrays if name.startswith("member_")), key=lambda name: int(name[7:]))
+        held_out = arrays["held_out"]
+        subjects = held_out.dtype.kind in "iu"
+        return cls(
+            [str(run) for run in arrays["fold_runs"]],
+            [arrays[name] for name in members],
+            arrays["labels"],
+            arrays["levels"],
+            {int(one) if subjects else str(one) for one in held_out},
+        )
 
 
 def fit_peers(config: Config, data: TrainingData, peers: list[str]) -> tuple[list[Any], dict[str, dict[str, Any]]]:
@@ -139,39 +167,45 @@ def fit_peers(config: Config, data: TrainingData, peers: list[str]) -> tuple[lis
     return models, fits
 
 
-def fold_members(config: Config, fold_runs: list[str], peers: list[str]) -> FoldMembers:
-    """Fold i's members (`fold_runs`, of one and the same fold, and the peers fitted on its training
-    series) and their out-of-fold predictions."""
-    from pipeline.models.blend import gate_training_set, member_probabilities
-
-    first = RunFolder(finished_run(config, fold_runs[0]))
-    fold = run_config(config, first.path)
-    data = load_training_data(fold)
-    if data.protocol != PROTOCOL_NESTED:
+def load_members(config: Config, runs: list[str], peers: list[str], fold: bool) -> Members:
+    """The members on the split of `runs` (all of one split): the runs' models and the peers fitted
+    on its training part. `fold`: a fold run's split, refused unless it is of the nested protocol
+    (under the old one a fold's models chose on the series they were scored on, so their
+    out-of-fold predictions flatter them)."""
+    first = RunFolder(finished_run(config, runs[0]))
+    split = run_config(config, first.path)
+    data = load_training_data(split)
+    if fold and data.protocol != PROTOCOL_NESTED:
         raise DataError(
-            f"{fold_runs[0]}: not a fold run of the nested protocol (it chose on the series it was scored on, so "
+            f"{runs[0]}: not a fold run of the nested protocol (it chose on the series it was scored on, so "
             "its out-of-fold predictions flatter it); make cv again"
         )
-    members: list[Any] = [RunFolder(finished_run(config, run)).load_model() for run in fold_runs]
-    fitted, peer_fits = fit_peers(fold, data, peers)
-    members += fitted
+    models: list[Any] = [RunFolder(finished_run(config, run)).load_model() for run in runs]
+    fitted, peer_fits = fit_peers(split, data, peers)
     estimator = NoiseLevelEstimator.fit(data.train_series, data.train_std)
+    return Members(runs, split, first.lineage(), data, [*models, *fitted], peer_fits, estimator)
+
+
+def fold_members(config: Config, fold_runs: list[str], peers: list[str]) -> tuple[Members, OutOfFold]:
+    """Fold i's members (`fold_runs`, of one and the same fold, and the peers fitted on its training
+    part) and their out-of-fold predictions."""
+    from pipeline.models.blend import gate_training_set, member_probabilities
+
+    part = load_members(config, fold_runs, peers, fold=True)
+    data = part.data
     series, labels, _ = gate_training_set(
-        data.scored_series, data.scored_labels, fold.data.noise_profile, data.train_std, fold.train.seed
+        data.scored_series, data.scored_labels, part.config.data.noise_profile, data.train_std, part.config.train.seed
     )
-    probabilities = member_probabilities(members, series, batch_size=1024)
-    return FoldMembers(
+    subjects = (data.subjects or {}).get("scored_on")
+    held_out = {int(s) for s in subjects} if subjects is not None else {str(i) for i in data.scored_ids}
+    predictions = OutOfFold(
         fold_runs,
-        fold,
-        first.lineage(),
-        data,
-        members,
-        peer_fits,
-        estimator,
-        probabilities,
+        member_probabilities(part.models, series, batch_size=1024),
         labels,
-        estimator.levels(series),
+        part.estimator.levels(series),
+        held_out,
     )
+    return part, predictions
 
 
 def gate_sources(held_out: list[set[Any]]) -> list[list[int]]:
@@ -188,7 +222,7 @@ def gate_sources(held_out: list[set[Any]]) -> list[list[int]]:
     return sources
 
 
-def gate_from(sources: list[FoldMembers], names: list[str]) -> tuple[Any, dict[str, Any]]:
+def gate_from(sources: list[OutOfFold], names: list[str]) -> tuple[Any, dict[str, Any]]:
     """The gate fitted on `sources`' out-of-fold predictions, and what metrics.json says of it."""
     from pipeline.models.blend import GATE_LEVELS, fit_gate
 
@@ -204,38 +238,69 @@ def gate_from(sources: list[FoldMembers], names: list[str]) -> tuple[Any, dict[s
         "fitted_on": f"{GATE_FITTED_ON}: the held-out series of {len(sources)} fold run(s), "
         f"{sum(len(source.labels) for source in sources)} predictions at the levels {list(GATE_LEVELS)}",
         "fitted_on_runs": [source.fold_runs[0] for source in sources],
-        "fitted_on_held_out": sorted(set().union(*(source.held_out() for source in sources)), key=str),
+        "fitted_on_held_out": sorted(set().union(*(source.held_out for source in sources)), key=str),
     }
     return gate, record
 
 
-def write_blend_run(
+def blend_run_id(config: Config, runs: list[str], peers: list[str]) -> str:
+    """A fold blend's (or the refit's) run id: its members and how it is made (a blend gated
+    another way keeps its own id)."""
+    names = [*runs, *(f"{PEER}{peer}" for peer in peers)]
+    return f"{config.data.competition}_blend{len(names)}_{short_hash([*names, BLEND_METHOD])}"
+
+
+def write_blend(
     config: Config,
-    run_id: str,
-    model: Any,
-    metrics: dict[str, Any],
-    fold: Config,
-    data: TrainingData,
-    first: Lineage,
-    regularizer: str,
-    split: dict[str, Any],
+    members: Members,
+    peers: list[str],
+    sources: list[OutOfFold],
+    held_out: OutOfFold | None,
 ) -> Path:
-    """Finish a blend's run folder (a fold blend, or the refit): metrics with the test report, split.json,
-    and a lineage that takes its competition, classes and shapes from its first member."""
-    folder = RunFolder.of(config, run_id)
-    test = test_scores(model, fold, data)
+    """A blend's run folder: `members` under the gate fitted on `sources`' out-of-fold predictions.
+    `held_out`: a fold blend's own out-of-fold predictions, kept beside it; it is scored on its
+    held-out series, which chose nothing. None: the refit on every labeled series, where nothing is
+    held out, so it has no selection score and is never "the best run" (the CV of the blend speaks
+    for it; its test scores are reports)."""
+    from pipeline.models.blend import BlendModel
+
+    folder = RunFolder.of(config, blend_run_id(config, members.runs, peers))
+    names = [*members.runs, *(f"{PEER}{peer}" for peer in peers)]
+    data = members.data
+    gate, gate_record = gate_from(sources, names)
+    model = BlendModel(members.models, names, gate, members.estimator, keras_members=list(range(len(members.runs))))
+    metrics: dict[str, Any] = {"members": names, "gate": gate_record, "peers": members.peer_fits}
+    if held_out is not None:
+        metrics |= {
+            "validation": validation_scores(model, members.config, data),
+            "selection": selection_score(model, members.config, data),
+            "note": "the gate was fitted on other folds' held-out series; the held-out fold it is scored on chose nothing",
+        }
+        split = split_record(data)
+    else:
+        metrics |= {
+            "validation": {},
+            "selection": None,
+            "note": "a refit: every labeled series trained its members, and its gate was fitted on every fold's "
+            "out-of-fold predictions; nothing is held out, so it is never the best run",
+        }
+        # every labeled series trained it: nothing was chosen on or held out
+        split = {"protocol": None, "trained_on": [str(i) for i in data.train_ids], "chosen_on": [], "scored_on": []}
+    metrics["best_validation"] = None
+    test = test_scores(model, members.config, data)
     if test is not None:
         metrics["test"] = test
     lineage = Lineage(
         run_id=folder.name,
         kind="blend",
         experiment="blend",
-        members=model.names,
-        model=f"blend{len(model.names)}",
-        regularizer=regularizer,
-        **first.data_fields(),
+        members=names,
+        model=f"blend{len(names)}",
+        regularizer="+".join([members.lineage.model, *peers]),
+        **members.lineage.data_fields(),
     )
-    folder.finish_blend(model, metrics, fold.to_dict(), lineage, split)
+    out_of_fold = held_out.arrays() if held_out is not None else None
+    folder.finish_blend(model, metrics, members.config.to_dict(), lineage, split, out_of_fold)
     score = metrics["selection"]["score"] if metrics["selection"] else None
     log.info(
         f"wrote {folder.path}: "
@@ -245,36 +310,6 @@ def write_blend_run(
     if test is not None:
         log.info(test_summary(test))
     return folder.path
-
-
-def write_fold_blend(config: Config, part: FoldMembers, peers: list[str], sources: list[FoldMembers]) -> Path:
-    """Blend fold i: `part`'s members under the gate fitted on `sources`' out-of-fold predictions,
-    scored on its own held-out series."""
-    from pipeline.models.blend import BlendModel
-
-    names = [*part.fold_runs, *(f"{PEER}{peer}" for peer in peers)]
-    # the gate's method joins the hash: a blend gated another way keeps its own id
-    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash([*names, BLEND_METHOD])}")
-    fold, data = part.config, part.data
-    with folder.writing():
-        if folder.finished:
-            log.info(f"{folder.path}: this fold blend exists (its members are the same)")
-            return folder.path
-        gate, gate_record = gate_from(sources, names)
-        model = BlendModel(part.members, names, gate, part.estimator, keras_members=list(range(len(part.fold_runs))))
-        metrics: dict[str, Any] = {
-            "members": names,
-            "gate": gate_record,
-            "peers": part.peer_fits,
-            "validation": validation_scores(model, fold, data),
-            "selection": selection_score(model, fold, data),
-            "best_validation": None,
-            "note": "the gate was fitted on other folds' held-out series; the held-out fold it is scored on chose nothing",
-        }
-        regularizer = "+".join([part.lineage.model, *peers])
-        return write_blend_run(
-            config, folder.name, model, metrics, fold, data, part.lineage, regularizer, split_record(data)
-        )
 
 
 def refit_runs(config: Config, cv_ids: list[str]) -> list[str]:
@@ -291,46 +326,10 @@ def refit_runs(config: Config, cv_ids: list[str]) -> list[str]:
     return refits
 
 
-def write_refit_blend(config: Config, refits: list[str], peers: list[str], parts: list[FoldMembers]) -> Path:
-    """The blend refit on every labeled series: each CV member's refit run (`refits`, from `make cv
-    REFIT=1`), each peer fitted on every labeled series, and one gate fitted on every fold's
-    out-of-fold predictions. Nothing is held out, so it has no selection score and is never "the
-    best run"; the CV of the blend is what speaks for it, and its test scores are reports."""
-    from pipeline.models.blend import BlendModel
-
-    names = [*refits, *(f"{PEER}{peer}" for peer in peers)]
-    folder = RunFolder.of(config, f"{config.data.competition}_blend{len(names)}_{short_hash([*names, BLEND_METHOD])}")
-    with folder.writing():
-        if folder.finished:
-            log.info(f"{folder.path}: this refit blend exists (its members are the same)")
-            return folder.path
-        first = RunFolder(finished_run(config, refits[0]))
-        fold = run_config(config, first.path)
-        data = load_training_data(fold)
-        members: list[Any] = [RunFolder(finished_run(config, run)).load_model() for run in refits]
-        fitted, peer_fits = fit_peers(fold, data, peers)
-        gate, gate_record = gate_from(parts, names)
-        estimator = NoiseLevelEstimator.fit(data.train_series, data.train_std)
-        model = BlendModel([*members, *fitted], names, gate, estimator, keras_members=list(range(len(refits))))
-        metrics: dict[str, Any] = {
-            "members": names,
-            "gate": gate_record,
-            "peers": peer_fits,
-            "validation": {},
-            "selection": None,
-            "best_validation": None,
-            "note": "a refit: every labeled series trained its members, and its gate was fitted on every fold's "
-            "out-of-fold predictions; nothing is held out, so it is never the best run",
-        }
-        regularizer = "+".join([first.lineage().model, *peers])
-        # every labeled series trained it: nothing was chosen on or held out
-        split = {"protocol": None, "trained_on": [str(i) for i in data.train_ids], "chosen_on": [], "scored_on": []}
-        return write_blend_run(config, folder.name, model, metrics, fold, data, first.lineage(), regularizer, split)
-
-
 def blend(config: Config, names: list[str], refit: bool = False) -> Path:
     """The cross-validated blend of `names` (module docstring): its fold blends, then its CV entry;
-    `refit`: then the blend refit on every labeled series (`write_refit_blend`), named in the entry."""
+    `refit`: then the blend refit on every labeled series (each CV's refit run, the peers fitted on
+    every labeled series, one gate on every fold's out-of-fold predictions), named in the entry."""
     cv_ids, peers = split_members(names)
     lineages = cut_alike(config, cv_ids)
     first_config = RunFolder.of(config, cv_ids[0]).config()
@@ -341,21 +340,42 @@ def blend(config: Config, names: list[str], refit: bool = False) -> Path:
         log.info(f"{folder.path}: this cross-validated blend exists (its members are the same)")
         return folder.path
     refits = refit_runs(config, cv_ids) if refit else []
-    # every fold's members first: each fold's gate is fitted on the others' out-of-fold predictions
-    progress = Progress(2 * len(lineages[0].folds) + refit)
-    parts = []
-    for fold_runs in zip(*(lineage.folds for lineage in lineages)):
-        progress.step(f"blend of {' '.join(members)}: the members of the fold of {fold_runs[0]}")
-        parts.append(fold_members(config, list(fold_runs), peers))
-    fold_dirs = []
-    for part, sources in zip(parts, gate_sources([part.held_out() for part in parts])):
-        progress.step(f"blend of {' '.join(members)}: the fold of {part.fold_runs[0]}")
-        fold_dirs.append(write_fold_blend(config, part, peers, [parts[j] for j in sources]))
+    # every fold's out-of-fold predictions first (each fold's gate is fitted on the others'): read
+    # where its fold blend kept them, else predicted by its members
+    folds = [list(fold_runs) for fold_runs in zip(*(lineage.folds for lineage in lineages))]
+    fold_blends = [RunFolder.of(config, blend_run_id(config, fold_runs, peers)) for fold_runs in folds]
+    progress = Progress(2 * len(folds) + refit)
+    parts: dict[int, Members] = {}
+    out_of_fold: list[OutOfFold] = []
+    for index, (fold_runs, fold_blend) in enumerate(zip(folds, fold_blends)):
+        saved = fold_blend.out_of_fold()
+        if saved is not None:
+            progress.step(f"blend of {' '.join(members)}: the out-of-fold predictions {fold_blend.name} kept")
+            out_of_fold.append(OutOfFold.from_arrays(saved))
+        else:
+            progress.step(f"blend of {' '.join(members)}: the members of the fold of {fold_runs[0]}")
+            parts[index], predictions = fold_members(config, fold_runs, peers)
+            out_of_fold.append(predictions)
+    for index, sources in enumerate(gate_sources([predictions.held_out for predictions in out_of_fold])):
+        progress.step(f"blend of {' '.join(members)}: the fold of {folds[index][0]}")
+        with fold_blends[index].writing():
+            if fold_blends[index].finished:
+                log.info(f"{fold_blends[index].path}: this fold blend exists (its members are the same)")
+                continue
+            part = parts.get(index) or fold_members(config, folds[index], peers)[0]
+            write_blend(config, part, peers, [out_of_fold[j] for j in sources], out_of_fold[index])
     refit_run = None
     if refit:
         progress.step(f"blend of {' '.join(members)}: refit on every labeled series")
-        refit_run = write_refit_blend(config, refits, peers, parts).name
+        refit_folder = RunFolder.of(config, blend_run_id(config, refits, peers))
+        with refit_folder.writing():
+            if refit_folder.finished:
+                log.info(f"{refit_folder.path}: this refit blend exists (its members are the same)")
+            else:
+                write_blend(config, load_members(config, refits, peers, fold=False), peers, out_of_fold, None)
+        refit_run = refit_folder.name
     regularizer = "+".join([*(lineage.model for lineage in lineages), *peers])
+    fold_dirs = [fold_blend.path for fold_blend in fold_blends]
     return finish_combined_cv(
         config, cv_id, first_config, lineages, fold_dirs, "blend", members, regularizer, refit=refit_run
     )
