@@ -234,6 +234,17 @@ def test_the_two_cvs_as_one_cross_validated_ensemble_and_a_peer_on_their_folds(
     record = json.loads((root / "reports" / "cv_compare" / f"peer-quant+copies__{b}" / "comparison.json").read_text())
     assert len(record["a_scores"]) == 4 and record["b_scores"] == scores[b]
     assert record["a_scores"] != record["b_scores"]
+    # paired again: each fold's score read back, not refitted, except where what it was kept for
+    # no longer matches (here a kept key altered: that fold is fitted again)
+    kept = root / "reports" / "cv_compare" / "peer_folds" / folds[0] / "quant+copies.json"
+    altered = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**altered, "key": "another fit"}))
+    again = run_make("cv-compare", "A=peer:quant+copies", f"B={b}", f"SET=paths.root={root}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("peak memory") == 1 and again.stdout.count("its score kept in") == 3, again.stdout
+    assert json.loads(kept.read_text())["key"] == altered["key"]
+    repeated = json.loads((root / "reports" / "cv_compare" / f"peer-quant+copies__{b}" / "comparison.json").read_text())
+    assert repeated["a_scores"] == record["a_scores"]
 
 
 def test_a_peer_meets_each_fold_runs_own_series_and_noise_draws(

@@ -29,7 +29,10 @@ fold's training series; each fold's fit time and peak memory are printed): it is
 then fitted on every fold run's training part of the other side's CV (what the recurrent run
 trained and chose on: a peer chooses nothing) and scored by the same function (training.selection_score)
 on the same held-out series, noise draws and selection, so "is the recurrent model ahead of logistic
-regression?" is a paired question too. Both sides' fold definitions (scored ids, noise, draws,
+regression?" is a paired question too. Each fold's peer score is kept in
+reports/cv_compare/peer_folds/<fold run>/<peer>.json with what it depends on (the fold run and its
+config, the peer code, the libraries' versions), so pairing the same peer again reads it instead of
+refitting (MiniRocket + copy takes 12 minutes on raw's six folds); delete the folder to refit. Both sides' fold definitions (scored ids, noise, draws,
 seed, protocol) must agree fold by fold; a CV made under the old protocol (folds that chose on the
 series they were scored on) is refused beside a nested one, with the command that re-runs it. The comparison is written to
 reports/cv_compare/<A>__<B>/comparison.{md,json}.
@@ -49,7 +52,7 @@ from pipeline.cli import overrides, run_stage, stage_parser
 from pipeline.config import Config, load_config
 from pipeline.data.datasets import PROTOCOL_NESTED, TrainingData, fold_protocol, protocol_mismatch
 from pipeline.errors import DataError
-from pipeline.files import atomic_folder
+from pipeline.files import atomic_folder, sha256_file, short_hash, write_json_atomic
 from pipeline.log import log
 from pipeline.progress import Progress
 from pipeline.runs.folder import RunFolder
@@ -183,29 +186,67 @@ def peer_training_part(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def peer_fold_key(peer: str, run_id: str, fold_config: dict[str, Any]) -> str:
+    """What a peer's score on a fold run depends on: the peer, the fold run and its config (its split,
+    selection, seed, peers and augment settings), the peer code's source and the libraries that fit it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pipeline.models import augment, baselines, rocket
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    code = [sha256_file(Path(module.__file__)) for module in (augment, baselines, rocket)]
+    libraries = {package: installed(package) for package in ("numpy", "scikit-learn", "aeon", "torch")}
+    return short_hash([peer, run_id, fold_config, code, libraries], length=16)
+
+
+def peer_fold_selection(config: Config, peer: str, run_id: str) -> dict[str, Any]:
+    """A peer's selection on one fold run: fitted on the fold's training part and scored as the run
+    was, or read back from reports/cv_compare/peer_folds/ where the same fit was scored before
+    (`peer_fold_key`: a peer on raw windows takes minutes a fold; its score cannot change while
+    nothing it depends on does)."""
+    from pipeline.data.datasets import load_training_data
+    from pipeline.models import baselines
+    from pipeline.runs.scoring import selection_score
+
+    fold_dir = config.path("runs", run_id)
+    key = peer_fold_key(peer, run_id, RunFolder(fold_dir).config())
+    kept = config.path("reports", "cv_compare", "peer_folds", run_id, f"{peer}.json")
+    if kept.is_file() and (record := json.loads(kept.read_text())).get("key") == key:
+        log.info(f"    {PEER}{peer} on {run_id}: its score kept in {kept} (nothing it depends on changed)")
+        return record["selection"]
+    fold = run_config(config, fold_dir)
+    data = load_training_data(fold)
+    part, part_labels = peer_training_part(data)
+    fit = baselines.fit_peer_spec(peer, fold, part, part_labels, data.train_std, len(data.classes))
+    log.info(f"    fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
+    selection = selection_score(fit.model, fold, data, fitted_on=len(part))
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    fitted = {"seconds": fit.seconds, "peak_gib": fit.peak_gib, "series": fit.series}
+    write_json_atomic(kept, {"key": key, "peer": peer, "run": run_id, "fit": fitted, "selection": selection})
+    return selection
+
+
 def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
     """`fold_scores` of a peer (`<name>` or `<name>+copies`) cross-validated on the folds of `cv_id`.
     Each fold run's data are loaded from its own config, so the peer meets the same split: it is
     fitted on the fold's training part (the series the recurrent run trained on and chose on: a peer
     chooses nothing, so nothing of the part is held back from it) and scored by the same function,
-    on the same scored series and noise draws, as the fold run."""
-    from pipeline.data.datasets import cv_definition, load_training_data
+    on the same scored series and noise draws, as the fold run (`peer_fold_selection`)."""
+    from pipeline.data.datasets import cv_definition
     from pipeline.models import baselines
-    from pipeline.runs.scoring import selection_score
 
     baselines.peer_spec(peer)  # an unknown peer is refused before any fold loads
     scores, definitions, counts = [], [], []
     cv_folder = RunFolder.of(config, cv_id)
     progress = Progress(len(cv_folder.lineage().folds))
     for run_id in cv_folder.lineage().folds:
-        fold = run_config(config, config.path("runs", run_id))
-        data = load_training_data(fold)
-        part, part_labels = peer_training_part(data)
         progress.step(f"{PEER}{peer} on the folds of {cv_id}: {run_id}")
-        fit = baselines.fit_peer_spec(peer, fold, part, part_labels, data.train_std, len(data.classes))
-        log.info(f"    fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
-        model = fit.model
-        selection = selection_score(model, fold, data, fitted_on=len(part))
+        selection = peer_fold_selection(config, peer, run_id)
         scores.append(selection["score"])
         definitions.append(selection["definition"])
         counts.append(selection["series"])
