@@ -98,8 +98,8 @@ cv: $(CORE) ## cross-validate EXP: FOLDS (default 5) subject-wise folds, each an
 	$(PY) -m pipeline.stages.cv --exp $(EXP) $(ARGS) $(if $(REFIT),--refit)
 
 # a peer (peer:<name>) needs aeon, and PyTorch for MultiRocket-Hydra and QUANT: installed on first use
-cv-compare: $(CORE) $(if $(findstring peer:,$(A)$(B)),$(call extra,peers) $(TORCH_STAMP)) ## two cross-validations compared fold by fold (A=, B= a CV id, an EXP file, or peer:<name>[+copies] fitted on the other's folds): mean difference, corrected t-test interval, verdict
-	$(PY) -m pipeline.stages.cv_compare $(ARGS) --a "$(A)" --b "$(B)"
+cv-compare: $(CORE) $(if $(findstring peer:,$(A)$(B)),$(call extra,peers) $(TORCH_STAMP)) ## two cross-validations compared fold by fold (A=, B= a CV id, an EXP file, or peer:<name>[+copies] fitted on the other's folds): mean difference, corrected t-test interval, verdict; LEVEL=<noise>: paired on the held-out folds' validation accuracy at that noise
+	$(PY) -m pipeline.stages.cv_compare $(ARGS) --a "$(A)" --b "$(B)" $(if $(LEVEL),--level $(LEVEL))
 
 tune: $(CORE) $(call extra,tune) ## Optuna search over EXP's tune.space, each trial cross-validated (TRIALS=, JOBS=N workers, STORAGE=<database URL>)
 	$(PY) -m pipeline.studies.tune --exp $(EXP) $(ARGS) $(if $(TRIALS),--set tune.trials=$(TRIALS)) $(if $(STORAGE),--set tune.storage=$(STORAGE)) $(if $(JOBS),--jobs $(JOBS))

@@ -245,6 +245,22 @@ def test_the_two_cvs_as_one_cross_validated_ensemble_and_a_peer_on_their_folds(
     assert json.loads(kept.read_text())["key"] == altered["key"]
     repeated = json.loads((root / "reports" / "cv_compare" / f"peer-quant+copies__{b}" / "comparison.json").read_text())
     assert repeated["a_scores"] == record["a_scores"]
+    # LEVEL=: the same folds paired on their validation noise draws (the tiny CVs validate at 0.5 only;
+    # the kept scores had no validation, so each fold is fitted again)
+    at_one = run_make("cv-compare", "A=peer:quant+copies", f"B={b}", "LEVEL=0.5", f"SET=paths.root={root}")
+    assert at_one.returncode == 0, at_one.stderr[-3000:]
+    assert at_one.stdout.count("peak memory") == 4, at_one.stdout
+    report = root / "reports" / "cv_compare" / f"peer-quant+copies__{b}__noise0.5" / "comparison.json"
+    paired = json.loads(report.read_text())
+    assert paired["level"] == 0.5 and paired["b_scores"] == [
+        json.loads((root / "runs" / run / "metrics.json").read_text())["validation"]["0.5"]["mean"] for run in folds
+    ]
+    assert paired["a_scores"] == [
+        json.loads((root / "reports" / "cv_compare" / "peer_folds" / run / "quant+copies.json").read_text())[
+            "validation"
+        ]["0.5"]["mean"]
+        for run in folds
+    ]
 
 
 def test_a_peer_meets_each_fold_runs_own_series_and_noise_draws(
@@ -304,16 +320,33 @@ def selection_accuracy(model, data, definition: dict) -> float:
 
 
 def registry_cv(
-    root: Path, name: str, scores: list[float], validation_ids: list[str], folds: int = 2, protocol: str | None = None
+    root: Path,
+    name: str,
+    scores: list[float],
+    validation_ids: list[str],
+    folds: int = 2,
+    protocol: str | None = None,
+    at_one: list[float] | None = None,
+    seed: int = 42,
 ) -> None:
     """A finished CV entry and its fold runs, as make cv writes them (the files cv-compare reads);
-    `protocol` None: a CV from before protocols were recorded."""
+    `protocol` None: a CV from before protocols were recorded; `at_one`: each fold run's validation
+    accuracy at noise 1 (its noise drawn with train.seed `seed`)."""
     definition = {"noise_level": 0.5, "select_on": "noisy", "draws": 3, **({"protocol": protocol} if protocol else {})}
     fold_ids = [f"{name}_fold{index}" for index in range(len(scores))]
-    for fold_id, score, ids in zip(fold_ids, scores, validation_ids):
+    for index, (fold_id, score, ids) in enumerate(zip(fold_ids, scores, validation_ids)):
         (root / "runs" / fold_id).mkdir(parents=True)
+        validation = {"0.5": {"mean": score}, **({"1": {"mean": at_one[index]}} if at_one else {})}
         (root / "runs" / fold_id / "metrics.json").write_text(
-            json.dumps({"selection": {"score": score, "definition": {**definition, "validation_ids": ids}}})
+            json.dumps(
+                {
+                    "selection": {"score": score, "definition": {**definition, "validation_ids": ids}},
+                    "validation": validation,
+                }
+            )
+        )
+        (root / "runs" / fold_id / "config.json").write_text(
+            json.dumps({"train": {"seed": seed, "noise_seeds": 3}, "data": {"noise_profile": "gaussian"}})
         )
     folder = root / "runs" / name
     folder.mkdir(parents=True)
@@ -362,6 +395,32 @@ def test_cross_validations_cut_into_other_folds_are_refused_and_like_ones_compar
         ensemble.make_ensemble(config, ["cv:a_cv2x2", "d_cv2x2"])  # several CVs: a cross-validated ensemble
     with pytest.raises(DataError, match="appears twice"):
         ensemble.make_ensemble(config, ["cv:a_cv2x2", "a_cv2x2"])
+
+
+def test_level_pairs_the_held_out_folds_at_another_noise_and_refuses_what_is_not_paired_there(tmp_path: Path):
+    from pipeline.stages import cv_compare
+
+    config = load_config(None, [f"paths.root={tmp_path}"])
+    ids = ["f0", "f1", "g0", "g1", "h0"]
+    registry_cv(tmp_path, "a_cv2", [0.90, 0.95, 0.91, 0.94, 0.92], ids, at_one=[0.80, 0.90, 0.82, 0.88, 0.85])
+    registry_cv(tmp_path, "b_cv2", [0.91, 0.95, 0.92, 0.94, 0.93], ids, at_one=[0.70, 0.81, 0.71, 0.80, 0.74])
+    registry_cv(tmp_path, "c_cv2", [0.91, 0.95, 0.92, 0.94, 0.93], ids, at_one=[0.70, 0.81, 0.71, 0.80, 0.74], seed=7)
+    at_selection = cv_compare.compare(config, "a_cv2", "b_cv2")
+    at_one = cv_compare.compare(config, "a_cv2", "b_cv2", level=1.0)
+    np.testing.assert_allclose(at_selection.differences, [-0.01, 0, -0.01, 0, -0.01])
+    np.testing.assert_allclose(at_one.differences, [0.10, 0.09, 0.11, 0.08, 0.11])
+    assert at_one.verdict == "A ahead" and at_selection.verdict == "not separated"
+    report = (tmp_path / "reports" / "cv_compare" / "a_cv2__b_cv2__noise1" / "comparison.md").read_text()
+    assert "held-out series at noise 1" in report
+    assert (
+        json.loads((tmp_path / "reports" / "cv_compare" / "a_cv2__b_cv2" / "comparison.json").read_text())["level"]
+        is None
+    )
+    with pytest.raises(DataError, match="no validation score at noise 0.75"):
+        cv_compare.compare(config, "a_cv2", "b_cv2", level=0.75)
+    with pytest.raises(DataError, match="drew their validation noise differently"):
+        cv_compare.compare(config, "a_cv2", "c_cv2", level=1.0)
+    assert cv_compare.compare(config, "a_cv2", "c_cv2").verdict == "not separated"  # the selection's draws are shared
 
 
 def test_a_cv_of_the_old_protocol_is_refused_beside_a_nested_one_and_old_ones_still_pair(tmp_path: Path):

@@ -32,7 +32,14 @@ on the same held-out series, noise draws and selection, so "is the recurrent mod
 regression?" is a paired question too. Each fold's peer score is kept in
 reports/cv_compare/peer_folds/<fold run>/<peer>.json with what it depends on (the fold run and its
 config, the peer code, the libraries' versions), so pairing the same peer again reads it instead of
-refitting (MiniRocket + copy takes 12 minutes on raw's six folds); delete the folder to refit. Both sides' fold definitions (scored ids, noise, draws,
+refitting (MiniRocket + copy takes 12 minutes on raw's six folds); delete the folder to refit.
+
+`LEVEL=<noise>` pairs the same fold runs on another reading: each fold run's validation accuracy on
+its held-out fold at that noise (one of train.noise_levels, drawn as `make cv` drew it; a peer is
+scored there too). The held-out fold chose nothing, so the reading is honest, and it asks what the
+selection score cannot: is A more robust than B at 1.0, past the competition's noise? Both sides'
+fold runs must have drawn their noise alike (train.seed, train.noise_seeds, data.noise_profile).
+Written to reports/cv_compare/<A>__<B>__noise<level>/. Both sides' fold definitions (scored ids, noise, draws,
 seed, protocol) must agree fold by fold; a CV made under the old protocol (folds that chose on the
 series they were scored on) is refused beside a nested one, with the command that re-runs it. The comparison is written to
 reports/cv_compare/<A>__<B>/comparison.{md,json}.
@@ -154,22 +161,49 @@ class FoldScores:
     definitions: list[dict[str, Any]]  # what each was scored on (scored ids, noise, draws, protocol)
     definition: dict[str, Any]  # the cross-validation's selection definition
     held_out_per_train: float  # scored over training series, as the folds used them
+    # what drew each fold run's validation noise (its train.seed, train.noise_seeds, data.noise_profile),
+    # read only for a comparison at a LEVEL: two sides paired there must share them
+    draws: list[dict[str, Any]]
 
 
-def fold_scores(config: Config, cv_id: str) -> FoldScores:
-    """The fold scores of a finished cross-validation, as its fold runs recorded them."""
+def validation_draws(fold_config: dict[str, Any]) -> dict[str, Any]:
+    """What drew a fold run's validation noise (runs.scoring.validation_scores), from its config.json."""
+    train, data = fold_config.get("train", {}), fold_config.get("data", {})
+    return {"seed": train.get("seed"), "noise_seeds": train.get("noise_seeds"), "profile": data.get("noise_profile")}
+
+
+def validation_at(path: Path, validation: dict[str, Any], level: float) -> float:
+    """A fold run's validation accuracy on its held-out series at noise `level` (mean over draws)."""
+    if f"{level:g}" not in validation:
+        raise DataError(
+            f"{path}: no validation score at noise {level:g} (it has {', '.join(validation) or 'none'}); "
+            "LEVEL= must be one of the levels in train.noise_levels, or leave it out to pair on the selection score"
+        )
+    return float(validation[f"{level:g}"]["mean"])
+
+
+def fold_scores(config: Config, cv_id: str, level: float | None = None) -> FoldScores:
+    """The fold scores of a finished cross-validation, as its fold runs recorded them: the selection
+    score, or (`level`) the validation accuracy on the held-out fold at that noise."""
     folder = RunFolder.of(config, cv_id)
     if not folder.finished:
         raise DataError(
             f"{folder.path}: not a finished cross-validation (no {folder.metrics_file.name}); run `make cv` first"
         )
-    selections = [RunFolder.of(config, run_id).metrics()["selection"] for run_id in folder.lineage().folds]
+    runs = [RunFolder.of(config, run_id) for run_id in folder.lineage().folds]
+    selections = [run.metrics()["selection"] for run in runs]
+    scores = (
+        [selection["score"] for selection in selections]
+        if level is None
+        else [validation_at(run.metrics_file, run.metrics().get("validation") or {}, level) for run in runs]
+    )
     folds = int(folder.config()["cv"]["folds"])
     return FoldScores(
-        [selection["score"] for selection in selections],
+        scores,
         [selection["definition"] for selection in selections],
         folder.metrics()["selection"]["definition"],
         held_out_ratio([selection.get("series") for selection in selections], folds),
+        [validation_draws(run.config()) for run in runs] if level is not None else [],
     )
 
 
@@ -204,54 +238,67 @@ def peer_fold_key(peer: str, run_id: str, fold_config: dict[str, Any]) -> str:
     return short_hash([peer, run_id, fold_config, code, libraries], length=16)
 
 
-def peer_fold_selection(config: Config, peer: str, run_id: str) -> dict[str, Any]:
-    """A peer's selection on one fold run: fitted on the fold's training part and scored as the run
-    was, or read back from reports/cv_compare/peer_folds/ where the same fit was scored before
-    (`peer_fold_key`: a peer on raw windows takes minutes a fold; its score cannot change while
-    nothing it depends on does)."""
+def peer_fold_record(config: Config, peer: str, run_id: str, validation: bool) -> dict[str, Any]:
+    """A peer on one fold run: fitted on the fold's training part and scored as the run was (its
+    selection; `validation`: also its accuracy at each of train.noise_levels), or read back from
+    reports/cv_compare/peer_folds/ where the same fit was scored before (`peer_fold_key`: a peer on
+    raw windows takes minutes a fold; its scores cannot change while nothing it depends on does)."""
     from pipeline.data.datasets import load_training_data
     from pipeline.models import baselines
-    from pipeline.runs.scoring import selection_score
+    from pipeline.runs.scoring import selection_score, validation_scores
 
     fold_dir = config.path("runs", run_id)
     key = peer_fold_key(peer, run_id, RunFolder(fold_dir).config())
     kept = config.path("reports", "cv_compare", "peer_folds", run_id, f"{peer}.json")
-    if kept.is_file() and (record := json.loads(kept.read_text())).get("key") == key:
-        log.info(f"    {PEER}{peer} on {run_id}: its score kept in {kept} (nothing it depends on changed)")
-        return record["selection"]
+    if kept.is_file():
+        record = json.loads(kept.read_text())
+        if record.get("key") == key and (record.get("validation") or not validation):
+            log.info(f"    {PEER}{peer} on {run_id}: its score kept in {kept} (nothing it depends on changed)")
+            return record
     fold = run_config(config, fold_dir)
     data = load_training_data(fold)
     part, part_labels = peer_training_part(data)
     fit = baselines.fit_peer_spec(peer, fold, part, part_labels, data.train_std, len(data.classes))
     log.info(f"    fitted on {fit.series} series in {fit.seconds} s, peak memory {fit.peak_gib} GiB")
-    selection = selection_score(fit.model, fold, data, fitted_on=len(part))
+    record = {
+        "key": key,
+        "peer": peer,
+        "run": run_id,
+        "fit": {"seconds": fit.seconds, "peak_gib": fit.peak_gib, "series": fit.series},
+        "selection": selection_score(fit.model, fold, data, fitted_on=len(part)),
+        "validation": validation_scores(fit.model, fold, data) if validation else None,
+    }
     kept.parent.mkdir(parents=True, exist_ok=True)
-    fitted = {"seconds": fit.seconds, "peak_gib": fit.peak_gib, "series": fit.series}
-    write_json_atomic(kept, {"key": key, "peer": peer, "run": run_id, "fit": fitted, "selection": selection})
-    return selection
+    write_json_atomic(kept, record)
+    return record
 
 
-def peer_fold_scores(config: Config, peer: str, cv_id: str) -> FoldScores:
+def peer_fold_scores(config: Config, peer: str, cv_id: str, level: float | None = None) -> FoldScores:
     """`fold_scores` of a peer (`<name>` or `<name>+copies`) cross-validated on the folds of `cv_id`.
     Each fold run's data are loaded from its own config, so the peer meets the same split: it is
     fitted on the fold's training part (the series the recurrent run trained on and chose on: a peer
     chooses nothing, so nothing of the part is held back from it) and scored by the same function,
-    on the same scored series and noise draws, as the fold run (`peer_fold_selection`)."""
+    on the same scored series and noise draws, as the fold run (`peer_fold_record`); `level`: its
+    validation accuracy at that noise instead of the selection score."""
     from pipeline.data.datasets import cv_definition
     from pipeline.models import baselines
 
     baselines.peer_spec(peer)  # an unknown peer is refused before any fold loads
-    scores, definitions, counts = [], [], []
+    scores, definitions, counts, draws = [], [], [], []
     cv_folder = RunFolder.of(config, cv_id)
     progress = Progress(len(cv_folder.lineage().folds))
     for run_id in cv_folder.lineage().folds:
         progress.step(f"{PEER}{peer} on the folds of {cv_id}: {run_id}")
-        selection = peer_fold_selection(config, peer, run_id)
-        scores.append(selection["score"])
+        record = peer_fold_record(config, peer, run_id, validation=level is not None)
+        selection = record["selection"]
+        kept = config.path("reports", "cv_compare", "peer_folds", run_id, f"{peer}.json")
+        scores.append(selection["score"] if level is None else validation_at(kept, record["validation"], level))
         definitions.append(selection["definition"])
         counts.append(selection["series"])
+        if level is not None:
+            draws.append(validation_draws(RunFolder.of(config, run_id).config()))
     folds = int(cv_folder.config()["cv"]["folds"])
-    return FoldScores(scores, definitions, cv_definition(definitions), held_out_ratio(counts, folds))
+    return FoldScores(scores, definitions, cv_definition(definitions), held_out_ratio(counts, folds), draws)
 
 
 def selection_keys(definition: dict[str, Any]) -> dict[str, Any]:
@@ -259,9 +306,12 @@ def selection_keys(definition: dict[str, Any]) -> dict[str, Any]:
     return {**{key: definition.get(key) for key in SAME_SELECTION}, "protocol": fold_protocol(definition)}
 
 
-def compare(config: Config, a_name: str, b_name: str, given: list[str] = ()) -> PairedComparison:
+def compare(
+    config: Config, a_name: str, b_name: str, given: list[str] = (), level: float | None = None
+) -> PairedComparison:
     """The paired comparison of two finished cross-validations, or of a peer cross-validated on the
-    folds of the other; also written to reports/cv_compare/."""
+    folds of the other, on the selection score or (`level`) the held-out folds' validation accuracy
+    at that noise; also written to reports/cv_compare/."""
     peers = [name.startswith(PEER) for name in (a_name, b_name)]
     if all(peers):
         raise DataError(
@@ -271,7 +321,7 @@ def compare(config: Config, a_name: str, b_name: str, given: list[str] = ()) -> 
     cv_id = ids[peers.index(False)]
     a_id, b_id = ids
     a, b = (
-        peer_fold_scores(config, name.removeprefix(PEER), cv_id) if peer else fold_scores(config, name)
+        peer_fold_scores(config, name.removeprefix(PEER), cv_id, level) if peer else fold_scores(config, name, level)
         for name, peer in zip(ids, peers)
     )
     if fold_protocol(a.definition) != fold_protocol(b.definition):
@@ -286,10 +336,15 @@ def compare(config: Config, a_name: str, b_name: str, given: list[str] = ()) -> 
             f"{a_id} and {b_id} were scored on different selections (noise level, profile, draws, seed, select_on or data); "
             "they are not comparable"
         )
+    if level is not None and a.draws != b.draws:
+        raise DataError(
+            f"{a_id} and {b_id}: their fold runs drew their validation noise differently (train.seed, "
+            "train.noise_seeds or data.noise_profile), so their scores at one level are not paired; "
+            "pair them on the selection score (no LEVEL=)"
+        )
     ratio = max(a.held_out_per_train, b.held_out_per_train)  # the larger correction of the two: the wider interval
     result = paired_comparison(np.array(a.scores), np.array(b.scores), ratio)
-    a_scores, b_scores, a_definition = a.scores, b.scores, a.definition
-    write_report(config, a_id, b_id, a_scores, b_scores, a_definition, result, ratio)
+    write_report(config, a_id, b_id, a.scores, b.scores, a.definition, result, ratio, level)
     return result
 
 
@@ -308,9 +363,15 @@ def report_lines(
     definition: dict[str, Any],
     result: PairedComparison,
     ratio: float,
+    level: float | None = None,
 ) -> list[str]:
-    level = definition["noise_level"]
     protocol = fold_protocol(definition)
+    scored = (
+        f"accuracy on the fold's scored series at noise {definition['noise_level']:g} ({definition['select_on']} selection)"
+        if level is None
+        else f"validation accuracy on the fold's held-out series at noise {level:g} (each fold run's own noise draws; "
+        f"a reading beside the selection score, which is at noise {definition['noise_level']:g})"
+    )
     tested = (
         f"95% interval [{result.low:+.4f}, {result.high:+.4f}] (corrected resampled t-test, t = {result.t:.2f}, "
         f"p = {result.p:.3f}, {len(a) - 1} degrees of freedom, scored/training series {ratio:.3f})"
@@ -320,8 +381,7 @@ def report_lines(
     lines = [
         f"# Paired comparison: A = {a_id}, B = {b_id}",
         "",
-        f"Score per fold: accuracy on the fold's scored series at noise {level:g} ({definition['select_on']} selection), "
-        f"{len(a)} fold runs on the same folds, protocol {protocol}. Differences are A - B.",
+        f"Score per fold: {scored}, {len(a)} fold runs on the same folds, protocol {protocol}. Differences are A - B.",
         "",
         "| fold run | A | B | A - B |",
         "|--:|--:|--:|--:|",
@@ -344,9 +404,11 @@ def write_report(
     definition: dict[str, Any],
     result: PairedComparison,
     ratio: float,
+    level: float | None = None,
 ) -> None:
-    target = config.path("reports", "cv_compare", f"{a_id}__{b_id}".replace(":", "-"))  # peer:<name> -> peer-<name>
-    lines = report_lines(a_id, b_id, a, b, definition, result, ratio)
+    name = f"{a_id}__{b_id}" + (f"__noise{level:g}" if level is not None else "")
+    target = config.path("reports", "cv_compare", name.replace(":", "-"))  # peer:<name> -> peer-<name>
+    lines = report_lines(a_id, b_id, a, b, definition, result, ratio, level)
 
     def number(value: float) -> float | None:  # JSON has no NaN
         return float(value) if np.isfinite(value) else None
@@ -357,7 +419,7 @@ def write_report(
             "a": a_id, "b": b_id, "a_scores": a, "b_scores": b, "differences": result.differences.tolist(),
             "mean": result.mean, "low": number(result.low), "high": number(result.high), "t": number(result.t),
             "p": number(result.p), "verdict": result.verdict, "held_out_per_train": ratio, "protocol": fold_protocol(definition),
-            "definition": definition,
+            "definition": definition, "level": level,
         }  # fmt: skip
         (temp / "comparison.json").write_text(json.dumps(record, indent=2) + "\n")
     print("\n".join(lines[4:]))
@@ -368,9 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("pipeline.stages.cv_compare", __doc__)
     parser.add_argument("--a", required=True, help="a CV id or an experiment file (A=)")
     parser.add_argument("--b", required=True, help="a CV id or an experiment file (B=)")
+    parser.add_argument(
+        "--level", type=float, help="pair on the held-out folds' validation accuracy at this noise (LEVEL=)"
+    )
     args = parser.parse_args(argv)
 
-    return run_stage(lambda config: compare(config, args.a, args.b, overrides(args)), args)
+    return run_stage(lambda config: compare(config, args.a, args.b, overrides(args), args.level), args)
 
 
 if __name__ == "__main__":
