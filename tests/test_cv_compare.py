@@ -236,7 +236,7 @@ def test_the_two_cvs_as_one_cross_validated_ensemble_and_a_peer_on_their_folds(
     assert record["a_scores"] != record["b_scores"]
     # paired again: each fold's score read back, not refitted, except where what it was kept for
     # no longer matches (here a kept key altered: that fold is fitted again)
-    kept = root / "reports" / "cv_compare" / "peer_folds" / folds[0] / "quant+copies.json"
+    kept = kept_peer_scores(root, "quant+copies")[folds[0]]
     altered = json.loads(kept.read_text())
     kept.write_text(json.dumps({**altered, "key": "another fit"}))
     again = run_make("cv-compare", "A=peer:quant+copies", f"B={b}", f"SET=paths.root={root}")
@@ -255,12 +255,20 @@ def test_the_two_cvs_as_one_cross_validated_ensemble_and_a_peer_on_their_folds(
     assert paired["level"] == 0.5 and paired["b_scores"] == [
         json.loads((root / "runs" / run / "metrics.json").read_text())["validation"]["0.5"]["mean"] for run in folds
     ]
-    assert paired["a_scores"] == [
-        json.loads((root / "reports" / "cv_compare" / "peer_folds" / run / "quant+copies.json").read_text())[
-            "validation"
-        ]["0.5"]["mean"]
-        for run in folds
-    ]
+    kept_files = kept_peer_scores(root, "quant+copies")
+    assert paired["a_scores"] == [json.loads(kept_files[run].read_text())["validation"]["0.5"]["mean"] for run in folds]
+    # A's fold runs hold another model on the same split: the peer's kept fits serve them, none refitted
+    shared = run_make("cv-compare", "A=peer:quant+copies", f"B={a}", f"SET=paths.root={root}")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert "peak memory" not in shared.stdout and shared.stdout.count("its score kept in") == 4, shared.stdout
+    on_a = json.loads((root / "reports" / "cv_compare" / f"peer-quant+copies__{a}" / "comparison.json").read_text())
+    assert on_a["a_scores"] == record["a_scores"] and on_a["b_scores"] == scores[a]
+
+
+def kept_peer_scores(root: Path, peer: str) -> dict[str, Path]:
+    """The files keeping a peer's fold scores, by the fold run each was fitted for."""
+    files = (root / "reports" / "cv_compare" / "peer_folds" / peer).glob("*.json")
+    return {json.loads(path.read_text())["run"]: path for path in files}
 
 
 def test_a_peer_meets_each_fold_runs_own_series_and_noise_draws(

@@ -362,7 +362,12 @@ def blend(config: Config, names: list[str], refit: bool = False) -> Path:
             if fold_blends[index].finished:
                 log.info(f"{fold_blends[index].path}: this fold blend exists (its members are the same)")
                 continue
-            part = parts.get(index) or fold_members(config, folds[index], peers)[0]
+            if index in parts:
+                part = parts[index]
+            else:
+                # its kept predictions were read above, but the fold blend was removed before this
+                # lock (by hand, or by a blend beside this one): its members are loaded again
+                part = fold_members(config, folds[index], peers)[0]
             write_blend(config, part, peers, [out_of_fold[j] for j in sources], out_of_fold[index])
     refit_run = None
     if refit:

@@ -30,19 +30,22 @@ then fitted on every fold run's training part of the other side's CV (what the r
 trained and chose on: a peer chooses nothing) and scored by the same function (training.selection_score)
 on the same held-out series, noise draws and selection, so "is the recurrent model ahead of logistic
 regression?" is a paired question too. Each fold's peer score is kept in
-reports/cv_compare/peer_folds/<fold run>/<peer>.json with what it depends on (the fold run and its
-config, the peer code, the libraries' versions), so pairing the same peer again reads it instead of
-refitting (MiniRocket + copy takes 12 minutes on raw's six folds); delete the folder to refit.
+reports/cv_compare/peer_folds/<peer>/<key>.json, keyed by what it depends on (the fold's split:
+the data, cv, train, augment and peers settings of its run's config; the peer code, the libraries'
+versions), so pairing the same peer again, or with another CV cut into the same folds (another
+model, a blend of that CV), reads it instead of refitting (MiniRocket + copy takes 12 minutes on
+raw's six folds); delete the folder to refit.
+Both sides' fold definitions (scored ids, noise, draws, seed, protocol) must agree fold by fold; a
+CV made under the old protocol (folds that chose on the series they were scored on) is refused
+beside a nested one, with the command that re-runs it. The comparison is written to
+reports/cv_compare/<A>__<B>/comparison.{md,json}.
 
 `LEVEL=<noise>` pairs the same fold runs on another reading: each fold run's validation accuracy on
 its held-out fold at that noise (one of train.noise_levels, drawn as `make cv` drew it; a peer is
 scored there too). The held-out fold chose nothing, so the reading is honest, and it asks what the
 selection score cannot: is A more robust than B at 1.0, past the competition's noise? Both sides'
 fold runs must have drawn their noise alike (train.seed, train.noise_seeds, data.noise_profile).
-Written to reports/cv_compare/<A>__<B>__noise<level>/. Both sides' fold definitions (scored ids, noise, draws,
-seed, protocol) must agree fold by fold; a CV made under the old protocol (folds that chose on the
-series they were scored on) is refused beside a nested one, with the command that re-runs it. The comparison is written to
-reports/cv_compare/<A>__<B>/comparison.{md,json}.
+Written to reports/cv_compare/<A>__<B>__noise<level>/.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ from pipeline.runs.folder import RunFolder
 from pipeline.runs.registry import cv_id_for, run_config
 
 PEER = "peer:"  # how a peer is named beside CV ids (make blend names its peers the same way)
+# The sections of a fold run's config that a peer fitted and scored on its fold reads (the data, the
+# split, the noise draws and seed, the noised copies); not the recurrent model's (model,
+# regularization) nor where files go (paths). cv.small_blend names what `make train` blends on a
+# small competition, not the split.
+PEER_READS = ("data", "cv", "train", "augment", "peers")
 # What both sides' fold runs must have been scored with, fold by fold (the peer's are its own, not copied).
 SAME_SELECTION = ("competition", "data", "select_on", "noise_profile", "noise_level", "draws", "seed", "protocol")
 
@@ -191,11 +199,15 @@ def fold_scores(config: Config, cv_id: str, level: float | None = None) -> FoldS
             f"{folder.path}: not a finished cross-validation (no {folder.metrics_file.name}); run `make cv` first"
         )
     runs = [RunFolder.of(config, run_id) for run_id in folder.lineage().folds]
-    selections = [run.metrics()["selection"] for run in runs]
+    metrics = [run.metrics() for run in runs]
+    selections = [run_metrics["selection"] for run_metrics in metrics]
     scores = (
         [selection["score"] for selection in selections]
         if level is None
-        else [validation_at(run.metrics_file, run.metrics().get("validation") or {}, level) for run in runs]
+        else [
+            validation_at(run.metrics_file, run_metrics.get("validation") or {}, level)
+            for run, run_metrics in zip(runs, metrics)
+        ]
     )
     folds = int(folder.config()["cv"]["folds"])
     return FoldScores(
@@ -220,9 +232,11 @@ def peer_training_part(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def peer_fold_key(peer: str, run_id: str, fold_config: dict[str, Any]) -> str:
-    """What a peer's score on a fold run depends on: the peer, the fold run and its config (its split,
-    selection, seed, peers and augment settings), the peer code's source and the libraries that fit it."""
+def peer_fold_key(peer: str, fold_config: dict[str, Any]) -> str:
+    """What a peer's score on a fold run depends on: the peer, what it reads of the fold run's
+    config (PEER_READS: every CV cut into the same folds under the same training settings shares it,
+    whatever its model; a blend's fold runs carry their first member's), the peer code's source and
+    the libraries that fit it."""
     from importlib.metadata import PackageNotFoundError, version
 
     from pipeline.models import augment, baselines, rocket
@@ -235,26 +249,35 @@ def peer_fold_key(peer: str, run_id: str, fold_config: dict[str, Any]) -> str:
 
     code = [sha256_file(Path(module.__file__)) for module in (augment, baselines, rocket)]
     libraries = {package: installed(package) for package in ("numpy", "scikit-learn", "aeon", "torch")}
-    return short_hash([peer, run_id, fold_config, code, libraries], length=16)
+    split = {section: fold_config.get(section) for section in PEER_READS}
+    split["cv"] = {key: value for key, value in (split["cv"] or {}).items() if key != "small_blend"}
+    return short_hash([peer, split, code, libraries], length=16)
 
 
-def peer_fold_record(config: Config, peer: str, run_id: str, validation: bool) -> dict[str, Any]:
-    """A peer on one fold run: fitted on the fold's training part and scored as the run was (its
-    selection; `validation`: also its accuracy at each of train.noise_levels), or read back from
-    reports/cv_compare/peer_folds/ where the same fit was scored before (`peer_fold_key`: a peer on
-    raw windows takes minutes a fold; its scores cannot change while nothing it depends on does)."""
+def peer_fold_record(
+    config: Config, peer: str, run_id: str, fold_config: dict[str, Any], validation: bool
+) -> tuple[dict[str, Any], Path]:
+    """A peer on one fold run (whose config.json holds `fold_config`): fitted on the fold's training
+    part and scored as the run was (its selection; `validation`: also its accuracy at each of
+    train.noise_levels), or read back from reports/cv_compare/peer_folds/ where the same fit was
+    scored before, for this fold run or another cut the same way (`peer_fold_key`: a peer on raw
+    windows takes minutes a fold; its scores cannot change while nothing it depends on does).
+    Returned with the file that keeps it."""
     from pipeline.data.datasets import load_training_data
     from pipeline.models import baselines
     from pipeline.runs.scoring import selection_score, validation_scores
 
     fold_dir = config.path("runs", run_id)
-    key = peer_fold_key(peer, run_id, RunFolder(fold_dir).config())
-    kept = config.path("reports", "cv_compare", "peer_folds", run_id, f"{peer}.json")
+    key = peer_fold_key(peer, fold_config)
+    kept = config.path("reports", "cv_compare", "peer_folds", peer, f"{key}.json")
     if kept.is_file():
         record = json.loads(kept.read_text())
         if record.get("key") == key and (record.get("validation") or not validation):
-            log.info(f"    {PEER}{peer} on {run_id}: its score kept in {kept} (nothing it depends on changed)")
-            return record
+            log.info(
+                f"    {PEER}{peer} on {run_id}: its score kept in {kept} (fitted on this split for "
+                f"{record.get('run')}; nothing it depends on changed)"
+            )
+            return record, kept
     fold = run_config(config, fold_dir)
     data = load_training_data(fold)
     part, part_labels = peer_training_part(data)
@@ -270,7 +293,7 @@ def peer_fold_record(config: Config, peer: str, run_id: str, validation: bool) -
     }
     kept.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(kept, record)
-    return record
+    return record, kept
 
 
 def peer_fold_scores(config: Config, peer: str, cv_id: str, level: float | None = None) -> FoldScores:
@@ -289,14 +312,14 @@ def peer_fold_scores(config: Config, peer: str, cv_id: str, level: float | None 
     progress = Progress(len(cv_folder.lineage().folds))
     for run_id in cv_folder.lineage().folds:
         progress.step(f"{PEER}{peer} on the folds of {cv_id}: {run_id}")
-        record = peer_fold_record(config, peer, run_id, validation=level is not None)
+        fold_config = RunFolder.of(config, run_id).config()
+        record, kept = peer_fold_record(config, peer, run_id, fold_config, validation=level is not None)
         selection = record["selection"]
-        kept = config.path("reports", "cv_compare", "peer_folds", run_id, f"{peer}.json")
         scores.append(selection["score"] if level is None else validation_at(kept, record["validation"], level))
         definitions.append(selection["definition"])
         counts.append(selection["series"])
         if level is not None:
-            draws.append(validation_draws(RunFolder.of(config, run_id).config()))
+            draws.append(validation_draws(fold_config))
     folds = int(cv_folder.config()["cv"]["folds"])
     return FoldScores(scores, definitions, cv_definition(definitions), held_out_ratio(counts, folds), draws)
 
